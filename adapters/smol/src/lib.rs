@@ -1,0 +1,136 @@
+//! Runs the `lifecycle` core on smol.
+//!
+//! [`SmolRuntime`] implements [`lifecycle::Runtime`] either on an executor you
+//! own ([`SmolRuntime::on`], an `Arc<async_executor::Executor>`, re-exported by
+//! smol as [`smol::Executor`]) or on smol's global spawner
+//! ([`SmolRuntime::global`], i.e. [`smol::spawn`]). Timers are
+//! [`async_io::Timer`](smol::Timer)s, driven by async-io's reactor whatever
+//! executor polls them; the clock is [`std::time::Instant`].
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use lifecycle::{Latch, RuntimeExt};
+//! use lifecycle_smol::SmolRuntime;
+//!
+//! let executor = Arc::new(smol::Executor::new());
+//! let rt = SmolRuntime::on(executor.clone());
+//! let ready = Latch::new();
+//! let task = rt.spawn({
+//!     let ready = ready.clone();
+//!     async move { ready.set() }
+//! });
+//! smol::block_on(executor.run(async {
+//!     ready.wait().await;
+//!     assert_eq!(task.await, Ok(true));
+//! }));
+//! ```
+
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use lifecycle::{BoxFuture, Instant, Runtime, SharedRuntime};
+use smol::Executor;
+
+/// The lifecycle runtime binding for smol.
+#[derive(Clone)]
+pub struct SmolRuntime {
+    /// `None`: smol's global executor.
+    executor: Option<Arc<Executor<'static>>>,
+    origin: std::time::Instant,
+}
+
+impl SmolRuntime {
+    /// Spawns on smol's global executor ([`smol::spawn`]), which runs on its
+    /// own threads (`SMOL_THREADS`, default one).
+    pub fn global() -> Self {
+        Self {
+            executor: None,
+            origin: std::time::Instant::now(),
+        }
+    }
+
+    /// Spawns on `executor`. Tasks make progress only while something runs
+    /// the executor (`executor.run(..)`, `executor.tick()`).
+    pub fn on(executor: Arc<Executor<'static>>) -> Self {
+        Self {
+            executor: Some(executor),
+            origin: std::time::Instant::now(),
+        }
+    }
+
+    /// The executor tasks are spawned on; `None` for the global one.
+    pub fn executor(&self) -> Option<&Arc<Executor<'static>>> {
+        self.executor.as_ref()
+    }
+
+    /// This runtime as a [`SharedRuntime`].
+    pub fn shared(self) -> SharedRuntime {
+        Arc::new(self)
+    }
+}
+
+/// smol's global executor as a [`SharedRuntime`].
+pub fn runtime() -> SharedRuntime {
+    SmolRuntime::global().shared()
+}
+
+impl Runtime for SmolRuntime {
+    fn spawn_detached(&self, task: BoxFuture) {
+        let task = match &self.executor {
+            Some(executor) => executor.spawn(task),
+            None => smol::spawn(task),
+        };
+        task.detach();
+    }
+
+    fn sleep(&self, duration: Duration) -> BoxFuture {
+        // `Timer::after` saturates: a duration past the clock's range never fires.
+        let timer = smol::Timer::after(duration);
+        Box::pin(async move {
+            timer.await;
+        })
+    }
+
+    fn now(&self) -> Instant {
+        Instant::from_origin(self.origin.elapsed())
+    }
+}
+
+impl fmt::Debug for SmolRuntime {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let executor = if self.executor.is_some() {
+            "owned"
+        } else {
+            "global"
+        };
+        f.debug_struct("SmolRuntime")
+            .field("executor", &executor)
+            .finish_non_exhaustive()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use lifecycle::RuntimeExt;
+
+    #[test]
+    fn global_spawner_runs_tasks() {
+        let rt = runtime();
+        let task = rt.spawn(async { 5 });
+        assert_eq!(smol::block_on(task), Ok(5));
+    }
+
+    #[test]
+    fn sleep_waits_at_least_its_duration() {
+        let rt = runtime();
+        let before = rt.now();
+        smol::block_on(rt.sleep(Duration::from_millis(20)));
+        assert!(rt.now().saturating_duration_since(before) >= Duration::from_millis(20));
+    }
+}

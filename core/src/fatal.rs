@@ -1,0 +1,379 @@
+//! Fatal errors: [`FatalError`], the [`FatalSlot`] that keeps the first one
+//! of a scope, and the [`FatalHook`] that receives the rest.
+//!
+//! A scope (a component, a worker group) can fail several times in a row: the
+//! first error usually causes the others (a closed connection, a stopped
+//! sibling). Only the first is the scope's verdict and is delivered, exactly
+//! once, to whoever supervises the scope. Every later error goes to the slot's
+//! hook and is counted, so nothing is ever dropped silently.
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::sync::Arc;
+use core::error::Error;
+use core::fmt;
+use core::future::Future;
+use core::pin::Pin;
+use core::sync::atomic::Ordering::Relaxed;
+use core::task::{Context, Poll};
+
+use crate::flag::{Flag, HasFlag, Waiter};
+use crate::sync::AtomicUsize;
+
+/// A type-erased, cheaply cloneable fatal error.
+///
+/// Components of many types report into one supervisor, so their errors are
+/// erased to one type here, the way `anyhow` does it: `Display`, `Debug` and
+/// `source` are those of the wrapped error, and [`downcast_ref`] gets it back.
+/// There is no way to build an "empty" fatal error: every one carries a cause.
+///
+/// [`downcast_ref`]: FatalError::downcast_ref
+///
+/// # Example
+///
+/// ```
+/// use lifecycle::FatalError;
+///
+/// #[derive(Debug)]
+/// struct DiskFull;
+/// impl std::fmt::Display for DiskFull {
+///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+///         f.write_str("disk full")
+///     }
+/// }
+/// impl std::error::Error for DiskFull {}
+///
+/// let err = FatalError::new(DiskFull);
+/// assert_eq!(err.to_string(), "disk full");
+/// assert!(err.downcast_ref::<DiskFull>().is_some());
+///
+/// let msg = FatalError::msg("worker lost its lease");
+/// assert_eq!(msg.to_string(), "worker lost its lease");
+/// ```
+#[derive(Clone)]
+pub struct FatalError {
+    inner: Arc<dyn Error + Send + Sync + 'static>,
+}
+
+impl FatalError {
+    /// Wraps an error.
+    pub fn new<E>(error: E) -> Self
+    where
+        E: Error + Send + Sync + 'static,
+    {
+        Self {
+            inner: Arc::new(error),
+        }
+    }
+
+    /// Wraps an already boxed error without boxing it again.
+    pub fn from_boxed(error: Box<dyn Error + Send + Sync + 'static>) -> Self {
+        Self {
+            inner: Arc::from(error),
+        }
+    }
+
+    /// A fatal error that is only a message (a panic payload, an ad-hoc
+    /// condition).
+    pub fn msg<M>(message: M) -> Self
+    where
+        M: fmt::Display + fmt::Debug + Send + Sync + 'static,
+    {
+        Self::new(Message(message))
+    }
+
+    /// The wrapped error, if it is of type `E`.
+    pub fn downcast_ref<E>(&self) -> Option<&E>
+    where
+        E: Error + 'static,
+    {
+        self.inner.downcast_ref::<E>()
+    }
+
+    /// Whether both values are clones of the same reported error.
+    pub fn same_as(&self, other: &FatalError) -> bool {
+        Arc::ptr_eq(&self.inner, &other.inner)
+    }
+}
+
+impl fmt::Display for FatalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&*self.inner, f)
+    }
+}
+
+impl fmt::Debug for FatalError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.inner, f)
+    }
+}
+
+impl Error for FatalError {
+    fn source(&self) -> Option<&(dyn Error + 'static)> {
+        self.inner.source()
+    }
+}
+
+impl From<Box<dyn Error + Send + Sync + 'static>> for FatalError {
+    fn from(error: Box<dyn Error + Send + Sync + 'static>) -> Self {
+        Self::from_boxed(error)
+    }
+}
+
+impl From<String> for FatalError {
+    fn from(message: String) -> Self {
+        Self::msg(message)
+    }
+}
+
+impl From<&'static str> for FatalError {
+    fn from(message: &'static str) -> Self {
+        Self::msg(message)
+    }
+}
+
+/// An error that is only a message; `Debug` shows the message as is.
+struct Message<M>(M);
+
+impl<M: fmt::Display> fmt::Display for Message<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<M: fmt::Debug> fmt::Debug for Message<M> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.fmt(f)
+    }
+}
+
+impl<M: fmt::Display + fmt::Debug> Error for Message<M> {}
+
+/// Where the fatal errors that are not a scope's first one go.
+///
+/// The default hook writes one line to standard error with the `std` feature
+/// and does nothing without it; either way the slot counts the error (see
+/// [`FatalSlot::unhandled_count`]). A custom hook is any `Fn(&FatalError)`;
+/// it is called outside every lock of this crate, from whichever task
+/// reported the error, and should return quickly.
+///
+/// # Example
+///
+/// ```
+/// use lifecycle::{FatalError, FatalHook, FatalSlot};
+/// use std::sync::{Arc, Mutex};
+///
+/// let seen = Arc::new(Mutex::new(Vec::new()));
+/// let hook = FatalHook::new({
+///     let seen = seen.clone();
+///     move |err: &FatalError| seen.lock().unwrap().push(err.to_string())
+/// });
+/// let slot = FatalSlot::with_hook(hook);
+/// slot.report(FatalError::msg("first"));
+/// slot.report(FatalError::msg("second"));
+/// assert_eq!(*seen.lock().unwrap(), ["second"]);
+/// ```
+#[derive(Clone, Default)]
+pub struct FatalHook {
+    custom: Option<Arc<HookFn>>,
+}
+
+type HookFn = dyn Fn(&FatalError) + Send + Sync + 'static;
+
+impl FatalHook {
+    /// A hook that calls `f` for every unhandled fatal error.
+    pub fn new<F>(f: F) -> Self
+    where
+        F: Fn(&FatalError) + Send + Sync + 'static,
+    {
+        Self {
+            custom: Some(Arc::new(f)),
+        }
+    }
+
+    /// Hands `error` to the hook.
+    pub fn call(&self, error: &FatalError) {
+        match &self.custom {
+            Some(f) => f(error),
+            None => default_hook(error),
+        }
+    }
+}
+
+#[cfg(feature = "std")]
+fn default_hook(error: &FatalError) {
+    std::eprintln!("lifecycle: unhandled fatal error: {error}");
+}
+
+#[cfg(not(feature = "std"))]
+fn default_hook(_error: &FatalError) {
+    // Nowhere to write on a bare target; the slot's counter still records it.
+}
+
+impl fmt::Debug for FatalHook {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let kind = if self.custom.is_some() {
+            "custom"
+        } else {
+            "default"
+        };
+        f.debug_tuple("FatalHook").field(&kind).finish()
+    }
+}
+
+/// What [`FatalSlot::report`] did with an error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Reported {
+    /// It was the scope's first fatal error: recorded for delivery.
+    First,
+    /// The scope had one already: it went to the hook and was counted.
+    Unhandled,
+}
+
+/// The first fatal error of a scope, delivered exactly once.
+///
+/// Clones share the slot: workers keep one to [`report`](FatalSlot::report)
+/// into, the supervising party keeps one to [`take`](FatalSlot::take) from or
+/// to wait on with [`first`](FatalSlot::first).
+///
+/// # Example
+///
+/// ```
+/// use lifecycle::{FatalError, FatalHook, FatalSlot, Reported};
+/// # futures_executor::block_on(async {
+/// let slot = FatalSlot::with_hook(FatalHook::new(|_| {}));
+/// let worker = slot.clone();
+///
+/// assert_eq!(worker.report(FatalError::msg("boom")), Reported::First);
+/// assert_eq!(worker.report(FatalError::msg("again")), Reported::Unhandled);
+///
+/// let first = slot.first().await.expect("delivered once");
+/// assert_eq!(first.to_string(), "boom");
+/// assert!(slot.take().is_none()); // never twice
+/// assert_eq!(slot.unhandled_count(), 1);
+/// # });
+/// ```
+#[derive(Clone, Default)]
+pub struct FatalSlot {
+    inner: Arc<SlotInner>,
+}
+
+struct SlotInner {
+    /// Set once the first error is recorded; guards the error itself.
+    recorded: Flag<Option<FatalError>>,
+    hook: FatalHook,
+    unhandled: AtomicUsize,
+}
+
+impl Default for SlotInner {
+    fn default() -> Self {
+        Self {
+            recorded: Flag::new(None),
+            hook: FatalHook::default(),
+            unhandled: AtomicUsize::new(0),
+        }
+    }
+}
+
+impl HasFlag for SlotInner {
+    type State = Option<FatalError>;
+    fn flag(&self) -> &Flag<Option<FatalError>> {
+        &self.recorded
+    }
+}
+
+impl FatalSlot {
+    /// An empty slot with the default hook.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// An empty slot whose later errors go to `hook`.
+    pub fn with_hook(hook: FatalHook) -> Self {
+        Self {
+            inner: Arc::new(SlotInner {
+                hook,
+                ..SlotInner::default()
+            }),
+        }
+    }
+
+    /// Reports a fatal error. The first one is recorded for delivery; every
+    /// later one goes to the hook and is counted.
+    pub fn report(&self, error: FatalError) -> Reported {
+        // The closure runs, and moves the error, only if this is the first.
+        let mut pending = Some(error);
+        self.inner.recorded.set(|slot| *slot = pending.take());
+        match pending {
+            None => Reported::First,
+            Some(late) => {
+                // Relaxed: a statistic, read on its own; no data hangs off it.
+                self.inner.unhandled.fetch_add(1, Relaxed);
+                self.inner.hook.call(&late);
+                Reported::Unhandled
+            }
+        }
+    }
+
+    /// Whether a first error has been recorded (delivered or not): one atomic
+    /// load.
+    pub fn is_recorded(&self) -> bool {
+        self.inner.recorded.is_set()
+    }
+
+    /// Takes the first error if it is recorded and not yet delivered. Returns
+    /// `Some` at most once over the slot's whole life.
+    pub fn take(&self) -> Option<FatalError> {
+        self.inner.recorded.with_state(|_, slot| slot.take())
+    }
+
+    /// Waits until a first error is recorded, then takes it. Resolves to
+    /// `None` if someone else took it first. Cancel-safe: dropping the future
+    /// before it completes takes nothing.
+    pub fn first(&self) -> First<'_> {
+        First(Waiter::new(&*self.inner))
+    }
+
+    /// How many errors went to the hook because the slot held one already.
+    pub fn unhandled_count(&self) -> usize {
+        self.inner.unhandled.load(Relaxed)
+    }
+
+    /// The hook this slot hands later errors to.
+    pub fn hook(&self) -> &FatalHook {
+        &self.inner.hook
+    }
+}
+
+impl fmt::Debug for FatalSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FatalSlot")
+            .field("is_recorded", &self.is_recorded())
+            .field("unhandled", &self.unhandled_count())
+            .finish()
+    }
+}
+
+/// Future returned by [`FatalSlot::first`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct First<'a>(Waiter<&'a SlotInner>);
+
+impl Future for First<'_> {
+    type Output = Option<FatalError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<FatalError>> {
+        let waiter = &mut self.get_mut().0;
+        match waiter.poll(cx) {
+            Poll::Ready(()) => Poll::Ready(waiter.holder().recorded.with_state(|_, slot| slot.take())),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl fmt::Debug for First<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("First")
+            .field("is_recorded", &self.0.holder().recorded.is_set())
+            .finish()
+    }
+}

@@ -1,0 +1,134 @@
+//! [`Latch`]: a one-shot broadcast signal.
+
+use alloc::sync::Arc;
+use core::fmt;
+use core::future::Future;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+
+use crate::flag::{Flag, Waiter};
+
+/// A one-shot broadcast signal: unset until [`set`](Latch::set) is called
+/// once, set forever after. The Rust form of Go's "closed channel".
+///
+/// - [`is_set`](Latch::is_set) is a single atomic load, never a lock.
+/// - [`wait`](Latch::wait) is a future that completes once the latch is set (at
+///   once if it already is), for any number of waiters. It is cancel-safe: a
+///   waiter dropped before completion removes itself.
+/// - Whatever a task wrote before `set()` is visible to any task that observed
+///   the latch set, through `is_set` or a completed `wait`.
+///
+/// A `Latch` is a handle: clones share the same signal, so one clone can be
+/// set while others are waited on from other tasks.
+///
+/// # Example
+///
+/// ```
+/// use lifecycle::Latch;
+/// # futures_executor::block_on(async {
+/// let ready = Latch::new();
+/// let waiter = ready.clone().wait_owned();
+///
+/// assert!(ready.set()); // this call set it
+/// assert!(!ready.set()); // already set: sticky
+/// waiter.await; // completes: the latch is set
+/// assert!(ready.is_set());
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct Latch {
+    flag: Arc<Flag>,
+}
+
+impl Default for Latch {
+    fn default() -> Self {
+        Self {
+            flag: Arc::new(Flag::new(())),
+        }
+    }
+}
+
+impl Latch {
+    /// Creates an unset latch.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the latch and wakes every waiter. Returns `true` if this call set
+    /// it, `false` if it was set already.
+    pub fn set(&self) -> bool {
+        self.flag.set(|()| ()).is_some()
+    }
+
+    /// Whether the latch is set: one atomic load with `Acquire` ordering.
+    pub fn is_set(&self) -> bool {
+        self.flag.is_set()
+    }
+
+    /// Waits until the latch is set, borrowing it.
+    pub fn wait(&self) -> Wait<'_> {
+        Wait(Waiter::new(&*self.flag))
+    }
+
+    /// Waits until the latch is set, owning a handle: the future is `'static`
+    /// and can be moved into a spawned task.
+    pub fn wait_owned(self) -> WaitOwned {
+        WaitOwned(Waiter::new(self.flag))
+    }
+
+    /// Whether both handles refer to the same latch.
+    pub fn same_as(&self, other: &Latch) -> bool {
+        Arc::ptr_eq(&self.flag, &other.flag)
+    }
+
+    #[cfg(test)]
+    pub(crate) fn waiter_count(&self) -> usize {
+        self.flag.waiter_count()
+    }
+}
+
+impl fmt::Debug for Latch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Latch")
+            .field("is_set", &self.is_set())
+            .finish()
+    }
+}
+
+/// Future returned by [`Latch::wait`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct Wait<'a>(Waiter<&'a Flag>);
+
+/// Future returned by [`Latch::wait_owned`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct WaitOwned(Waiter<Arc<Flag>>);
+
+impl Future for Wait<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.get_mut().0.poll(cx)
+    }
+}
+
+impl Future for WaitOwned {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.get_mut().0.poll(cx)
+    }
+}
+
+impl fmt::Debug for Wait<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let is_set = self.0.holder().is_set();
+        f.debug_struct("Wait").field("is_set", &is_set).finish()
+    }
+}
+
+impl fmt::Debug for WaitOwned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let is_set = self.0.holder().is_set();
+        f.debug_struct("WaitOwned").field("is_set", &is_set).finish()
+    }
+}

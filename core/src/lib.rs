@@ -1,0 +1,85 @@
+//! Runtime-agnostic building blocks for the life of async components.
+//!
+//! `lifecycle` is `#![no_std]` (with `alloc`) and knows no executor. This
+//! crate holds the primitives every face of a component's life is made of:
+//!
+//! | item | what it is |
+//! |---|---|
+//! | [`Latch`] | a one-shot broadcast signal: ready, done, started, stopped |
+//! | [`StopSource`] / [`StopToken`] | hierarchical cancellation with a first-writer-wins [`StopCause`] |
+//! | [`FatalSlot`] | the first fatal error of a scope, delivered once; the rest go to a [`FatalHook`] |
+//! | [`Runtime`] | the binding to an executor: spawn, sleep, clock; adapters implement it |
+//! | [`JoinHandle`] | join and abort a spawned task the same way on every executor |
+//!
+//! Executors are bound by the adapter crates `lifecycle-tokio`,
+//! `lifecycle-smol` and `lifecycle-async-std`.
+//!
+//! # Example
+//!
+//! ```
+//! use lifecycle::{Latch, StopSource};
+//! # futures_executor::block_on(async {
+//! let ready = Latch::new();
+//! let shutdown = StopSource::new();
+//!
+//! let worker = {
+//!     let ready = ready.clone();
+//!     let token = shutdown.token().child().token();
+//!     async move {
+//!         ready.set(); // initialised
+//!         token.stopped().await; // run until told to stop
+//!     }
+//! };
+//! # let worker = futures_util::future::join(worker, async {
+//! ready.wait().await;
+//! shutdown.stop();
+//! # });
+//! # worker.await;
+//! # });
+//! ```
+//!
+//! # Features
+//!
+//! - `std` (default): panics inside spawned tasks are caught and reported as
+//!   [`JoinError::Panicked`]; locks are `std::sync::Mutex`; the default
+//!   [`FatalHook`] writes to standard error. Without it the crate builds for
+//!   bare targets such as `thumbv7em-none-eabihf`; locks are spin locks, so do
+//!   not stop tokens or set latches from interrupt handlers that may preempt
+//!   a task holding one.
+//!
+//! # Dependencies
+//!
+//! Each is `no_std` with default features off:
+//! - `slab`: the waiter and child lists, reusing freed slots so lists never
+//!   grow past their peak size;
+//! - `futures-util`: `AtomicWaker` for task abort (and, later, combinators);
+//! - `pin-project-lite`: safe pin projections without a proc-macro;
+//! - `spin`: the lock used without `std`.
+//!
+//! Wakeups use a small waiter list of our own ([`Latch`] documents the
+//! contract) rather than `event-listener`: `event-listener` wakes listeners
+//! while holding its list lock, and with ten thousand waiters on one signal
+//! that measured several times slower than tokio-util's `CancellationToken`.
+//! Ours wakes after releasing the lock.
+
+#![no_std]
+#![warn(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(docsrs, feature(doc_auto_cfg))]
+
+extern crate alloc;
+#[cfg(feature = "std")]
+extern crate std;
+
+mod fatal;
+mod flag;
+mod latch;
+mod runtime;
+mod stop;
+mod sync;
+mod task;
+
+pub use fatal::{FatalError, FatalHook, FatalSlot, First, Reported};
+pub use latch::{Latch, Wait, WaitOwned};
+pub use runtime::{BoxFuture, Elapsed, Instant, Runtime, RuntimeExt, SharedRuntime, Timeout};
+pub use stop::{StopCause, StopSource, StopToken, Stopped, StoppedOwned};
+pub use task::{JoinError, JoinHandle};

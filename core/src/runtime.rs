@@ -1,0 +1,250 @@
+//! The runtime binding: the only place where the core meets an executor.
+//!
+//! The core never names an executor. Everything that needs one takes a
+//! [`Runtime`]: spawn a future, sleep for a [`Duration`], read a monotonic
+//! clock. Adapter crates implement it in a few dozen lines (`lifecycle-tokio`,
+//! `lifecycle-smol`, `lifecycle-async-std`); a test kit can implement it with
+//! virtual time.
+//!
+//! # Why `dyn Runtime` and not a generic parameter
+//!
+//! The trait is object safe and the core passes `Arc<dyn Runtime>` around
+//! (alias [`SharedRuntime`]). A supervisor holds many components of different
+//! types, each spawning workers and timers; a generic `R: Runtime` would have
+//! to appear on every one of those types and every function that touches
+//! them, and nesting supervisors would multiply it. What the dynamic call
+//! costs is one virtual call and one boxed future per spawn or sleep. Spawning
+//! already allocates a task, and lifecycle work is spawn-once-run-long, so the
+//! box is noise next to the executor's own cost (see `benches/README.md`).
+//!
+//! # What the core adds on top
+//!
+//! Adapters only spawn *detached* futures. [`RuntimeExt::spawn`] wraps the
+//! future so that join and abort behave identically on every executor:
+//! - the [`JoinHandle`] completes only after the task's future has been
+//!   dropped, so a completed join proves the task holds nothing any more;
+//! - [`JoinHandle::abort`] drops the future at its next poll and the join
+//!   reports [`JoinError::Aborted`];
+//! - with the `std` feature a panic inside the task is caught and reported as
+//!   [`JoinError::Panicked`] with its message, whatever the executor would
+//!   have done with it (smol's would have unwound through its run loop);
+//! - a task its executor drops unfinished (runtime shutdown) reports
+//!   [`JoinError::Dropped`].
+
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use core::fmt;
+use core::future::Future;
+use core::ops::Add;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+use core::time::Duration;
+
+use pin_project_lite::pin_project;
+
+use crate::task::{self, JoinHandle};
+#[cfg(doc)]
+use crate::task::JoinError;
+
+/// A boxed, sendable future: what crosses the [`Runtime`] boundary.
+pub type BoxFuture<T = ()> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// A runtime shared by everything that runs on it.
+pub type SharedRuntime = Arc<dyn Runtime>;
+
+/// What the core needs from an executor. Implemented by the adapter crates.
+///
+/// Implementations must be cheap to call from any thread and from inside
+/// tasks of the runtime. Most users never call these methods directly: they
+/// use [`RuntimeExt`], which every `Runtime` (and `dyn Runtime`) has.
+///
+/// # Example: a runtime on top of a thread per task
+///
+/// ```
+/// use lifecycle::{BoxFuture, Instant, Runtime, RuntimeExt};
+/// use std::time::Duration;
+///
+/// struct Threads {
+///     origin: std::time::Instant,
+/// }
+///
+/// impl Runtime for Threads {
+///     fn spawn_detached(&self, task: BoxFuture) {
+///         std::thread::spawn(move || futures_executor::block_on(task));
+///     }
+///     fn sleep(&self, duration: Duration) -> BoxFuture {
+///         // Each task has a thread of its own, so blocking it is fine here.
+///         Box::pin(async move { std::thread::sleep(duration) })
+///     }
+///     fn now(&self) -> Instant {
+///         Instant::from_origin(self.origin.elapsed())
+///     }
+/// }
+///
+/// let rt = Threads { origin: std::time::Instant::now() };
+/// let answer = futures_executor::block_on(rt.spawn(async { 6 * 7 }));
+/// assert_eq!(answer.unwrap(), 42);
+/// ```
+pub trait Runtime: Send + Sync + 'static {
+    /// Runs `task` to completion on the executor without a handle. The core
+    /// wraps every task it spawns, so the executor's own join handle is not
+    /// needed and can be detached.
+    fn spawn_detached(&self, task: BoxFuture);
+
+    /// A future that completes after `duration` (on the runtime's clock).
+    fn sleep(&self, duration: Duration) -> BoxFuture;
+
+    /// The current time on the runtime's monotonic clock.
+    fn now(&self) -> Instant;
+}
+
+impl<R: Runtime + ?Sized> Runtime for Arc<R> {
+    fn spawn_detached(&self, task: BoxFuture) {
+        (**self).spawn_detached(task);
+    }
+    fn sleep(&self, duration: Duration) -> BoxFuture {
+        (**self).sleep(duration)
+    }
+    fn now(&self) -> Instant {
+        (**self).now()
+    }
+}
+
+/// Typed spawning, deadlines and timeouts on any [`Runtime`].
+pub trait RuntimeExt: Runtime {
+    /// Spawns `future` and returns a handle to await its output or abort it.
+    /// Dropping the handle detaches the task.
+    fn spawn<F>(&self, future: F) -> JoinHandle<F::Output>
+    where
+        F: Future + Send + 'static,
+        F::Output: Send + 'static,
+    {
+        task::spawn(self, future)
+    }
+
+    /// A future that completes at `deadline` (at once if it has passed).
+    fn sleep_until(&self, deadline: Instant) -> BoxFuture {
+        self.sleep(deadline.saturating_duration_since(self.now()))
+    }
+
+    /// Runs `future` for at most `duration`. If both are ready at once, the
+    /// future's output wins.
+    fn timeout<F: Future>(&self, duration: Duration, future: F) -> Timeout<F> {
+        Timeout {
+            future,
+            sleep: self.sleep(duration),
+            duration,
+        }
+    }
+}
+
+impl<R: Runtime + ?Sized> RuntimeExt for R {}
+
+/// A point on a runtime's monotonic clock: the time since the runtime's
+/// origin (its creation, typically).
+///
+/// Instants of different runtimes are not comparable.
+///
+/// # Example
+///
+/// ```
+/// use lifecycle::Instant;
+/// use std::time::Duration;
+///
+/// let start = Instant::from_origin(Duration::from_millis(5));
+/// let later = start + Duration::from_millis(10);
+/// assert_eq!(later.saturating_duration_since(start), Duration::from_millis(10));
+/// assert_eq!(start.saturating_duration_since(later), Duration::ZERO);
+/// ```
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Instant {
+    since_origin: Duration,
+}
+
+impl Instant {
+    /// The instant `since_origin` after the clock's origin.
+    pub const fn from_origin(since_origin: Duration) -> Self {
+        Self { since_origin }
+    }
+
+    /// The time since the clock's origin.
+    pub const fn since_origin(self) -> Duration {
+        self.since_origin
+    }
+
+    /// The time from `earlier` to `self`, or zero if `earlier` is later.
+    pub fn saturating_duration_since(self, earlier: Instant) -> Duration {
+        self.since_origin.saturating_sub(earlier.since_origin)
+    }
+
+    /// `self + duration`, or `None` on overflow.
+    pub fn checked_add(self, duration: Duration) -> Option<Instant> {
+        self.since_origin.checked_add(duration).map(Instant::from_origin)
+    }
+}
+
+impl Add<Duration> for Instant {
+    type Output = Instant;
+
+    /// Saturates at the largest representable instant instead of panicking.
+    fn add(self, duration: Duration) -> Instant {
+        Instant::from_origin(self.since_origin.saturating_add(duration))
+    }
+}
+
+pin_project! {
+    /// Future returned by [`RuntimeExt::timeout`].
+    #[must_use = "futures do nothing unless awaited"]
+    pub struct Timeout<F> {
+        #[pin]
+        future: F,
+        sleep: BoxFuture,
+        duration: Duration,
+    }
+}
+
+impl<F: Future> Future for Timeout<F> {
+    type Output = Result<F::Output, Elapsed>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        if let Poll::Ready(output) = this.future.poll(cx) {
+            return Poll::Ready(Ok(output));
+        }
+        match this.sleep.as_mut().poll(cx) {
+            Poll::Ready(()) => Poll::Ready(Err(Elapsed {
+                duration: *this.duration,
+            })),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+impl<F> fmt::Debug for Timeout<F> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Timeout")
+            .field("duration", &self.duration)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The error of a [`Timeout`] whose time ran out.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Elapsed {
+    duration: Duration,
+}
+
+impl Elapsed {
+    /// The time limit that passed.
+    pub fn duration(&self) -> Duration {
+        self.duration
+    }
+}
+
+impl fmt::Display for Elapsed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "did not complete within {:?}", self.duration)
+    }
+}
+
+impl core::error::Error for Elapsed {}

@@ -1,0 +1,389 @@
+//! Hierarchical stop tokens: [`StopSource`] stops, [`StopToken`] observes,
+//! [`StopCause`] says why.
+//!
+//! Invariants:
+//! - Stopping a node stops every descendant (with [`StopCause::ParentStopped`]);
+//!   stopping a child never affects its parent. Children observe parents, never
+//!   the other way round.
+//! - A node's cause is written once: the first stop wins, later ones return
+//!   `false` and change nothing.
+//! - A parent holds only weak references to its children, and a child removes
+//!   itself from its parent when its last handle is dropped, so a long-lived
+//!   parent does not grow with the number of children it ever had.
+//! - A child created under an already stopped parent is born stopped.
+//!
+//! Each node is one [`Flag`]: the stopped bit is its flag, the cause and the
+//! children live under its lock. Propagation takes each node's children out
+//! under that node's lock and stops them after releasing it, with an explicit
+//! stack instead of recursion (embedded stacks are small). Lock order is
+//! parent before child; no path holds a child's lock while taking its parent's.
+
+use alloc::sync::{Arc, Weak};
+use alloc::vec::Vec;
+use core::fmt;
+use core::future::Future;
+use core::pin::Pin;
+use core::task::{Context, Poll};
+
+use slab::Slab;
+
+use crate::fatal::FatalError;
+use crate::flag::{Flag, HasFlag, Waiter};
+
+/// Why a stop token was stopped. The first cause written wins.
+///
+/// # Example
+///
+/// ```
+/// use lifecycle::{StopCause, StopSource};
+///
+/// let root = StopSource::new();
+/// let child = root.token().child();
+/// root.stop_with(StopCause::Timeout);
+/// assert!(matches!(child.token().cause(), Some(StopCause::ParentStopped)));
+/// assert!(matches!(child.token().origin_cause(), Some(StopCause::Timeout)));
+/// ```
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum StopCause {
+    /// Someone called [`StopSource::stop`].
+    Requested,
+    /// An ancestor stopped first; [`StopToken::origin_cause`] tells why.
+    ParentStopped,
+    /// A fatal error stopped the scope.
+    Fatal(FatalError),
+    /// A deadline passed.
+    Timeout,
+}
+
+impl StopCause {
+    /// The fatal error, if this cause is one.
+    pub fn fatal_error(&self) -> Option<&FatalError> {
+        match self {
+            StopCause::Fatal(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for StopCause {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StopCause::Requested => f.write_str("stop requested"),
+            StopCause::ParentStopped => f.write_str("parent stopped"),
+            StopCause::Fatal(error) => write!(f, "fatal error: {error}"),
+            StopCause::Timeout => f.write_str("timed out"),
+        }
+    }
+}
+
+struct Node {
+    flag: Flag<NodeState>,
+    parent: Option<Arc<Node>>,
+    /// This node's entry in `parent`'s children; `None` if born stopped.
+    key: Option<usize>,
+}
+
+struct NodeState {
+    cause: Option<StopCause>,
+    children: Slab<Weak<Node>>,
+}
+
+impl HasFlag for Node {
+    type State = NodeState;
+    fn flag(&self) -> &Flag<NodeState> {
+        &self.flag
+    }
+}
+
+impl Node {
+    fn new(parent: Option<Arc<Node>>, key: Option<usize>) -> Self {
+        Self {
+            flag: Flag::new(NodeState {
+                cause: None,
+                children: Slab::new(),
+            }),
+            parent,
+            key,
+        }
+    }
+
+    fn child(self: &Arc<Self>) -> Arc<Node> {
+        let registered = self.flag.with_state(|stopped, state| {
+            if stopped {
+                return None;
+            }
+            let key = state.children.vacant_key();
+            let child = Arc::new(Node::new(Some(self.clone()), Some(key)));
+            state.children.insert(Arc::downgrade(&child));
+            Some(child)
+        });
+        registered.unwrap_or_else(|| {
+            let child = Arc::new(Node::new(Some(self.clone()), None));
+            child.stop(StopCause::ParentStopped);
+            child
+        })
+    }
+
+    fn stop(&self, cause: StopCause) -> bool {
+        let Some(children) = self.flag.set(|state| {
+            state.cause = Some(cause);
+            core::mem::take(&mut state.children)
+        }) else {
+            return false;
+        };
+        let mut pending: Vec<Arc<Node>> = alive(children).collect();
+        while let Some(node) = pending.pop() {
+            let grandchildren = node.flag.set(|state| {
+                state.cause = Some(StopCause::ParentStopped);
+                core::mem::take(&mut state.children)
+            });
+            if let Some(grandchildren) = grandchildren {
+                pending.extend(alive(grandchildren));
+            }
+        }
+        true
+    }
+
+    fn cause(&self) -> Option<StopCause> {
+        if !self.flag.is_set() {
+            return None;
+        }
+        self.flag.with_state(|_, state| state.cause.clone())
+    }
+
+    #[cfg(test)]
+    fn child_count(&self) -> usize {
+        self.flag.with_state(|_, state| state.children.len())
+    }
+}
+
+/// The children still alive; a child whose last handle is being dropped right
+/// now fails to upgrade and needs no stop.
+fn alive(children: Slab<Weak<Node>>) -> impl Iterator<Item = Arc<Node>> {
+    children.into_iter().filter_map(|(_, child)| child.upgrade())
+}
+
+impl Drop for Node {
+    fn drop(&mut self) {
+        let (Some(parent), Some(key)) = (&self.parent, self.key) else {
+            return;
+        };
+        parent.flag.with_state(|stopped, state| {
+            // A stopped parent has drained its children (and never takes new
+            // ones), so `key` can only still be ours while it runs.
+            if !stopped {
+                state.children.try_remove(key);
+            }
+        });
+    }
+}
+
+/// The handle that stops a node of the stop tree.
+///
+/// Clones stop the same node. Dropping every `StopSource` does not stop
+/// anything; the node lives as long as any source, token or child of it does.
+///
+/// # Example
+///
+/// ```
+/// use lifecycle::{StopCause, StopSource};
+/// # futures_executor::block_on(async {
+/// let root = StopSource::new();
+/// let worker = root.token().child(); // a scope for one worker
+///
+/// assert!(worker.stop()); // the child stops alone...
+/// assert!(!root.is_stopped()); // ...never its parent
+///
+/// let other = root.token().child();
+/// let token = other.token();
+/// root.stop();
+/// token.stopped().await; // stopping the parent stops every descendant
+/// assert!(matches!(token.cause(), Some(StopCause::ParentStopped)));
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct StopSource {
+    node: Arc<Node>,
+}
+
+impl StopSource {
+    /// A new root of a stop tree.
+    pub fn new() -> Self {
+        Self {
+            node: Arc::new(Node::new(None, None)),
+        }
+    }
+
+    /// A token observing this node.
+    pub fn token(&self) -> StopToken {
+        StopToken {
+            node: self.node.clone(),
+        }
+    }
+
+    /// Stops this node and its descendants with [`StopCause::Requested`].
+    /// Returns `true` if this call stopped it.
+    pub fn stop(&self) -> bool {
+        self.node.stop(StopCause::Requested)
+    }
+
+    /// Stops this node and its descendants with `cause`. Returns `true` if this
+    /// call stopped it, `false` if it was stopped already (the first cause
+    /// stays).
+    pub fn stop_with(&self, cause: StopCause) -> bool {
+        self.node.stop(cause)
+    }
+
+    /// Whether this node is stopped: one atomic load.
+    pub fn is_stopped(&self) -> bool {
+        self.node.flag.is_set()
+    }
+
+    /// A new child of this node: stopped when this node is.
+    pub fn child(&self) -> StopSource {
+        StopSource {
+            node: self.node.child(),
+        }
+    }
+}
+
+impl Default for StopSource {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for StopSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StopSource")
+            .field("cause", &self.node.cause())
+            .finish()
+    }
+}
+
+/// Observes a node of the stop tree: whether and why it stopped, and a future
+/// that completes when it does.
+///
+/// # Example
+///
+/// ```
+/// use lifecycle::StopSource;
+/// # futures_executor::block_on(async {
+/// let source = StopSource::new();
+/// let token = source.token();
+/// assert!(!token.is_stopped());
+///
+/// let stopped = token.clone().stopped_owned(); // 'static: can move into a task
+/// source.stop();
+/// stopped.await;
+/// assert!(token.is_stopped());
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct StopToken {
+    node: Arc<Node>,
+}
+
+impl StopToken {
+    /// Whether this node is stopped: one atomic load with `Acquire` ordering,
+    /// so what the stopper wrote before stopping is visible after `true`.
+    pub fn is_stopped(&self) -> bool {
+        self.node.flag.is_set()
+    }
+
+    /// Why this node stopped; `None` while it runs.
+    pub fn cause(&self) -> Option<StopCause> {
+        self.node.cause()
+    }
+
+    /// The cause at the top of the chain of [`StopCause::ParentStopped`]: why
+    /// the ancestor that started this stop stopped.
+    pub fn origin_cause(&self) -> Option<StopCause> {
+        let mut node = &self.node;
+        loop {
+            match (node.cause(), &node.parent) {
+                (Some(StopCause::ParentStopped), Some(parent)) => node = parent,
+                (cause, _) => return cause,
+            }
+        }
+    }
+
+    /// Completes once this node is stopped; at once if it already is.
+    /// Cancel-safe: dropping it unregisters the waiter.
+    pub fn stopped(&self) -> Stopped<'_> {
+        Stopped(Waiter::new(&*self.node))
+    }
+
+    /// As [`stopped`](StopToken::stopped), owning the token: the future is
+    /// `'static`.
+    pub fn stopped_owned(self) -> StoppedOwned {
+        StoppedOwned(Waiter::new(self.node))
+    }
+
+    /// A new child of this node, with the source that stops it.
+    pub fn child(&self) -> StopSource {
+        StopSource {
+            node: self.node.child(),
+        }
+    }
+
+    /// Whether both tokens observe the same node.
+    pub fn same_as(&self, other: &StopToken) -> bool {
+        Arc::ptr_eq(&self.node, &other.node)
+    }
+}
+
+impl From<&StopSource> for StopToken {
+    fn from(source: &StopSource) -> Self {
+        source.token()
+    }
+}
+
+impl fmt::Debug for StopToken {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StopToken")
+            .field("cause", &self.node.cause())
+            .finish()
+    }
+}
+
+/// Future returned by [`StopToken::stopped`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct Stopped<'a>(Waiter<&'a Node>);
+
+/// Future returned by [`StopToken::stopped_owned`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct StoppedOwned(Waiter<Arc<Node>>);
+
+impl Future for Stopped<'_> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.get_mut().0.poll(cx)
+    }
+}
+
+impl Future for StoppedOwned {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.get_mut().0.poll(cx)
+    }
+}
+
+impl fmt::Debug for Stopped<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let is_stopped = self.0.holder().flag.is_set();
+        f.debug_struct("Stopped").field("is_stopped", &is_stopped).finish()
+    }
+}
+
+impl fmt::Debug for StoppedOwned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let is_stopped = self.0.holder().flag.is_set();
+        f.debug_struct("StoppedOwned")
+            .field("is_stopped", &is_stopped)
+            .finish()
+    }
+}

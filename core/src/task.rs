@@ -1,0 +1,259 @@
+//! Spawned tasks: the wrapper that gives every executor the same join, abort
+//! and panic behaviour, and the [`JoinHandle`] that observes it.
+//!
+//! A task's shared state is one [`Flag`] holding its outcome (set once the
+//! future has been dropped) plus an abort bit with the task's waker. The
+//! wrapper drops the future *before* publishing the outcome, so a completed
+//! join proves the future and everything it owned are gone.
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::sync::Arc;
+use core::fmt;
+use core::future::Future;
+use core::pin::Pin;
+use core::sync::atomic::Ordering::{Acquire, Release};
+use core::task::{Context, Poll};
+
+use futures_util::task::AtomicWaker;
+use pin_project_lite::pin_project;
+
+use crate::flag::{Flag, HasFlag, Waiter};
+use crate::runtime::Runtime;
+use crate::sync::AtomicBool;
+
+/// Why a task did not produce its output.
+#[derive(Clone, Debug, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum JoinError {
+    /// [`JoinHandle::abort`] stopped it.
+    Aborted,
+    /// It panicked (only with the `std` feature); carries the panic message.
+    Panicked(String),
+    /// Its executor dropped it before it finished (e.g. the runtime shut
+    /// down).
+    Dropped,
+}
+
+impl fmt::Display for JoinError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            JoinError::Aborted => f.write_str("task was aborted"),
+            JoinError::Panicked(message) => write!(f, "task panicked: {message}"),
+            JoinError::Dropped => f.write_str("task was dropped by its executor before it finished"),
+        }
+    }
+}
+
+impl core::error::Error for JoinError {}
+
+type Outcome<T> = Option<Result<T, JoinError>>;
+
+struct Shared<T> {
+    /// Set once the future is gone; holds the outcome until it is joined.
+    finished: Flag<Outcome<T>>,
+    aborted: AtomicBool,
+    /// The task's waker, so that `abort` gets the task polled.
+    task_waker: AtomicWaker,
+}
+
+impl<T> HasFlag for Shared<T> {
+    type State = Outcome<T>;
+    fn flag(&self) -> &Flag<Outcome<T>> {
+        &self.finished
+    }
+}
+
+pin_project! {
+    /// The future actually handed to the executor.
+    struct Task<F: Future> {
+        #[pin]
+        future: Option<F>,
+        shared: Arc<Shared<F::Output>>,
+    }
+
+    impl<F: Future> PinnedDrop for Task<F> {
+        fn drop(this: Pin<&mut Self>) {
+            let mut this = this.project();
+            if this.future.is_some() {
+                // The executor gave up on us (runtime shutdown): still drop the
+                // future first, then tell the joiner.
+                let outcome = drop_future(this.future.as_mut()).and(Err(JoinError::Dropped));
+                finish(this.shared, outcome);
+            }
+        }
+    }
+}
+
+pub(crate) fn spawn<R, F>(runtime: &R, future: F) -> JoinHandle<F::Output>
+where
+    R: Runtime + ?Sized,
+    F: Future + Send + 'static,
+    F::Output: Send + 'static,
+{
+    let shared = Arc::new(Shared {
+        finished: Flag::new(None),
+        aborted: AtomicBool::new(false),
+        task_waker: AtomicWaker::new(),
+    });
+    runtime.spawn_detached(Box::pin(Task {
+        future: Some(future),
+        shared: shared.clone(),
+    }));
+    JoinHandle(Waiter::new(shared))
+}
+
+impl<F: Future> Future for Task<F> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        let Some(future) = this.future.as_mut().as_pin_mut() else {
+            return Poll::Ready(());
+        };
+        // Register before reading the abort bit: `abort` sets the bit and then
+        // wakes, so either we see the bit now or its wake reaches this waker.
+        this.shared.task_waker.register(cx.waker());
+        // Acquire pairs with the Release in `abort`.
+        let outcome = if this.shared.aborted.load(Acquire) {
+            Err(JoinError::Aborted)
+        } else {
+            match poll_catching_panics(future, cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(outcome) => outcome,
+            }
+        };
+        let outcome = drop_future(this.future.as_mut()).and(outcome);
+        finish(this.shared, outcome);
+        Poll::Ready(())
+    }
+}
+
+fn finish<T>(shared: &Shared<T>, outcome: Result<T, JoinError>) {
+    shared.finished.set(|slot| *slot = Some(outcome));
+}
+
+#[cfg(feature = "std")]
+fn poll_catching_panics<F: Future>(
+    future: Pin<&mut F>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<F::Output, JoinError>> {
+    // AssertUnwindSafe: after a panic the future is dropped and never polled
+    // again, so no broken invariant of it can be observed.
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| future.poll(cx))) {
+        Ok(Poll::Pending) => Poll::Pending,
+        Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+        Err(payload) => Poll::Ready(Err(JoinError::Panicked(panic_message(&*payload)))),
+    }
+}
+
+#[cfg(not(feature = "std"))]
+fn poll_catching_panics<F: Future>(
+    future: Pin<&mut F>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<F::Output, JoinError>> {
+    future.poll(cx).map(Ok)
+}
+
+/// Drops the future in `slot`; with `std`, a panicking destructor is reported
+/// instead of unwinding into the executor.
+fn drop_future<F>(mut slot: Pin<&mut Option<F>>) -> Result<(), JoinError> {
+    #[cfg(feature = "std")]
+    {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| slot.set(None)))
+            .map_err(|payload| JoinError::Panicked(panic_message(&*payload)))
+    }
+    #[cfg(not(feature = "std"))]
+    {
+        slot.set(None);
+        Ok(())
+    }
+}
+
+/// The message of a panic payload: the `&str` or `String` given to `panic!`.
+#[cfg(feature = "std")]
+pub(crate) fn panic_message(payload: &(dyn core::any::Any + Send)) -> String {
+    if let Some(message) = payload.downcast_ref::<&'static str>() {
+        String::from(*message)
+    } else if let Some(message) = payload.downcast_ref::<String>() {
+        message.clone()
+    } else {
+        String::from("panic with a non-string payload")
+    }
+}
+
+/// A handle to a task spawned with [`RuntimeExt::spawn`](crate::RuntimeExt::spawn).
+///
+/// Awaiting it yields the task's output, or a [`JoinError`] saying why there
+/// is none. It completes only after the task's future has been dropped.
+/// Dropping the handle detaches the task: it keeps running.
+///
+/// Awaiting the handle again after it completed stays pending: the outcome is
+/// delivered once.
+///
+/// # Example
+///
+/// ```
+/// use lifecycle::{BoxFuture, Instant, JoinError, Runtime, RuntimeExt};
+/// # use std::time::Duration;
+/// # struct Threads;
+/// # impl Runtime for Threads {
+/// #     fn spawn_detached(&self, task: BoxFuture) {
+/// #         std::thread::spawn(move || futures_executor::block_on(task));
+/// #     }
+/// #     fn sleep(&self, d: Duration) -> BoxFuture { Box::pin(async move { std::thread::sleep(d) }) }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+/// # futures_executor::block_on(async {
+/// let rt = Threads; // any runtime: lifecycle_tokio, lifecycle_smol, ...
+/// let forever = rt.spawn(std::future::pending::<()>());
+/// forever.abort();
+/// assert_eq!(forever.await, Err(JoinError::Aborted));
+///
+/// let panics = rt.spawn(async { panic!("oops") });
+/// assert_eq!(panics.await, Err::<(), _>(JoinError::Panicked("oops".into())));
+/// # });
+/// ```
+pub struct JoinHandle<T>(Waiter<Arc<Shared<T>>>);
+
+impl<T> JoinHandle<T> {
+    /// Asks the task to stop: its future is dropped at its next poll (which
+    /// this call triggers) and the join reports [`JoinError::Aborted`]. A task
+    /// that finished already keeps its outcome. A task stuck in a blocking
+    /// call cannot be interrupted; it is dropped once it yields.
+    pub fn abort(&self) {
+        let shared = self.0.holder();
+        // Release pairs with the Acquire in `Task::poll`.
+        shared.aborted.store(true, Release);
+        shared.task_waker.wake();
+    }
+
+    /// Whether the task's future is gone (finished, aborted, panicked or
+    /// dropped): one atomic load.
+    pub fn is_finished(&self) -> bool {
+        self.0.holder().finished.is_set()
+    }
+}
+
+impl<T> Future for JoinHandle<T> {
+    type Output = Result<T, JoinError>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let waiter = &mut self.get_mut().0;
+        match waiter.poll(cx) {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(()) => match waiter.holder().finished.with_state(|_, slot| slot.take()) {
+                Some(outcome) => Poll::Ready(outcome),
+                None => Poll::Pending,
+            },
+        }
+    }
+}
+
+impl<T> fmt::Debug for JoinHandle<T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("JoinHandle")
+            .field("is_finished", &self.is_finished())
+            .finish()
+    }
+}

@@ -1,0 +1,2 @@
+//! The lifecycle demo.
+fn main() {}

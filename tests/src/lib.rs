@@ -1,0 +1,1 @@
+//! The executor-neutral scenario suite of lifecycle and its test kit.

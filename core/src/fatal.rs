@@ -364,7 +364,9 @@ impl Future for First<'_> {
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<FatalError>> {
         let waiter = &mut self.get_mut().0;
         match waiter.poll(cx) {
-            Poll::Ready(()) => Poll::Ready(waiter.holder().recorded.with_state(|_, slot| slot.take())),
+            Poll::Ready(()) => {
+                Poll::Ready(waiter.holder().recorded.with_state(|_, slot| slot.take()))
+            }
             Poll::Pending => Poll::Pending,
         }
     }
@@ -375,5 +377,109 @@ impl fmt::Debug for First<'_> {
         f.debug_struct("First")
             .field("is_recorded", &self.0.holder().recorded.is_set())
             .finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::testing::CountingWaker;
+    use alloc::string::ToString;
+    use alloc::vec::Vec;
+    use futures_util::FutureExt;
+    use std::sync::Mutex;
+
+    fn recording_slot() -> (FatalSlot, Arc<Mutex<Vec<String>>>) {
+        let seen = Arc::new(Mutex::new(Vec::new()));
+        let hook = FatalHook::new({
+            let seen = seen.clone();
+            move |error: &FatalError| seen.lock().unwrap().push(error.to_string())
+        });
+        (FatalSlot::with_hook(hook), seen)
+    }
+
+    #[test]
+    fn the_first_error_is_delivered_once_and_the_rest_reach_the_hook() {
+        let (slot, seen) = recording_slot();
+        assert!(!slot.is_recorded());
+        assert_eq!(slot.report("one".into()), Reported::First);
+        assert_eq!(slot.report("two".into()), Reported::Unhandled);
+        assert_eq!(slot.report("three".into()), Reported::Unhandled);
+        assert!(slot.is_recorded());
+        assert_eq!(slot.take().map(|e| e.to_string()), Some("one".into()));
+        assert!(slot.take().is_none());
+        assert!(matches!(slot.first().now_or_never(), Some(None)));
+        assert_eq!(*seen.lock().unwrap(), ["two", "three"]);
+        assert_eq!(slot.unhandled_count(), 2);
+    }
+
+    #[test]
+    fn first_waits_for_a_report_and_is_cancel_safe() {
+        let (slot, _) = recording_slot();
+        let (counter, waker) = CountingWaker::new();
+        let mut cx = Context::from_waker(&waker);
+        let mut cancelled = alloc::boxed::Box::pin(slot.first());
+        assert!(cancelled.as_mut().poll(&mut cx).is_pending());
+        drop(cancelled);
+        let mut first = alloc::boxed::Box::pin(slot.first());
+        assert!(first.as_mut().poll(&mut cx).is_pending());
+        slot.clone().report(FatalError::msg("late"));
+        assert_eq!(counter.wakes(), 1);
+        match first.as_mut().poll(&mut cx) {
+            Poll::Ready(Some(error)) => assert_eq!(error.to_string(), "late"),
+            other => panic!("expected the error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn concurrent_reports_deliver_exactly_one() {
+        let (slot, seen) = recording_slot();
+        let reporters: Vec<_> = (0..4)
+            .map(|i| {
+                let slot = slot.clone();
+                std::thread::spawn(move || slot.report(FatalError::msg(i)))
+            })
+            .collect();
+        let firsts = reporters
+            .into_iter()
+            .filter_map(|r| r.join().ok())
+            .filter(|r| *r == Reported::First)
+            .count();
+        assert_eq!(firsts, 1);
+        assert!(slot.take().is_some());
+        assert_eq!(seen.lock().unwrap().len(), 3);
+        assert_eq!(slot.unhandled_count(), 3);
+    }
+
+    #[test]
+    fn fatal_errors_are_transparent_wrappers() {
+        #[derive(Debug)]
+        struct Inner;
+        impl fmt::Display for Inner {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("inner")
+            }
+        }
+        impl Error for Inner {}
+        #[derive(Debug)]
+        struct Outer(Inner);
+        impl fmt::Display for Outer {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("outer")
+            }
+        }
+        impl Error for Outer {
+            fn source(&self) -> Option<&(dyn Error + 'static)> {
+                Some(&self.0)
+            }
+        }
+        let error = FatalError::new(Outer(Inner));
+        assert_eq!(error.to_string(), "outer");
+        assert_eq!(error.source().map(|s| s.to_string()), Some("inner".into()));
+        assert!(error.downcast_ref::<Outer>().is_some());
+        assert!(error.same_as(&error.clone()));
+        assert!(!error.same_as(&FatalError::new(Outer(Inner))));
+        let boxed: Box<dyn Error + Send + Sync> = Box::new(Inner);
+        assert_eq!(FatalError::from(boxed).to_string(), "inner");
     }
 }

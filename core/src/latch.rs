@@ -129,6 +129,109 @@ impl fmt::Debug for Wait<'_> {
 impl fmt::Debug for WaitOwned {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let is_set = self.0.holder().is_set();
-        f.debug_struct("WaitOwned").field("is_set", &is_set).finish()
+        f.debug_struct("WaitOwned")
+            .field("is_set", &is_set)
+            .finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::testing::CountingWaker;
+    use alloc::boxed::Box;
+    use alloc::vec::Vec;
+    use futures_util::FutureExt;
+
+    #[test]
+    fn set_is_sticky_and_reports_the_first_call() {
+        let latch = Latch::new();
+        assert!(!latch.is_set());
+        assert!(latch.set());
+        assert!(!latch.set());
+        assert!(latch.is_set());
+        assert!(latch.clone().is_set(), "clones share the signal");
+    }
+
+    #[test]
+    fn wait_completes_at_once_when_already_set() {
+        let latch = Latch::new();
+        latch.set();
+        assert_eq!(latch.wait().now_or_never(), Some(()));
+        assert_eq!(latch.clone().wait_owned().now_or_never(), Some(()));
+    }
+
+    #[test]
+    fn set_wakes_every_registered_waiter_once() {
+        let latch = Latch::new();
+        let (counter, waker) = CountingWaker::new();
+        let mut cx = Context::from_waker(&waker);
+        let mut waits: Vec<_> = (0..3).map(|_| Box::pin(latch.wait())).collect();
+        for wait in &mut waits {
+            assert!(wait.as_mut().poll(&mut cx).is_pending());
+        }
+        assert_eq!(latch.waiter_count(), 3);
+        latch.set();
+        assert_eq!(counter.wakes(), 3);
+        for wait in &mut waits {
+            assert!(wait.as_mut().poll(&mut cx).is_ready());
+        }
+        assert_eq!(latch.waiter_count(), 0);
+    }
+
+    #[test]
+    fn a_dropped_waiter_unregisters() {
+        let latch = Latch::new();
+        let (counter, waker) = CountingWaker::new();
+        let mut cx = Context::from_waker(&waker);
+        let mut kept = Box::pin(latch.wait());
+        let mut dropped = Box::pin(latch.clone().wait_owned());
+        assert!(kept.as_mut().poll(&mut cx).is_pending());
+        assert!(dropped.as_mut().poll(&mut cx).is_pending());
+        drop(dropped);
+        assert_eq!(latch.waiter_count(), 1);
+        latch.set();
+        assert_eq!(counter.wakes(), 1, "only the live waiter is woken");
+    }
+
+    #[test]
+    fn repolling_with_another_waker_replaces_it() {
+        let latch = Latch::new();
+        let (first, first_waker) = CountingWaker::new();
+        let (second, second_waker) = CountingWaker::new();
+        let mut wait = Box::pin(latch.wait());
+        assert!(wait
+            .as_mut()
+            .poll(&mut Context::from_waker(&first_waker))
+            .is_pending());
+        assert!(wait
+            .as_mut()
+            .poll(&mut Context::from_waker(&second_waker))
+            .is_pending());
+        assert_eq!(latch.waiter_count(), 1);
+        latch.set();
+        assert_eq!((first.wakes(), second.wakes()), (0, 1));
+    }
+
+    #[test]
+    fn waiters_on_other_threads_see_writes_made_before_set() {
+        use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+        let data = Arc::new(AtomicUsize::new(0));
+        let latch = Latch::new();
+        let waiters: Vec<_> = (0..4)
+            .map(|_| {
+                let (latch, data) = (latch.clone(), data.clone());
+                std::thread::spawn(move || {
+                    futures_executor::block_on(latch.wait());
+                    // Relaxed on purpose: the latch must provide the ordering.
+                    data.load(Relaxed)
+                })
+            })
+            .collect();
+        data.store(42, Relaxed);
+        latch.set();
+        for waiter in waiters {
+            assert_eq!(waiter.join().unwrap(), 42);
+        }
     }
 }

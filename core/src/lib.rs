@@ -77,6 +77,8 @@ mod runtime;
 mod stop;
 mod sync;
 mod task;
+#[cfg(all(test, not(loom)))]
+mod testing;
 
 pub use fatal::{FatalError, FatalHook, FatalSlot, First, Reported};
 pub use latch::{Latch, Wait, WaitOwned};

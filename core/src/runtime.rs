@@ -42,9 +42,9 @@ use core::time::Duration;
 
 use pin_project_lite::pin_project;
 
-use crate::task::{self, JoinHandle};
 #[cfg(doc)]
 use crate::task::JoinError;
+use crate::task::{self, JoinHandle};
 
 /// A boxed, sendable future: what crosses the [`Runtime`] boundary.
 pub type BoxFuture<T = ()> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -179,7 +179,9 @@ impl Instant {
 
     /// `self + duration`, or `None` on overflow.
     pub fn checked_add(self, duration: Duration) -> Option<Instant> {
-        self.since_origin.checked_add(duration).map(Instant::from_origin)
+        self.since_origin
+            .checked_add(duration)
+            .map(Instant::from_origin)
     }
 }
 

@@ -161,21 +161,36 @@ impl Node {
 /// The children still alive; a child whose last handle is being dropped right
 /// now fails to upgrade and needs no stop.
 fn alive(children: Slab<Weak<Node>>) -> impl Iterator<Item = Arc<Node>> {
-    children.into_iter().filter_map(|(_, child)| child.upgrade())
+    children
+        .into_iter()
+        .filter_map(|(_, child)| child.upgrade())
 }
 
 impl Drop for Node {
+    /// Unregisters from the parent. When this was the parent's last reference
+    /// the parent goes too, and so on up the chain: done in a loop, because a
+    /// recursive drop of a deep chain of scopes would overflow the stack.
     fn drop(&mut self) {
-        let (Some(parent), Some(key)) = (&self.parent, self.key) else {
-            return;
-        };
-        parent.flag.with_state(|stopped, state| {
-            // A stopped parent has drained its children (and never takes new
-            // ones), so `key` can only still be ours while it runs.
-            if !stopped {
-                state.children.try_remove(key);
+        let mut parent = self.parent.take();
+        let mut key = self.key;
+        while let Some(node) = parent {
+            if let Some(key) = key {
+                node.flag.with_state(|stopped, state| {
+                    // A stopped parent has drained its children (and never
+                    // takes new ones), so `key` can only still be ours while
+                    // it runs.
+                    if !stopped {
+                        state.children.try_remove(key);
+                    }
+                });
             }
-        });
+            let Some(mut owned) = Arc::into_inner(node) else {
+                return;
+            };
+            parent = owned.parent.take();
+            key = owned.key;
+            // `owned` drops here with no parent left: no recursion.
+        }
     }
 }
 
@@ -375,7 +390,9 @@ impl Future for StoppedOwned {
 impl fmt::Debug for Stopped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let is_stopped = self.0.holder().flag.is_set();
-        f.debug_struct("Stopped").field("is_stopped", &is_stopped).finish()
+        f.debug_struct("Stopped")
+            .field("is_stopped", &is_stopped)
+            .finish()
     }
 }
 
@@ -385,5 +402,182 @@ impl fmt::Debug for StoppedOwned {
         f.debug_struct("StoppedOwned")
             .field("is_stopped", &is_stopped)
             .finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::testing::CountingWaker;
+    use alloc::boxed::Box;
+    use alloc::string::ToString;
+    use futures_util::FutureExt;
+
+    fn cause_name(token: &StopToken) -> Option<&'static str> {
+        token.cause().map(|cause| match cause {
+            StopCause::Requested => "requested",
+            StopCause::ParentStopped => "parent",
+            StopCause::Fatal(_) => "fatal",
+            StopCause::Timeout => "timeout",
+        })
+    }
+
+    #[test]
+    fn stopping_a_parent_stops_every_descendant() {
+        let root = StopSource::new();
+        let child = root.child();
+        let grandchild = child.child();
+        let sibling = root.token().child();
+        assert!(root.stop_with(StopCause::Timeout));
+        for token in [child.token(), grandchild.token(), sibling.token()] {
+            assert!(token.is_stopped());
+            assert_eq!(cause_name(&token), Some("parent"));
+            assert_eq!(
+                token
+                    .origin_cause()
+                    .map(|c| matches!(c, StopCause::Timeout)),
+                Some(true)
+            );
+        }
+    }
+
+    #[test]
+    fn stopping_a_child_never_stops_its_parent_or_siblings() {
+        let root = StopSource::new();
+        let child = root.child();
+        let sibling = root.child();
+        assert!(child.stop());
+        assert!(!root.is_stopped());
+        assert!(!sibling.is_stopped());
+        assert_eq!(cause_name(&child.token()), Some("requested"));
+    }
+
+    #[test]
+    fn the_first_cause_wins() {
+        let root = StopSource::new();
+        let child = root.child();
+        assert!(child.stop_with(StopCause::Fatal(FatalError::msg("boom"))));
+        assert!(!child.stop());
+        assert!(root.stop());
+        assert!(!root.stop_with(StopCause::Timeout));
+        assert_eq!(cause_name(&child.token()), Some("fatal"));
+        assert_eq!(cause_name(&root.token()), Some("requested"));
+        assert_eq!(
+            child
+                .token()
+                .cause()
+                .and_then(|c| c.fatal_error().map(|e| e.to_string())),
+            Some("boom".into())
+        );
+    }
+
+    #[test]
+    fn a_child_of_a_stopped_parent_is_born_stopped() {
+        let root = StopSource::new();
+        root.stop();
+        let child = root.token().child();
+        assert!(child.is_stopped());
+        assert_eq!(cause_name(&child.token()), Some("parent"));
+        assert_eq!(child.token().stopped().now_or_never(), Some(()));
+    }
+
+    #[test]
+    fn stopped_wakes_waiters_at_every_level() {
+        let root = StopSource::new();
+        let child = root.child();
+        let tokens = [root.token(), child.token(), child.child().token()];
+        let (counter, waker) = CountingWaker::new();
+        let mut cx = Context::from_waker(&waker);
+        let mut waits: alloc::vec::Vec<_> = tokens.iter().map(|t| Box::pin(t.stopped())).collect();
+        for wait in &mut waits {
+            assert!(wait.as_mut().poll(&mut cx).is_pending());
+        }
+        root.stop();
+        assert_eq!(counter.wakes(), 3);
+        for wait in &mut waits {
+            assert!(wait.as_mut().poll(&mut cx).is_ready());
+        }
+    }
+
+    #[test]
+    fn dropped_children_are_released_by_their_parent() {
+        let root = StopSource::new();
+        let rounds = if cfg!(miri) { 1_000 } else { 1_000_000 };
+        for _ in 0..rounds {
+            let child = root.child();
+            let grandchild = child.token().child();
+            drop((child, grandchild));
+        }
+        assert_eq!(root.node.child_count(), 0);
+        // A child kept alive stays registered and is still stopped.
+        let kept = root.child();
+        assert_eq!(root.node.child_count(), 1);
+        root.stop();
+        assert!(kept.is_stopped());
+    }
+
+    #[test]
+    fn a_child_dropped_while_waited_on_unregisters_everything() {
+        let root = StopSource::new();
+        let child = root.child();
+        let (_, waker) = CountingWaker::new();
+        let mut wait = Box::pin(child.token().stopped_owned());
+        assert!(wait
+            .as_mut()
+            .poll(&mut Context::from_waker(&waker))
+            .is_pending());
+        drop(child);
+        assert_eq!(
+            root.node.child_count(),
+            1,
+            "the waiter keeps the child alive"
+        );
+        drop(wait);
+        assert_eq!(root.node.child_count(), 0);
+    }
+
+    #[test]
+    fn a_deep_chain_stops_without_recursion() {
+        let root = StopSource::new();
+        let depth = if cfg!(miri) { 100 } else { 10_000 };
+        let mut chain = alloc::vec::Vec::with_capacity(depth);
+        let mut last = root.clone();
+        for _ in 0..depth {
+            last = last.child();
+            chain.push(last.clone());
+        }
+        root.stop();
+        assert!(last.is_stopped());
+        drop((root, chain));
+        // The leaf holds the only reference to the whole chain now.
+        drop(last);
+    }
+
+    #[test]
+    fn concurrent_stops_agree_on_one_cause() {
+        let root = StopSource::new();
+        let child = root.child();
+        let stoppers: alloc::vec::Vec<_> = (0..4)
+            .map(|i| {
+                let (root, child) = (root.clone(), child.clone());
+                std::thread::spawn(move || {
+                    if i % 2 == 0 {
+                        root.stop()
+                    } else {
+                        child.stop_with(StopCause::Timeout)
+                    }
+                })
+            })
+            .collect();
+        let won: usize = stoppers
+            .into_iter()
+            .map(|t| t.join().unwrap() as usize)
+            .sum();
+        assert!((1..=2).contains(&won));
+        assert!(child.is_stopped() && root.is_stopped());
+        assert!(matches!(
+            child.token().cause(),
+            Some(StopCause::ParentStopped | StopCause::Timeout)
+        ));
     }
 }

@@ -40,7 +40,9 @@ impl fmt::Display for JoinError {
         match self {
             JoinError::Aborted => f.write_str("task was aborted"),
             JoinError::Panicked(message) => write!(f, "task panicked: {message}"),
-            JoinError::Dropped => f.write_str("task was dropped by its executor before it finished"),
+            JoinError::Dropped => {
+                f.write_str("task was dropped by its executor before it finished")
+            }
         }
     }
 }
@@ -255,5 +257,96 @@ impl<T> fmt::Debug for JoinHandle<T> {
         f.debug_struct("JoinHandle")
             .field("is_finished", &self.is_finished())
             .finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::testing::{Dropper, Threads};
+    use crate::{Latch, RuntimeExt};
+    use alloc::string::ToString;
+    use futures_executor::block_on;
+
+    /// Sets its latch when dropped.
+    struct SetOnDrop(Latch);
+    impl Drop for SetOnDrop {
+        fn drop(&mut self) {
+            self.0.set();
+        }
+    }
+
+    #[test]
+    fn join_returns_the_output() {
+        assert_eq!(block_on(Threads::new().spawn(async { 7 })), Ok(7));
+    }
+
+    #[test]
+    fn abort_drops_the_future_before_the_join_completes() {
+        let rt = Threads::new();
+        let (started, dropped) = (Latch::new(), Latch::new());
+        let task = rt.spawn({
+            let started = started.clone();
+            let guard = SetOnDrop(dropped.clone());
+            async move {
+                let _guard = guard;
+                started.set();
+                core::future::pending::<()>().await;
+            }
+        });
+        block_on(started.wait());
+        assert!(!task.is_finished());
+        task.abort();
+        let joined = block_on(task);
+        assert_eq!(joined, Err(JoinError::Aborted));
+        assert!(dropped.is_set(), "the join completes after the drop");
+    }
+
+    #[test]
+    fn abort_after_completion_keeps_the_output() {
+        let rt = Threads::new();
+        let mut task = rt.spawn(async { "done" });
+        while !task.is_finished() {
+            std::thread::yield_now();
+        }
+        task.abort();
+        assert_eq!(block_on(&mut task), Ok("done"));
+    }
+
+    #[test]
+    fn a_panic_becomes_a_join_error_with_its_message() {
+        let rt = Threads::new();
+        let task = rt.spawn(async {
+            if true {
+                panic!("worker {} failed", 3);
+            }
+        });
+        assert_eq!(
+            block_on(task),
+            Err(JoinError::Panicked("worker 3 failed".into()))
+        );
+    }
+
+    #[test]
+    fn a_task_dropped_by_its_executor_reports_dropped() {
+        let dropped = Latch::new();
+        let guard = SetOnDrop(dropped.clone());
+        let task = Dropper.spawn(async move {
+            let _guard = guard;
+        });
+        assert_eq!(block_on(task), Err(JoinError::Dropped));
+        assert!(dropped.is_set());
+    }
+
+    #[test]
+    fn timeout_prefers_the_output_and_reports_the_limit() {
+        use core::time::Duration;
+        let rt = Threads::new();
+        let ready = block_on(rt.timeout(Duration::ZERO, async { 1 }));
+        assert_eq!(ready, Ok(1));
+        let late = block_on(rt.timeout(Duration::from_millis(1), core::future::pending::<()>()));
+        let elapsed = late.unwrap_err();
+        assert_eq!(elapsed.duration(), Duration::from_millis(1));
+        assert_eq!(elapsed.to_string(), "did not complete within 1ms");
     }
 }

@@ -1,1 +1,117 @@
-//! The executor-neutral scenario suite of lifecycle and its test kit.
+//! The executor-neutral scenario suite of lifecycle, and its test kit.
+//!
+//! A scenario is an `async fn(SharedRuntime)` written once against the
+//! [`lifecycle::Runtime`] binding. The kit runs it on every executor the
+//! project supports, each with a harness function of its own:
+//!
+//! | harness | executor |
+//! |---|---|
+//! | [`tokio_current_thread`] | tokio, current-thread runtime |
+//! | [`tokio_multi_thread`] | tokio, multi-thread runtime with two workers |
+//! | [`async_std`] | async-std's global executor |
+//! | [`smol`] | a `smol::Executor` owned by the test |
+//!
+//! Every harness wraps the runtime in a [`CountingRuntime`], runs the
+//! scenario under a time limit on the runtime's own clock (a lost wakeup
+//! fails with a message instead of hanging), and then requires that every
+//! task the scenario spawned is gone: a scenario joins what it spawns.
+//!
+//! [`conformance!`] turns a list of scenarios into tests, four per scenario.
+//! The scenarios of the suite itself are in this crate's `tests/` folder.
+//!
+//! # Example
+//!
+//! ```
+//! use lifecycle::{Latch, RuntimeExt, SharedRuntime};
+//!
+//! async fn set_wakes_a_spawned_waiter(rt: SharedRuntime) {
+//!     let latch = Latch::new();
+//!     let waiter = rt.spawn(latch.clone().wait_owned());
+//!     latch.set();
+//!     waiter.await.unwrap();
+//! }
+//!
+//! // In a test file, `conformance!(set_wakes_a_spawned_waiter);` makes these
+//! // four runs four tests.
+//! fn main() {
+//!     lifecycle_conformance::tokio_current_thread(set_wakes_a_spawned_waiter);
+//!     lifecycle_conformance::tokio_multi_thread(set_wakes_a_spawned_waiter);
+//!     lifecycle_conformance::async_std(set_wakes_a_spawned_waiter);
+//!     lifecycle_conformance::smol(set_wakes_a_spawned_waiter);
+//! }
+//! ```
+//!
+//! # Writing scenarios
+//!
+//! - Use only the runtime you are given: spawn with
+//!   [`RuntimeExt::spawn`](lifecycle::RuntimeExt::spawn), sleep with
+//!   [`Runtime::sleep`](lifecycle::Runtime::sleep). Never block a thread:
+//!   on the current-thread and smol harnesses the scenario shares its thread
+//!   with every task.
+//! - Join every task you spawn (or abort it and then join it).
+//! - Assert orderings and lower bounds, never upper time bounds: the suite
+//!   must pass on a slow, loaded machine. Sleep only where an ordering needs
+//!   time to show, and briefly.
+
+mod counting;
+mod harness;
+mod util;
+
+pub use counting::CountingRuntime;
+pub use harness::{
+    async_std, run_scenario, smol, tokio_current_thread, tokio_multi_thread, SCENARIO_TIME_LIMIT,
+    SETTLE_TIME_LIMIT, WATCHDOG_TIME_LIMIT,
+};
+pub use util::{eventually, yield_now, DropProbe, YieldNow, EVENTUALLY_TIME_LIMIT};
+
+/// Generates the tests of one or more scenarios: for each, a module named
+/// like the scenario function, with one `#[test]` per executor harness:
+/// `tokio_current_thread`, `tokio_multi_thread`, `async_std` and `smol`.
+///
+/// Each scenario is a function in scope where the macro is invoked, taking a
+/// [`SharedRuntime`](lifecycle::SharedRuntime) and returning a future with
+/// output `()`, typically an `async fn`.
+///
+/// A test filter selects a scenario (`cargo test latch_set_after_wait`) or an
+/// executor across scenarios (`cargo test smol`).
+///
+/// # Example
+///
+/// ```
+/// use lifecycle::{RuntimeExt, SharedRuntime};
+///
+/// async fn spawn_returns_the_output(rt: SharedRuntime) {
+///     assert_eq!(rt.spawn(async { 6 * 7 }).await, Ok(42));
+/// }
+///
+/// lifecycle_conformance::conformance!(spawn_returns_the_output);
+/// # fn main() {}
+/// ```
+#[macro_export]
+macro_rules! conformance {
+    ($($scenario:ident),+ $(,)?) => {
+        $(
+            mod $scenario {
+                #[test]
+                fn tokio_current_thread() {
+                    $crate::tokio_current_thread(super::$scenario);
+                }
+
+                #[test]
+                fn tokio_multi_thread() {
+                    $crate::tokio_multi_thread(super::$scenario);
+                }
+
+                #[test]
+                fn async_std() {
+                    $crate::async_std(super::$scenario);
+                }
+
+                #[test]
+                fn smol() {
+                    $crate::smol(super::$scenario);
+                }
+            }
+        )+
+    };
+}

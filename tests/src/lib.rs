@@ -53,6 +53,11 @@
 //!   must pass on a slow, loaded machine. Sleep only where an ordering needs
 //!   time to show, and briefly.
 
+/// The README's examples, compiled and run as doctests of this crate.
+#[doc = include_str!("../../README.md")]
+#[cfg(doctest)]
+pub struct ReadmeDoctests;
+
 mod counting;
 mod harness;
 mod util;

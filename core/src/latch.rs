@@ -61,6 +61,7 @@ impl Latch {
     }
 
     /// Whether the latch is set: one atomic load with `Acquire` ordering.
+    #[inline]
     pub fn is_set(&self) -> bool {
         self.flag.is_set()
     }

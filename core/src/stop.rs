@@ -132,17 +132,26 @@ impl Node {
         }) else {
             return false;
         };
-        let mut pending: Vec<Arc<Node>> = alive(children).collect();
-        while let Some(node) = pending.pop() {
-            let grandchildren = node.flag.set(|state| {
-                state.cause = Some(StopCause::ParentStopped);
-                core::mem::take(&mut state.children)
-            });
-            if let Some(grandchildren) = grandchildren {
-                pending.extend(alive(grandchildren));
+        // One pass per list: each child is stopped as soon as it is upgraded
+        // (its memory is hot once), and only non-empty lists of grandchildren
+        // wait on the stack.
+        let mut pending: Vec<Slab<Weak<Node>>> = Vec::new();
+        let mut current = children;
+        loop {
+            for node in alive(current) {
+                let grandchildren = node.flag.set(|state| {
+                    state.cause = Some(StopCause::ParentStopped);
+                    core::mem::take(&mut state.children)
+                });
+                if let Some(grandchildren) = grandchildren.filter(|list| !list.is_empty()) {
+                    pending.push(grandchildren);
+                }
+            }
+            match pending.pop() {
+                Some(next) => current = next,
+                None => return true,
             }
         }
-        true
     }
 
     fn cause(&self) -> Option<StopCause> {
@@ -174,7 +183,9 @@ impl Drop for Node {
         let mut parent = self.parent.take();
         let mut key = self.key;
         while let Some(node) = parent {
-            if let Some(key) = key {
+            // A stopped parent has drained its children already: skip its
+            // lock, which every child of a big fan-out would contend for.
+            if let (Some(key), false) = (key, node.flag.is_set()) {
                 node.flag.with_state(|stopped, state| {
                     // A stopped parent has drained its children (and never
                     // takes new ones), so `key` can only still be ours while
@@ -251,6 +262,7 @@ impl StopSource {
     }
 
     /// Whether this node is stopped: one atomic load.
+    #[inline]
     pub fn is_stopped(&self) -> bool {
         self.node.flag.is_set()
     }
@@ -303,6 +315,7 @@ pub struct StopToken {
 impl StopToken {
     /// Whether this node is stopped: one atomic load with `Acquire` ordering,
     /// so what the stopper wrote before stopping is visible after `true`.
+    #[inline]
     pub fn is_stopped(&self) -> bool {
         self.node.flag.is_set()
     }

@@ -24,7 +24,7 @@
 //! });
 //! ```
 
-#![warn(clippy::unwrap_used, clippy::expect_used)]
+#![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -8,8 +8,8 @@
 //! |---|---|
 //! | [`tokio_current_thread`] | tokio, current-thread runtime |
 //! | [`tokio_multi_thread`] | tokio, multi-thread runtime with two workers |
-//! | [`async_std`] | async-std's global executor |
-//! | [`smol`] | a `smol::Executor` owned by the test |
+//! | [`async_std`](fn@async_std) | async-std's global executor |
+//! | [`smol`](fn@smol) | a `smol::Executor` owned by the test |
 //!
 //! Every harness wraps the runtime in a [`CountingRuntime`], runs the
 //! scenario under a time limit on the runtime's own clock (a lost wakeup

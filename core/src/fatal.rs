@@ -8,7 +8,6 @@
 //! hook and is counted, so nothing is ever dropped silently.
 
 use alloc::boxed::Box;
-use alloc::string::String;
 use alloc::sync::Arc;
 use core::error::Error;
 use core::fmt;
@@ -23,9 +22,11 @@ use crate::sync::AtomicUsize;
 /// A type-erased, cheaply cloneable fatal error.
 ///
 /// Components of many types report into one supervisor, so their errors are
-/// erased to one type here, the way `anyhow` does it: `Display`, `Debug` and
-/// `source` are those of the wrapped error, and [`downcast_ref`] gets it back.
-/// There is no way to build an "empty" fatal error: every one carries a cause.
+/// erased to one type here, the way `anyhow` does it: any `Error` converts
+/// with `?` or `.into()`, `Display` and `Debug` are those of the wrapped
+/// error, it derefs to the wrapped `dyn Error` (for `source()` chains), and
+/// [`downcast_ref`] gets the original back. There is no way to build an
+/// "empty" fatal error: every one carries a cause.
 ///
 /// [`downcast_ref`]: FatalError::downcast_ref
 ///
@@ -43,7 +44,7 @@ use crate::sync::AtomicUsize;
 /// }
 /// impl std::error::Error for DiskFull {}
 ///
-/// let err = FatalError::new(DiskFull);
+/// let err: FatalError = DiskFull.into();
 /// assert_eq!(err.to_string(), "disk full");
 /// assert!(err.downcast_ref::<DiskFull>().is_some());
 ///
@@ -108,27 +109,58 @@ impl fmt::Debug for FatalError {
     }
 }
 
-impl Error for FatalError {
+impl core::ops::Deref for FatalError {
+    type Target = dyn Error + Send + Sync + 'static;
+
+    /// The wrapped error, for `source()` chains and downcasting.
+    fn deref(&self) -> &Self::Target {
+        &*self.inner
+    }
+}
+
+impl AsRef<dyn Error + Send + Sync + 'static> for FatalError {
+    fn as_ref(&self) -> &(dyn Error + Send + Sync + 'static) {
+        &*self.inner
+    }
+}
+
+/// Any error converts, so `?` works inside workers. (This is why
+/// `FatalError` itself does not implement `Error`: the blanket conversion
+/// would then overlap with the reflexive `From<T> for T`. It derefs to the
+/// wrapped `dyn Error` instead, as `anyhow::Error` does.)
+impl<E> From<E> for FatalError
+where
+    E: Error + Send + Sync + 'static,
+{
+    fn from(error: E) -> Self {
+        Self::new(error)
+    }
+}
+
+impl From<FatalError> for Box<dyn Error + Send + Sync + 'static> {
+    fn from(error: FatalError) -> Self {
+        Box::new(Shared(error.inner))
+    }
+}
+
+/// A shared error behind a `Box`: forwards everything to it.
+struct Shared(Arc<dyn Error + Send + Sync + 'static>);
+
+impl fmt::Display for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&*self.0, f)
+    }
+}
+
+impl fmt::Debug for Shared {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&*self.0, f)
+    }
+}
+
+impl Error for Shared {
     fn source(&self) -> Option<&(dyn Error + 'static)> {
-        self.inner.source()
-    }
-}
-
-impl From<Box<dyn Error + Send + Sync + 'static>> for FatalError {
-    fn from(error: Box<dyn Error + Send + Sync + 'static>) -> Self {
-        Self::from_boxed(error)
-    }
-}
-
-impl From<String> for FatalError {
-    fn from(message: String) -> Self {
-        Self::msg(message)
-    }
-}
-
-impl From<&'static str> for FatalError {
-    fn from(message: &'static str) -> Self {
-        Self::msg(message)
+        self.0.source()
     }
 }
 
@@ -306,13 +338,18 @@ impl FatalSlot {
         self.inner.recorded.set(|slot| *slot = pending.take());
         match pending {
             None => Reported::First,
-            Some(late) => {
-                // Relaxed: a statistic, read on its own; no data hangs off it.
-                self.inner.unhandled.fetch_add(1, Relaxed);
-                self.inner.hook.call(&late);
-                Reported::Unhandled
-            }
+            Some(late) => self.report_unhandled(late),
         }
+    }
+
+    /// Hands `error` straight to the hook and counts it, without competing
+    /// for the first place: for errors a scope already knows are not its
+    /// first (a component reporting a second failure).
+    pub fn report_unhandled(&self, error: FatalError) -> Reported {
+        // Relaxed: a statistic, read on its own; no data hangs off it.
+        self.inner.unhandled.fetch_add(1, Relaxed);
+        self.inner.hook.call(&error);
+        Reported::Unhandled
     }
 
     /// Whether a first error has been recorded (delivered or not): one atomic
@@ -384,7 +421,7 @@ impl fmt::Debug for First<'_> {
 mod tests {
     use super::*;
     use crate::testing::CountingWaker;
-    use alloc::string::ToString;
+    use alloc::string::{String, ToString};
     use alloc::vec::Vec;
     use futures_util::FutureExt;
     use std::sync::Mutex;
@@ -402,9 +439,9 @@ mod tests {
     fn the_first_error_is_delivered_once_and_the_rest_reach_the_hook() {
         let (slot, seen) = recording_slot();
         assert!(!slot.is_recorded());
-        assert_eq!(slot.report("one".into()), Reported::First);
-        assert_eq!(slot.report("two".into()), Reported::Unhandled);
-        assert_eq!(slot.report("three".into()), Reported::Unhandled);
+        assert_eq!(slot.report(FatalError::msg("one")), Reported::First);
+        assert_eq!(slot.report(FatalError::msg("two")), Reported::Unhandled);
+        assert_eq!(slot.report(FatalError::msg("three")), Reported::Unhandled);
         assert!(slot.is_recorded());
         assert_eq!(slot.take().map(|e| e.to_string()), Some("one".into()));
         assert!(slot.take().is_none());
@@ -480,6 +517,8 @@ mod tests {
         assert!(error.same_as(&error.clone()));
         assert!(!error.same_as(&FatalError::new(Outer(Inner))));
         let boxed: Box<dyn Error + Send + Sync> = Box::new(Inner);
-        assert_eq!(FatalError::from(boxed).to_string(), "inner");
+        assert_eq!(FatalError::from_boxed(boxed).to_string(), "inner");
+        let back: Box<dyn Error + Send + Sync> = error.clone().into();
+        assert_eq!(back.source().map(|s| s.to_string()), Some("inner".into()));
     }
 }

@@ -82,6 +82,11 @@ impl Latch {
         Arc::ptr_eq(&self.flag, &other.flag)
     }
 
+    /// A read-only view of this latch: it can be waited on, never set.
+    pub fn signal(&self) -> Signal {
+        Signal(self.clone())
+    }
+
     #[cfg(test)]
     pub(crate) fn waiter_count(&self) -> usize {
         self.flag.waiter_count()
@@ -91,6 +96,63 @@ impl Latch {
 impl fmt::Debug for Latch {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Latch")
+            .field("is_set", &self.is_set())
+            .finish()
+    }
+}
+
+/// A read-only view of a [`Latch`]: wait for it or check it, never set it.
+///
+/// Components hand out their ready, shutdown and done latches as signals, so
+/// that only the component itself can set them (a Go `<-chan struct{}`).
+///
+/// # Example
+///
+/// ```
+/// use lifecycle::Latch;
+/// # futures_executor::block_on(async {
+/// let done = Latch::new();
+/// let signal = done.signal();
+/// assert!(!signal.is_set());
+/// done.set();
+/// signal.wait().await;
+/// # });
+/// ```
+#[derive(Clone)]
+pub struct Signal(Latch);
+
+impl Signal {
+    /// Whether the latch is set: one atomic load with `Acquire` ordering.
+    #[inline]
+    pub fn is_set(&self) -> bool {
+        self.0.is_set()
+    }
+
+    /// Waits until the latch is set, borrowing the signal.
+    pub fn wait(&self) -> Wait<'_> {
+        self.0.wait()
+    }
+
+    /// Waits until the latch is set; the future is `'static`.
+    pub fn wait_owned(self) -> WaitOwned {
+        self.0.wait_owned()
+    }
+
+    /// Whether both views (or a view and a latch) show the same latch.
+    pub fn same_as(&self, other: &Signal) -> bool {
+        self.0.same_as(&other.0)
+    }
+}
+
+impl From<Latch> for Signal {
+    fn from(latch: Latch) -> Self {
+        Signal(latch)
+    }
+}
+
+impl fmt::Debug for Signal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Signal")
             .field("is_set", &self.is_set())
             .finish()
     }

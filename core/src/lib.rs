@@ -72,18 +72,33 @@ extern crate alloc;
 #[cfg(feature = "std")]
 extern crate std;
 
+mod component;
 mod fatal;
 mod flag;
 mod latch;
+mod manager;
+mod policy;
+mod restart;
 mod runtime;
+mod scope;
 mod stop;
 mod sync;
 mod task;
 #[cfg(all(test, not(loom)))]
 mod testing;
+mod wait;
 
+pub use component::{Component, StartError};
 pub use fatal::{FatalError, FatalHook, FatalSlot, First, Reported};
-pub use latch::{Latch, Wait, WaitOwned};
+pub use latch::{Latch, Signal, Wait, WaitOwned};
+pub use manager::{
+    ComponentManager, ComponentManagerBuilder, ReadyHandle, ThrowHandle, WorkerContext,
+    WorkerPanic, WorkerResult,
+};
+pub use policy::{PolicyError, RestartPolicy};
+pub use restart::{run_component, Failure, RestartLoop, RunOutcome, Verdict, DEFAULT_STOP_TIMEOUT};
 pub use runtime::{BoxFuture, Elapsed, Instant, Runtime, RuntimeExt, SharedRuntime, Timeout};
-pub use stop::{StopCause, StopSource, StopToken, Stopped, StoppedOwned};
+pub use scope::Scope;
+pub use stop::{StopCause, StopSource, StopToken, Stopped, StoppedOwned, WakeOnStop};
 pub use task::{JoinError, JoinHandle};
+pub use wait::{wait_all, wait_error_or_done, wait_signal_or_stop, SignalOrStop};

@@ -61,7 +61,7 @@ pub type SharedRuntime = Arc<dyn Runtime>;
 /// # Example: a runtime on top of a thread per task
 ///
 /// ```
-/// use lifecycle::{BoxFuture, Instant, Runtime, RuntimeExt};
+/// use lifecycle::{BoxFuture, Instant, Latch, Runtime, RuntimeExt};
 /// use std::time::Duration;
 ///
 /// struct Threads {
@@ -73,8 +73,14 @@ pub type SharedRuntime = Arc<dyn Runtime>;
 ///         std::thread::spawn(move || futures_executor::block_on(task));
 ///     }
 ///     fn sleep(&self, duration: Duration) -> BoxFuture {
-///         // Each task has a thread of its own, so blocking it is fine here.
-///         Box::pin(async move { std::thread::sleep(duration) })
+///         // A timer thread sets a latch; the future waits on it.
+///         let timer = Latch::new();
+///         let fire = timer.clone();
+///         std::thread::spawn(move || {
+///             std::thread::sleep(duration);
+///             fire.set();
+///         });
+///         Box::pin(timer.wait_owned())
 ///     }
 ///     fn now(&self) -> Instant {
 ///         Instant::from_origin(self.origin.elapsed())

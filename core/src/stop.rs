@@ -23,7 +23,7 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::future::Future;
 use core::pin::Pin;
-use core::task::{Context, Poll};
+use core::task::{Context, Poll, Waker};
 
 use slab::Slab;
 
@@ -349,6 +349,43 @@ impl StopToken {
         StoppedOwned(Waiter::new(self.node))
     }
 
+    /// Wakes `waker` once when this node stops, from the task that stops it
+    /// (at once, from this call, if it is stopped already). Dropping the
+    /// returned guard before then cancels the wakeup.
+    ///
+    /// This is a stop callback without a task: a waker made from an
+    /// `Arc<impl Wake>` runs its `wake` synchronously, after the node's lock
+    /// is released, so it may stop or set other things but should be quick.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use std::task::{Wake, Waker};
+    /// use lifecycle::{Latch, StopSource};
+    ///
+    /// struct SetLatch(Latch);
+    /// impl Wake for SetLatch {
+    ///     fn wake(self: Arc<Self>) {
+    ///         self.0.set();
+    ///     }
+    /// }
+    ///
+    /// let source = StopSource::new();
+    /// let mirrored = Latch::new();
+    /// let waker = Waker::from(Arc::new(SetLatch(mirrored.clone())));
+    /// let _guard = source.token().wake_on_stop(&waker);
+    /// source.stop();
+    /// assert!(mirrored.is_set());
+    /// ```
+    pub fn wake_on_stop(&self, waker: &Waker) -> WakeOnStop {
+        let mut waiter = Waiter::new(self.node.clone());
+        if waiter.poll(&mut Context::from_waker(waker)).is_ready() {
+            waker.wake_by_ref();
+        }
+        WakeOnStop(waiter)
+    }
+
     /// A new child of this node, with the source that stops it.
     pub fn child(&self) -> StopSource {
         StopSource {
@@ -372,6 +409,20 @@ impl fmt::Debug for StopToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StopToken")
             .field("cause", &self.node.cause())
+            .finish()
+    }
+}
+
+/// Guard returned by [`StopToken::wake_on_stop`]: dropping it cancels the
+/// wakeup if the node has not stopped yet.
+#[must_use = "dropping the guard cancels the wakeup"]
+pub struct WakeOnStop(Waiter<Arc<Node>>);
+
+impl fmt::Debug for WakeOnStop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let is_stopped = self.0.holder().flag.is_set();
+        f.debug_struct("WakeOnStop")
+            .field("is_stopped", &is_stopped)
             .finish()
     }
 }

@@ -136,7 +136,7 @@ fn finish<T>(shared: &Shared<T>, outcome: Result<T, JoinError>) {
 }
 
 #[cfg(feature = "std")]
-fn poll_catching_panics<F: Future>(
+pub(crate) fn poll_catching_panics<F: Future>(
     future: Pin<&mut F>,
     cx: &mut Context<'_>,
 ) -> Poll<Result<F::Output, JoinError>> {
@@ -150,7 +150,7 @@ fn poll_catching_panics<F: Future>(
 }
 
 #[cfg(not(feature = "std"))]
-fn poll_catching_panics<F: Future>(
+pub(crate) fn poll_catching_panics<F: Future>(
     future: Pin<&mut F>,
     cx: &mut Context<'_>,
 ) -> Poll<Result<F::Output, JoinError>> {
@@ -159,7 +159,7 @@ fn poll_catching_panics<F: Future>(
 
 /// Drops the future in `slot`; with `std`, a panicking destructor is reported
 /// instead of unwinding into the executor.
-fn drop_future<F>(mut slot: Pin<&mut Option<F>>) -> Result<(), JoinError> {
+pub(crate) fn drop_future<F>(mut slot: Pin<&mut Option<F>>) -> Result<(), JoinError> {
     #[cfg(feature = "std")]
     {
         std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| slot.set(None)))
@@ -203,7 +203,12 @@ pub(crate) fn panic_message(payload: &(dyn core::any::Any + Send)) -> String {
 /// #     fn spawn_detached(&self, task: BoxFuture) {
 /// #         std::thread::spawn(move || futures_executor::block_on(task));
 /// #     }
-/// #     fn sleep(&self, d: Duration) -> BoxFuture { Box::pin(async move { std::thread::sleep(d) }) }
+/// #     fn sleep(&self, d: Duration) -> BoxFuture {
+/// #         let timer = lifecycle::Latch::new();
+/// #         let fire = timer.clone();
+/// #         std::thread::spawn(move || { std::thread::sleep(d); fire.set(); });
+/// #         Box::pin(timer.wait_owned())
+/// #     }
 /// #     fn now(&self) -> Instant { Instant::default() }
 /// # }
 /// # futures_executor::block_on(async {

@@ -55,7 +55,13 @@ impl Runtime for Threads {
     }
 
     fn sleep(&self, duration: Duration) -> BoxFuture {
-        Box::pin(async move { std::thread::sleep(duration) })
+        let timer = crate::Latch::new();
+        let fire = timer.clone();
+        std::thread::spawn(move || {
+            std::thread::sleep(duration);
+            fire.set();
+        });
+        Box::pin(timer.wait_owned())
     }
 
     fn now(&self) -> Instant {

@@ -1,0 +1,79 @@
+//! The [`Component`] contract: start once, ready, shutdown signal, done.
+
+use core::fmt;
+
+use crate::fatal::FatalError;
+use crate::latch::Signal;
+use crate::scope::Scope;
+
+/// Something with a life: started once, then ready, then (after its scope's
+/// token stops, or a fatal error, or its work ends) shutting down, then done.
+///
+/// - The three signals can be obtained before [`start`](Component::start) and
+///   are the same afterwards.
+/// - `start` never blocks: it launches the work and returns.
+/// - A second `start` fails with [`StartError::AlreadyStarted`] and has no
+///   other effect, also after done.
+/// - After a successful `start`, done is eventually set, also on errors (a
+///   task that never yields can delay it; see [`abort`](Component::abort)).
+/// - Ready may never be set (startup failed or shutdown began first); if it
+///   is set, it is set before done.
+/// - Shutdown is requested by stopping the scope's token; fatal errors are
+///   reported into the scope's fatal slot.
+///
+/// [`ComponentManager`](crate::ComponentManager) implements it for a set of
+/// async workers; implement it by hand to wrap anything else.
+pub trait Component: Send + Sync + 'static {
+    /// Launches the component's work in `scope` and returns at once.
+    ///
+    /// # Errors
+    ///
+    /// [`StartError::AlreadyStarted`] on every call after the first;
+    /// [`StartError::Failed`] if the component could not launch.
+    fn start(&self, scope: Scope) -> Result<(), StartError>;
+
+    /// Set once initialisation is complete.
+    fn ready(&self) -> Signal;
+
+    /// Set once shutdown has begun.
+    fn shutdown_signal(&self) -> Signal;
+
+    /// Set once the component has fully stopped.
+    fn done(&self) -> Signal;
+
+    /// Drops the component's tasks at their next poll, for a component that
+    /// did not stop in time after being told to. Done is set once they are
+    /// gone. The default does nothing: not every component owns tasks.
+    fn abort(&self) {}
+}
+
+/// Why [`Component::start`] failed.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum StartError {
+    /// The component was started before (components start once; build a
+    /// fresh one to run again).
+    AlreadyStarted,
+    /// The component could not launch.
+    Failed(FatalError),
+}
+
+impl fmt::Display for StartError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StartError::AlreadyStarted => f.write_str(
+                "component already started: a component starts once; build a fresh instance",
+            ),
+            StartError::Failed(error) => write!(f, "component failed to start: {error}"),
+        }
+    }
+}
+
+impl core::error::Error for StartError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            StartError::AlreadyStarted => None,
+            StartError::Failed(error) => Some(&**error),
+        }
+    }
+}

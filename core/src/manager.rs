@@ -1,0 +1,657 @@
+//! [`ComponentManager`]: a [`Component`] made of async workers.
+//!
+//! # The manager's life
+//!
+//! All decisions are made in [`Life`], under one lock, so that the three
+//! signals can be set in a fixed order after it is released:
+//!
+//! ```text
+//!             every worker called ready            (and not done yet)
+//!   start ─────────────────────────────────▶ ready
+//!     │
+//!     │  parent token stopped / first fatal error / every worker returned
+//!     └──────────────────────────────────────────▶ shutdown signal
+//!                                                        │ every worker returned
+//!                                                        ▼ (and no throw in flight)
+//!                                                       done
+//! ```
+//!
+//! Guarantees, and where they come from:
+//! - *Ready before done.* Ready can only be decided while not done; whoever
+//!   decides done sets ready first if it was decided (`Latch::set` is
+//!   idempotent, so the two racing setters agree).
+//! - *Error delivered, then shutdown signal, then done.* A throw counts as a
+//!   running worker while it reports, so done cannot be decided between the
+//!   report and the stop of the workers' scope, and the done path sets the
+//!   shutdown signal before done.
+//! - *Done proves the workers are gone.* A worker counts as running until its
+//!   future has been dropped (the exit is recorded after the drop).
+//! - The shutdown signal mirrors the workers' shared stop scope (a child of
+//!   the start scope's token), through [`StopToken::wake_on_stop`]: the
+//!   parent's stop, a fatal error and the end of all workers all stop that
+//!   scope.
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::task::Wake;
+use alloc::vec::Vec;
+use core::fmt;
+use core::future::Future;
+use core::pin::Pin;
+use core::sync::atomic::Ordering::{AcqRel, Acquire, Release};
+use core::task::{Context, Poll, Waker};
+
+use futures_util::task::AtomicWaker;
+use pin_project_lite::pin_project;
+
+use crate::component::{Component, StartError};
+use crate::fatal::{FatalError, FatalSlot, Reported};
+use crate::latch::{Latch, Signal};
+use crate::runtime::{Runtime, SharedRuntime};
+use crate::scope::Scope;
+use crate::stop::{StopCause, StopSource, StopToken, Stopped, WakeOnStop};
+use crate::sync::{AtomicBool, Mutex};
+use crate::task::{self, JoinError};
+
+/// What a worker returns: `Ok(())` when it ends cleanly, or the fatal error
+/// that ends the whole component. Any error converts with `?`.
+pub type WorkerResult = Result<(), FatalError>;
+
+/// Builds [`ComponentManager`]s from an ordered list of workers.
+///
+/// A worker is an async function of a [`WorkerContext`] and a
+/// [`ReadyHandle`]: it calls the handle once initialised, runs until its
+/// context's token stops, and returns `Ok(())`, or `Err(e)` to report a fatal
+/// error. The builder can build any number of managers; each runs every
+/// worker afresh.
+///
+/// # Example
+///
+/// ```
+/// use lifecycle::{Component, ComponentManager, FatalSlot, Scope, StopSource};
+/// # use lifecycle::{BoxFuture, Instant, Runtime};
+/// # use std::{sync::Arc, time::Duration};
+/// # struct Threads;
+/// # impl Runtime for Threads {
+/// #     fn spawn_detached(&self, task: BoxFuture) {
+/// #         std::thread::spawn(move || futures_executor::block_on(task));
+/// #     }
+/// #     fn sleep(&self, d: Duration) -> BoxFuture {
+/// #         let timer = lifecycle::Latch::new();
+/// #         let fire = timer.clone();
+/// #         std::thread::spawn(move || { std::thread::sleep(d); fire.set(); });
+/// #         Box::pin(timer.wait_owned())
+/// #     }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+/// # futures_executor::block_on(async {
+/// # let runtime = Arc::new(Threads);
+/// let manager = ComponentManager::builder()
+///     .add_worker(|ctx, ready| async move {
+///         // connect, bind, load...
+///         ready.ready();
+///         ctx.stopped().await; // serve until told to stop
+///         Ok(())
+///     })
+///     .build();
+///
+/// let stop = StopSource::new();
+/// manager.start(Scope::new(runtime, stop.token(), FatalSlot::new()))?;
+/// manager.ready().wait().await;
+/// stop.stop();
+/// manager.done().wait().await;
+/// # Ok::<(), lifecycle::StartError>(())
+/// # }).unwrap();
+/// ```
+#[derive(Clone, Default)]
+pub struct ComponentManagerBuilder {
+    workers: Vec<Arc<dyn Worker>>,
+}
+
+impl ComponentManagerBuilder {
+    /// An empty builder.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a worker. Workers run concurrently, as tasks of the start
+    /// scope's runtime.
+    pub fn add_worker<F, Fut>(mut self, worker: F) -> Self
+    where
+        F: Fn(WorkerContext, ReadyHandle) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = WorkerResult> + Send + 'static,
+    {
+        self.workers.push(Arc::new(worker));
+        self
+    }
+
+    /// A fresh manager running every worker added so far.
+    pub fn build(&self) -> ComponentManager {
+        let workers: Arc<[Arc<dyn Worker>]> = self.workers.iter().cloned().collect();
+        let slots = workers.iter().map(|_| Slot::default()).collect();
+        ComponentManager {
+            inner: Arc::new(Inner {
+                life: Mutex::new(Life::new(workers.len())),
+                workers,
+                slots,
+                started: AtomicBool::new(false),
+                aborted: AtomicBool::new(false),
+                ready: Latch::new(),
+                shutdown: Latch::new(),
+                done: Latch::new(),
+            }),
+        }
+    }
+}
+
+impl fmt::Debug for ComponentManagerBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ComponentManagerBuilder")
+            .field("workers", &self.workers.len())
+            .finish()
+    }
+}
+
+/// A [`Component`] that runs a fixed set of async workers.
+///
+/// - Ready once every worker has called its [`ReadyHandle`] (never, if one
+///   returns without calling it), and always before done.
+/// - Shutdown signal when the start scope's token stops (also before
+///   start), on the first fatal error of any worker, or once every worker has
+///   returned. All workers share one stop scope: the first fatal error stops
+///   the siblings.
+/// - The first fatal error, and only it, is reported into the start scope's
+///   fatal slot; later ones go to that slot's hook. A panicking worker (with
+///   the `std` feature) is a fatal [`WorkerPanic`].
+/// - Done once every worker has returned and its future has been dropped.
+///   The order is always: error reported, shutdown signal, done.
+/// - With zero workers: ready, shutdown signal and done right at start.
+///
+/// Clones are handles to the same manager. See [`ComponentManagerBuilder`]
+/// for an example.
+#[derive(Clone)]
+pub struct ComponentManager {
+    inner: Arc<Inner>,
+}
+
+impl ComponentManager {
+    /// A builder to add workers to.
+    pub fn builder() -> ComponentManagerBuilder {
+        ComponentManagerBuilder::new()
+    }
+
+    /// How many workers the manager runs.
+    pub fn worker_count(&self) -> usize {
+        self.inner.workers.len()
+    }
+
+    /// Whether `start` has been called successfully.
+    pub fn is_started(&self) -> bool {
+        self.inner.started.load(Acquire)
+    }
+}
+
+impl Component for ComponentManager {
+    fn start(&self, scope: Scope) -> Result<(), StartError> {
+        // AcqRel: the winner's setup below happens-after any earlier reads of
+        // the flag, and losers see the winner's claim.
+        if self.inner.started.swap(true, AcqRel) {
+            return Err(StartError::AlreadyStarted);
+        }
+        let source = scope.token().child();
+        let mirror = source
+            .token()
+            .wake_on_stop(&Waker::from(self.inner.clone()));
+        let run = Arc::new(Run {
+            inner: self.inner.clone(),
+            token: source.token(),
+            source,
+            parent: scope.fatal().clone(),
+            runtime: scope.runtime().clone(),
+            _shutdown_mirror: mirror,
+        });
+        if self.inner.workers.is_empty() {
+            run.finish();
+            return Ok(());
+        }
+        for (index, worker) in self.inner.workers.iter().enumerate() {
+            let context = WorkerContext { run: run.clone() };
+            let ready = ReadyHandle {
+                inner: self.inner.clone(),
+                index,
+            };
+            let exit = Exit {
+                run: run.clone(),
+                index,
+            };
+            worker.spawn(&*run.runtime, context, ready, exit);
+        }
+        Ok(())
+    }
+
+    fn ready(&self) -> Signal {
+        self.inner.ready.signal()
+    }
+
+    fn shutdown_signal(&self) -> Signal {
+        self.inner.shutdown.signal()
+    }
+
+    fn done(&self) -> Signal {
+        self.inner.done.signal()
+    }
+
+    fn abort(&self) {
+        // Release pairs with the Acquire in `WorkerTask::poll`; each worker
+        // registers its waker before reading the flag, so none misses it.
+        self.inner.aborted.store(true, Release);
+        for slot in self.inner.slots.iter() {
+            slot.task.wake();
+        }
+    }
+}
+
+impl fmt::Debug for ComponentManager {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ComponentManager")
+            .field("workers", &self.inner.workers.len())
+            .field("started", &self.is_started())
+            .field("ready", &self.inner.ready.is_set())
+            .field("shutdown", &self.inner.shutdown.is_set())
+            .field("done", &self.inner.done.is_set())
+            .finish()
+    }
+}
+
+/// Everything that lives as long as the manager.
+struct Inner {
+    workers: Arc<[Arc<dyn Worker>]>,
+    slots: Box<[Slot]>,
+    life: Mutex<Life>,
+    started: AtomicBool,
+    aborted: AtomicBool,
+    ready: Latch,
+    shutdown: Latch,
+    done: Latch,
+}
+
+/// Per worker: whether its ready handle was called, and its task's waker for
+/// `abort`.
+#[derive(Default)]
+struct Slot {
+    called_ready: AtomicBool,
+    task: AtomicWaker,
+}
+
+/// Waking the manager sets its shutdown signal: this is how the shutdown
+/// signal mirrors the workers' stop scope without a task of its own.
+impl Wake for Inner {
+    fn wake(self: Arc<Self>) {
+        self.shutdown.set();
+    }
+
+    fn wake_by_ref(self: &Arc<Self>) {
+        self.shutdown.set();
+    }
+}
+
+/// The manager's life: every transition, under the manager's lock.
+struct Life {
+    /// Workers that have not called their ready handle yet.
+    not_ready: usize,
+    /// Workers still running, plus throws being reported right now.
+    running: usize,
+    ready: bool,
+    done: bool,
+    /// Whether the first fatal error has gone to the parent.
+    delivered: bool,
+}
+
+/// What a throw may do, decided under the lock.
+enum ThrowRight {
+    /// Report to the parent: the first error of a live manager.
+    First,
+    /// Hand to the hook: a later error, while the manager is still live.
+    Later,
+    /// The manager is done: nobody is listening any more.
+    AfterDone,
+}
+
+impl Life {
+    fn new(workers: usize) -> Self {
+        Self {
+            not_ready: workers,
+            running: workers,
+            // Zero workers: every worker (none) has called ready.
+            ready: workers == 0,
+            done: false,
+            delivered: false,
+        }
+    }
+
+    /// A worker called ready for the first time. Returns whether this made
+    /// the manager ready.
+    fn worker_ready(&mut self) -> bool {
+        self.not_ready -= 1;
+        if self.not_ready == 0 && !self.done {
+            self.ready = true;
+            return true;
+        }
+        false
+    }
+
+    /// A throw begins: while it reports, it counts as running, so done waits
+    /// for it. A throw after done only reaches the hook.
+    fn begin_throw(&mut self) -> ThrowRight {
+        if self.done {
+            return ThrowRight::AfterDone;
+        }
+        self.running += 1;
+        if self.delivered {
+            ThrowRight::Later
+        } else {
+            self.delivered = true;
+            ThrowRight::First
+        }
+    }
+
+    /// A worker (or a throw) is finished. Returns whether this made the
+    /// manager done.
+    fn exit(&mut self) -> bool {
+        self.running -= 1;
+        if self.running == 0 && !self.done {
+            self.done = true;
+            return true;
+        }
+        false
+    }
+}
+
+/// What exists from a successful `start` until the last worker is gone.
+struct Run {
+    inner: Arc<Inner>,
+    /// The workers' shared stop scope, a child of the start scope's token.
+    source: StopSource,
+    token: StopToken,
+    parent: FatalSlot,
+    runtime: SharedRuntime,
+    /// Keeps the shutdown signal mirroring `source`; dropped with the run.
+    _shutdown_mirror: WakeOnStop,
+}
+
+impl Run {
+    fn throw(&self, error: FatalError) -> Reported {
+        let right = self.inner.life.lock().begin_throw();
+        match right {
+            ThrowRight::AfterDone => self.parent.report_unhandled(error),
+            ThrowRight::Later => {
+                let reported = self.parent.report_unhandled(error);
+                self.exit();
+                reported
+            }
+            ThrowRight::First => {
+                // The order the parent relies on: the error is in its slot
+                // before the shutdown signal is set.
+                let reported = self.parent.report(error.clone());
+                self.source.stop_with(StopCause::Fatal(error));
+                self.inner.shutdown.set();
+                self.exit();
+                reported
+            }
+        }
+    }
+
+    /// A worker (or throw) is finished; the last one finishes the manager.
+    fn exit(&self) {
+        let done = self.inner.life.lock().exit();
+        if done {
+            self.finish();
+        }
+    }
+
+    /// Sets what is due at done, in order: ready (if decided), shutdown, done.
+    fn finish(&self) {
+        let ready = self.inner.life.lock().ready;
+        if ready {
+            self.inner.ready.set();
+        }
+        self.source.stop();
+        self.inner.shutdown.set();
+        self.inner.done.set();
+    }
+}
+
+/// What a worker gets besides its ready handle: the shared stop token, the
+/// runtime, and a way to throw from callbacks and sub-tasks.
+///
+/// # Example
+///
+/// ```
+/// use lifecycle::{ComponentManager, FatalError};
+///
+/// let manager = ComponentManager::builder()
+///     .add_worker(|ctx, ready| async move {
+///         ready.ready();
+///         let throw = ctx.throw_handle(); // for a callback or a sub-task
+///         std::thread::spawn(move || throw.throw(FatalError::msg("watcher lost")));
+///         ctx.stopped().await;
+///         Ok(())
+///     })
+///     .build();
+/// # drop(manager);
+/// ```
+#[derive(Clone)]
+pub struct WorkerContext {
+    run: Arc<Run>,
+}
+
+impl WorkerContext {
+    /// The workers' shared stop token: stopped when the manager shuts down.
+    pub fn token(&self) -> &StopToken {
+        &self.run.token
+    }
+
+    /// Whether the manager is shutting down: one atomic load.
+    pub fn is_stopped(&self) -> bool {
+        self.run.token.is_stopped()
+    }
+
+    /// Completes once the manager is shutting down.
+    pub fn stopped(&self) -> Stopped<'_> {
+        self.run.token.stopped()
+    }
+
+    /// The runtime the manager was started on.
+    pub fn runtime(&self) -> &SharedRuntime {
+        &self.run.runtime
+    }
+
+    /// Reports a fatal error: the manager's first goes to its parent and
+    /// stops every worker; later ones go to the hook. Returning `Err` from
+    /// the worker does the same.
+    pub fn throw(&self, error: impl Into<FatalError>) -> Reported {
+        self.run.throw(error.into())
+    }
+
+    /// A handle to throw from elsewhere (a callback, a sub-task).
+    pub fn throw_handle(&self) -> ThrowHandle {
+        ThrowHandle {
+            run: self.run.clone(),
+        }
+    }
+}
+
+impl fmt::Debug for WorkerContext {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("WorkerContext")
+            .field("is_stopped", &self.is_stopped())
+            .finish()
+    }
+}
+
+/// Reports fatal errors into a running manager from anywhere: a callback, a
+/// sub-task, another thread. A throw after the manager is done goes to the
+/// hook.
+#[derive(Clone)]
+pub struct ThrowHandle {
+    run: Arc<Run>,
+}
+
+impl ThrowHandle {
+    /// Reports `error`; see [`WorkerContext::throw`].
+    pub fn throw(&self, error: impl Into<FatalError>) -> Reported {
+        self.run.throw(error.into())
+    }
+}
+
+impl fmt::Debug for ThrowHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ThrowHandle").finish_non_exhaustive()
+    }
+}
+
+/// A worker's way to say "initialised". The first call counts; later calls,
+/// and calls on clones, are ignored. A handle kept and called after its
+/// worker returned still counts, unless the manager is done by then (ready
+/// is never set after done).
+#[derive(Clone)]
+pub struct ReadyHandle {
+    inner: Arc<Inner>,
+    index: usize,
+}
+
+impl ReadyHandle {
+    /// Marks this worker as ready.
+    pub fn ready(&self) {
+        // AcqRel: one winner per worker, whichever clone calls first.
+        if self.inner.slots[self.index].called_ready.swap(true, AcqRel) {
+            return;
+        }
+        let became_ready = self.inner.life.lock().worker_ready();
+        if became_ready {
+            self.inner.ready.set();
+        }
+    }
+}
+
+impl fmt::Debug for ReadyHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ReadyHandle")
+            .field("worker", &self.index)
+            .finish()
+    }
+}
+
+/// A worker that panicked (with the `std` feature): a fatal error of its
+/// manager, carrying the panic message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct WorkerPanic {
+    /// The worker's position in the builder, from 0.
+    pub worker: usize,
+    /// The panic message.
+    pub message: String,
+}
+
+impl fmt::Display for WorkerPanic {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "worker {} panicked: {}", self.worker, self.message)
+    }
+}
+
+impl core::error::Error for WorkerPanic {}
+
+/// A worker function, type-erased so one manager holds workers of any type.
+trait Worker: Send + Sync + 'static {
+    fn spawn(&self, runtime: &dyn Runtime, context: WorkerContext, ready: ReadyHandle, exit: Exit);
+}
+
+impl<F, Fut> Worker for F
+where
+    F: Fn(WorkerContext, ReadyHandle) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = WorkerResult> + Send + 'static,
+{
+    fn spawn(&self, runtime: &dyn Runtime, context: WorkerContext, ready: ReadyHandle, exit: Exit) {
+        let future = self(context, ready);
+        // One allocation per worker: the future lives inside its task.
+        runtime.spawn_detached(Box::pin(WorkerTask {
+            future: Some(future),
+            exit: Some(exit),
+        }));
+    }
+}
+
+/// A worker task's link back to its manager.
+struct Exit {
+    run: Arc<Run>,
+    index: usize,
+}
+
+impl Exit {
+    /// Records how the worker ended, after its future was dropped.
+    fn record(self, outcome: Result<WorkerResult, JoinError>) {
+        let error = match outcome {
+            Ok(Ok(())) | Err(JoinError::Aborted | JoinError::Dropped) => None,
+            Ok(Err(error)) => Some(error),
+            Err(JoinError::Panicked(message)) => Some(FatalError::new(WorkerPanic {
+                worker: self.index,
+                message,
+            })),
+        };
+        if let Some(error) = error {
+            self.run.throw(error);
+        }
+        self.run.exit();
+    }
+}
+
+pin_project! {
+    /// The future handed to the executor for one worker.
+    struct WorkerTask<Fut> {
+        #[pin]
+        future: Option<Fut>,
+        exit: Option<Exit>,
+    }
+
+    impl<Fut> PinnedDrop for WorkerTask<Fut> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(exit) = this.exit.take() {
+                // The executor dropped us unfinished (runtime shutdown).
+                let outcome = task::drop_future(this.future).and(Err(JoinError::Dropped));
+                exit.record(outcome);
+            }
+        }
+    }
+}
+
+impl<Fut> Future for WorkerTask<Fut>
+where
+    Fut: Future<Output = WorkerResult>,
+{
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        let (Some(future), Some(exit)) = (this.future.as_mut().as_pin_mut(), this.exit.as_ref())
+        else {
+            return Poll::Ready(());
+        };
+        let inner = &exit.run.inner;
+        // Register before reading the flag: `abort` sets it, then wakes.
+        inner.slots[exit.index].task.register(cx.waker());
+        let outcome = if inner.aborted.load(Acquire) {
+            Err(JoinError::Aborted)
+        } else {
+            match task::poll_catching_panics(future, cx) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(outcome) => outcome,
+            }
+        };
+        let outcome = task::drop_future(this.future.as_mut()).and(outcome);
+        if let Some(exit) = this.exit.take() {
+            exit.record(outcome);
+        }
+        Poll::Ready(())
+    }
+}

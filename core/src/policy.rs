@@ -1,0 +1,368 @@
+//! [`RestartPolicy`]: how soon and how often a failed component is restarted.
+//!
+//! Two independent limits, as in systemd and Erlang/OTP:
+//! - **Backoff**: the delay before restart `n` grows from `initial` by
+//!   `factor` up to `max`, with up to `jitter` (a fraction) added or removed
+//!   at random so that many components failing together do not restart in
+//!   lockstep. An instance that ran for `reset_after` before failing counts
+//!   as stable: the next delay starts from `initial` again.
+//! - **Intensity**: at most `max_restarts` restarts within any window of
+//!   `within`. One more and the budget is spent: the loop stops restarting
+//!   and reports the error as
+//!   [`RunOutcome::RestartsExhausted`](crate::RunOutcome::RestartsExhausted).
+//!
+//! The default ([`RestartPolicy::default`]) follows systemd's defaults for
+//! the budget and a cautious exponential backoff:
+//!
+//! | setting | default |
+//! |---|---|
+//! | backoff | 100 ms, doubling, up to 30 s, ±10 % jitter |
+//! | reset after a stable run of | 30 s |
+//! | intensity | at most 5 restarts within 10 s |
+//!
+//! Go's behaviour (restart at once, forever) is
+//! [`RestartPolicy::immediate`]: it must be chosen explicitly.
+
+use alloc::collections::VecDeque;
+use core::fmt;
+use core::time::Duration;
+
+use crate::runtime::Instant;
+
+/// How soon and how often to restart; see the [module docs](self).
+///
+/// # Example
+///
+/// ```
+/// use lifecycle::RestartPolicy;
+/// use std::time::Duration;
+///
+/// let policy = RestartPolicy::default()
+///     .backoff(Duration::from_millis(50), Duration::from_secs(5))
+///     .factor(3.0)
+///     .intensity(10, Duration::from_secs(60));
+/// assert!(policy.validate().is_ok());
+///
+/// let broken = RestartPolicy::default().jitter(1.5);
+/// assert_eq!(
+///     broken.validate().unwrap_err().to_string(),
+///     "invalid restart policy: jitter must be a fraction between 0 and 1, got 1.5"
+/// );
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct RestartPolicy {
+    initial: Duration,
+    max: Duration,
+    factor: f64,
+    jitter: f64,
+    reset_after: Duration,
+    intensity: Option<(u32, Duration)>,
+}
+
+impl Default for RestartPolicy {
+    fn default() -> Self {
+        Self {
+            initial: Duration::from_millis(100),
+            max: Duration::from_secs(30),
+            factor: 2.0,
+            jitter: 0.1,
+            reset_after: Duration::from_secs(30),
+            intensity: Some((5, Duration::from_secs(10))),
+        }
+    }
+}
+
+impl RestartPolicy {
+    /// Restart at once, without limit: the Go package's behaviour. A
+    /// component that fails right after starting will spin.
+    pub fn immediate() -> Self {
+        Self {
+            initial: Duration::ZERO,
+            max: Duration::ZERO,
+            factor: 1.0,
+            jitter: 0.0,
+            reset_after: Duration::ZERO,
+            intensity: None,
+        }
+    }
+
+    /// Never restart: the first failure spends the budget.
+    pub fn never() -> Self {
+        Self::immediate().intensity(0, Duration::MAX)
+    }
+
+    /// The first delay and the largest.
+    pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
+        self.initial = initial;
+        self.max = max;
+        self
+    }
+
+    /// How much each delay grows over the previous one (at least 1).
+    pub fn factor(mut self, factor: f64) -> Self {
+        self.factor = factor;
+        self
+    }
+
+    /// The fraction (0 to 1) of each delay added or removed at random.
+    pub fn jitter(mut self, jitter: f64) -> Self {
+        self.jitter = jitter;
+        self
+    }
+
+    /// How long an instance must run before its failure no longer grows the
+    /// backoff.
+    pub fn reset_after(mut self, stable: Duration) -> Self {
+        self.reset_after = stable;
+        self
+    }
+
+    /// At most `max_restarts` restarts within any window of `within`.
+    pub fn intensity(mut self, max_restarts: u32, within: Duration) -> Self {
+        self.intensity = Some((max_restarts, within));
+        self
+    }
+
+    /// No limit on the number of restarts.
+    pub fn unlimited(mut self) -> Self {
+        self.intensity = None;
+        self
+    }
+
+    /// Checks the settings.
+    ///
+    /// # Errors
+    ///
+    /// A [`PolicyError`] naming the first bad setting: a factor below 1 (or
+    /// not a number), a jitter outside 0 to 1, an initial delay above the
+    /// maximum.
+    pub fn validate(&self) -> Result<(), PolicyError> {
+        if !(self.factor >= 1.0 && self.factor.is_finite()) {
+            return Err(PolicyError::Factor(self.factor));
+        }
+        if !(0.0..=1.0).contains(&self.jitter) {
+            return Err(PolicyError::Jitter(self.jitter));
+        }
+        if self.initial > self.max {
+            return Err(PolicyError::InitialAboveMax {
+                initial: self.initial,
+                max: self.max,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// A bad [`RestartPolicy`] setting.
+#[derive(Clone, Copy, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum PolicyError {
+    /// The backoff factor is below 1 or not a finite number.
+    Factor(f64),
+    /// The jitter is not a fraction between 0 and 1.
+    Jitter(f64),
+    /// The first delay is longer than the longest.
+    InitialAboveMax {
+        /// The first delay.
+        initial: Duration,
+        /// The longest delay.
+        max: Duration,
+    },
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("invalid restart policy: ")?;
+        match self {
+            PolicyError::Factor(factor) => {
+                write!(
+                    f,
+                    "backoff factor must be a number of at least 1, got {factor}"
+                )
+            }
+            PolicyError::Jitter(jitter) => {
+                write!(f, "jitter must be a fraction between 0 and 1, got {jitter}")
+            }
+            PolicyError::InitialAboveMax { initial, max } => write!(
+                f,
+                "initial backoff {initial:?} is longer than the maximum {max:?}"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for PolicyError {}
+
+/// A policy applied over time: the restarts made so far and the next delay.
+pub(crate) struct RestartBudget {
+    policy: RestartPolicy,
+    /// When each restart within the current window was made.
+    recent: VecDeque<Instant>,
+    /// The delay before the next restart, before jitter.
+    next_delay: Duration,
+    rng: fastrand::Rng,
+}
+
+impl RestartBudget {
+    pub(crate) fn new(policy: RestartPolicy, seed: u64) -> Self {
+        Self {
+            next_delay: policy.initial,
+            policy,
+            recent: VecDeque::new(),
+            rng: fastrand::Rng::with_seed(seed),
+        }
+    }
+
+    /// An instance started at `started` failed at `now` and its handler asks
+    /// for a restart. Returns the delay to wait before it, or `None` when the
+    /// budget is spent.
+    pub(crate) fn restart(&mut self, started: Instant, now: Instant) -> Option<Duration> {
+        if let Some((max_restarts, within)) = self.policy.intensity {
+            while let Some(&oldest) = self.recent.front() {
+                if now.saturating_duration_since(oldest) < within {
+                    break;
+                }
+                self.recent.pop_front();
+            }
+            if self.recent.len() >= max_restarts as usize {
+                return None;
+            }
+            self.recent.push_back(now);
+        }
+        if now.saturating_duration_since(started) >= self.policy.reset_after
+            && self.policy.reset_after > Duration::ZERO
+        {
+            self.next_delay = self.policy.initial;
+        }
+        let base = self.next_delay;
+        self.next_delay = scale(base, self.policy.factor).min(self.policy.max);
+        Some(self.jittered(base))
+    }
+
+    fn jittered(&mut self, delay: Duration) -> Duration {
+        if self.policy.jitter == 0.0 || delay.is_zero() {
+            return delay;
+        }
+        // A uniform factor in [1 - jitter, 1 + jitter].
+        let spread = self.policy.jitter * (2.0 * self.rng.f64() - 1.0);
+        scale(delay, 1.0 + spread).min(self.policy.max)
+    }
+}
+
+/// `delay * factor`, saturating instead of panicking on overflow.
+fn scale(delay: Duration, factor: f64) -> Duration {
+    Duration::try_from_secs_f64(delay.as_secs_f64() * factor).unwrap_or(Duration::MAX)
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use alloc::string::ToString;
+    use alloc::vec::Vec;
+
+    fn at(ms: u64) -> Instant {
+        Instant::from_origin(Duration::from_millis(ms))
+    }
+
+    fn no_jitter() -> RestartPolicy {
+        RestartPolicy::default().jitter(0.0)
+    }
+
+    #[test]
+    fn backoff_grows_by_the_factor_up_to_the_max() {
+        let policy = no_jitter()
+            .backoff(Duration::from_millis(100), Duration::from_millis(350))
+            .unlimited();
+        let mut budget = RestartBudget::new(policy, 1);
+        let delays: Vec<_> = (0..5)
+            .map(|i| budget.restart(at(i), at(i + 1)).unwrap().as_millis())
+            .collect();
+        assert_eq!(delays, [100, 200, 350, 350, 350]);
+    }
+
+    #[test]
+    fn a_stable_run_resets_the_backoff() {
+        let policy = no_jitter().reset_after(Duration::from_secs(1)).unlimited();
+        let mut budget = RestartBudget::new(policy, 1);
+        assert_eq!(
+            budget.restart(at(0), at(10)),
+            Some(Duration::from_millis(100))
+        );
+        assert_eq!(
+            budget.restart(at(10), at(20)),
+            Some(Duration::from_millis(200))
+        );
+        // Ran for 1 s before failing: back to the first delay.
+        assert_eq!(
+            budget.restart(at(20), at(1_020)),
+            Some(Duration::from_millis(100))
+        );
+    }
+
+    #[test]
+    fn intensity_counts_restarts_in_a_sliding_window() {
+        let policy = RestartPolicy::immediate().intensity(2, Duration::from_secs(1));
+        let mut budget = RestartBudget::new(policy, 1);
+        assert!(budget.restart(at(0), at(0)).is_some());
+        assert!(budget.restart(at(0), at(100)).is_some());
+        assert!(budget.restart(at(0), at(200)).is_none(), "third within 1 s");
+        // The first restart leaves the window at 1,000 ms.
+        assert!(budget.restart(at(0), at(1_000)).is_some());
+    }
+
+    #[test]
+    fn never_spends_the_budget_on_the_first_failure() {
+        let mut budget = RestartBudget::new(RestartPolicy::never(), 1);
+        assert!(budget.restart(at(0), at(0)).is_none());
+    }
+
+    #[test]
+    fn jitter_stays_within_its_fraction() {
+        let policy = RestartPolicy::default()
+            .backoff(Duration::from_secs(1), Duration::from_secs(1))
+            .jitter(0.5)
+            .unlimited();
+        let mut budget = RestartBudget::new(policy, 7);
+        let delays: Vec<_> = (0..200)
+            .map(|_| budget.restart(at(0), at(0)).unwrap())
+            .collect();
+        assert!(delays.iter().all(|d| *d >= Duration::from_millis(500)));
+        assert!(
+            delays.iter().all(|d| *d <= Duration::from_secs(1)),
+            "capped at max"
+        );
+        assert!(
+            delays.iter().any(|d| *d < Duration::from_millis(900)),
+            "it varies"
+        );
+    }
+
+    #[test]
+    fn bad_settings_are_named() {
+        assert_eq!(
+            RestartPolicy::default().factor(0.5).validate(),
+            Err(PolicyError::Factor(0.5))
+        );
+        assert!(RestartPolicy::default()
+            .factor(f64::NAN)
+            .validate()
+            .is_err());
+        assert_eq!(
+            RestartPolicy::default().jitter(-0.1).validate(),
+            Err(PolicyError::Jitter(-0.1))
+        );
+        let inverted =
+            RestartPolicy::default().backoff(Duration::from_secs(2), Duration::from_secs(1));
+        assert_eq!(
+            inverted.validate().unwrap_err().to_string(),
+            "invalid restart policy: initial backoff 2s is longer than the maximum 1s"
+        );
+        assert!(RestartPolicy::default().validate().is_ok());
+        assert!(RestartPolicy::immediate().validate().is_ok());
+    }
+
+    #[test]
+    fn huge_delays_saturate() {
+        assert_eq!(scale(Duration::MAX, 2.0), Duration::MAX);
+    }
+}

@@ -1,0 +1,457 @@
+//! [`run_component`]: run a component, restarting it on failure as its error
+//! handler and [`RestartPolicy`] decide.
+//!
+//! One round of the loop:
+//!
+//! ```text
+//!  parent stopped? ──yes──▶ Cancelled
+//!        │ no
+//!  factory() ──Err──▶ FactoryFailed
+//!        │ Ok(instance)
+//!  start(instance, fresh child scope, fresh fatal slot) ──Err──▶ StartFailed
+//!        │
+//!  wait for: first fatal error (preferred) │ done │ parent stop
+//!        │                                   │        └─▶ stop, wait done ─▶ Cancelled
+//!        │                                   └─▶ Completed
+//!  stop instance, wait until done, then handler(error)
+//!        ├─ Restart ─▶ budget left? ─no─▶ RestartsExhausted
+//!        │               └─yes─▶ sleep backoff (or Cancelled) ─▶ next round
+//!        └─ Stop / StopParents / Shutdown / SpinHalt ─▶ Failed { verdict }
+//! ```
+//!
+//! Every wait for done is bounded by the stop timeout: an instance that
+//! overruns it is aborted ([`Component::abort`]) and the loop ends with
+//! [`RunOutcome::StopTimedOut`] naming the instance. The instance's scope is
+//! stopped on every exit path.
+
+use core::fmt;
+use core::future::{poll_fn, Future};
+use core::pin::pin;
+use core::task::Poll;
+use core::time::Duration;
+
+use crate::component::{Component, StartError};
+use crate::fatal::{FatalError, FatalHook, FatalSlot};
+use crate::latch::Signal;
+use crate::policy::{PolicyError, RestartBudget, RestartPolicy};
+use crate::runtime::{RuntimeExt, SharedRuntime};
+use crate::scope::Scope;
+use crate::stop::{StopCause, StopToken};
+use crate::wait::wait_error_or_done;
+
+/// What an error handler decides about a failed instance.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Verdict {
+    /// Build a fresh instance and start it (subject to the restart policy).
+    Restart,
+    /// Stop this component (and, under a supervisor, its dependents).
+    Stop,
+    /// Stop this component and what it depends on (under a supervisor).
+    StopParents,
+    /// Stop everything (under a supervisor) and return the error.
+    Shutdown,
+    /// Stop everything and wait for a terminate request (under a supervisor).
+    SpinHalt,
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Verdict::Restart => "restart",
+            Verdict::Stop => "stop",
+            Verdict::StopParents => "stop parents",
+            Verdict::Shutdown => "shutdown",
+            Verdict::SpinHalt => "spin-halt",
+        })
+    }
+}
+
+/// A failed instance, as its error handler sees it.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct Failure {
+    /// The instance's first fatal error.
+    pub error: FatalError,
+    /// Which instance failed: 1 for the first, 2 after one restart, ...
+    pub attempt: u32,
+}
+
+/// Why [`run_component`] returned.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum RunOutcome {
+    /// The instance finished without an error: no restart.
+    Completed,
+    /// The parent token stopped; the instance (if any) is done.
+    Cancelled,
+    /// The handler decided something other than [`Verdict::Restart`].
+    Failed {
+        /// The instance's first fatal error.
+        error: FatalError,
+        /// What the handler decided.
+        verdict: Verdict,
+        /// Which instance failed.
+        attempt: u32,
+    },
+    /// The handler asked for a restart but the policy's budget is spent.
+    RestartsExhausted {
+        /// The last instance's first fatal error.
+        error: FatalError,
+        /// Which instance failed last.
+        attempt: u32,
+    },
+    /// The factory could not build an instance (the handler is not asked: a
+    /// restart would not help).
+    FactoryFailed {
+        /// The factory's error.
+        error: FatalError,
+        /// Which instance was being built.
+        attempt: u32,
+    },
+    /// `start` failed, e.g. the factory handed back an instance that was
+    /// started before.
+    StartFailed {
+        /// The start error.
+        error: StartError,
+        /// Which instance failed to start.
+        attempt: u32,
+    },
+    /// An instance was told to stop and was not done within the stop
+    /// timeout; it was aborted.
+    StopTimedOut {
+        /// Which instance overran.
+        attempt: u32,
+        /// The stop timeout it overran.
+        timeout: Duration,
+        /// Whether the instance was done after the abort (within another
+        /// stop timeout); `false` means a task is stuck and was abandoned.
+        aborted: bool,
+        /// The fatal error that was being handled, if the stop followed one.
+        error: Option<FatalError>,
+    },
+    /// The restart policy has a bad setting; nothing was started.
+    InvalidPolicy(PolicyError),
+}
+
+impl RunOutcome {
+    /// Whether the loop ended without a failure: [`Completed`] or
+    /// [`Cancelled`].
+    ///
+    /// [`Completed`]: RunOutcome::Completed
+    /// [`Cancelled`]: RunOutcome::Cancelled
+    pub fn is_clean(&self) -> bool {
+        matches!(self, RunOutcome::Completed | RunOutcome::Cancelled)
+    }
+
+    /// The fatal error behind the outcome, if there is one.
+    pub fn error(&self) -> Option<&FatalError> {
+        match self {
+            RunOutcome::Failed { error, .. }
+            | RunOutcome::RestartsExhausted { error, .. }
+            | RunOutcome::FactoryFailed { error, .. } => Some(error),
+            RunOutcome::StopTimedOut { error, .. } => error.as_ref(),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for RunOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RunOutcome::Completed => f.write_str("completed"),
+            RunOutcome::Cancelled => f.write_str("cancelled by the parent"),
+            RunOutcome::Failed {
+                error,
+                verdict,
+                attempt,
+            } => write!(f, "instance {attempt} failed ({verdict}): {error}"),
+            RunOutcome::RestartsExhausted { error, attempt } => write!(
+                f,
+                "restart budget exhausted after instance {attempt} failed: {error}"
+            ),
+            RunOutcome::FactoryFailed { error, attempt } => {
+                write!(f, "could not build instance {attempt}: {error}")
+            }
+            RunOutcome::StartFailed { error, attempt } => {
+                write!(f, "instance {attempt} did not start: {error}")
+            }
+            RunOutcome::StopTimedOut {
+                attempt,
+                timeout,
+                aborted,
+                ..
+            } => {
+                let fate = if *aborted {
+                    "aborted"
+                } else {
+                    "abandoned: a task did not yield after the abort"
+                };
+                write!(
+                    f,
+                    "instance {attempt} was not done within {timeout:?} of being stopped; {fate}"
+                )
+            }
+            RunOutcome::InvalidPolicy(error) => error.fmt(f),
+        }
+    }
+}
+
+/// Runs the component that `factory` builds until it completes, the parent
+/// token stops, or `handler` decides something other than a restart.
+///
+/// Returns a [`RestartLoop`] to configure (policy, stop timeout, hook) and
+/// [`run`](RestartLoop::run). The handler runs only after the failed
+/// instance is done, once per instance (later errors of the same instance go
+/// to the hook). See the [module docs](self) for the whole loop.
+///
+/// # Example
+///
+/// ```
+/// use lifecycle::{run_component, ComponentManager, FatalError, RestartPolicy, RunOutcome, StopSource, Verdict};
+/// # use lifecycle::{BoxFuture, Instant, Runtime};
+/// # use std::{sync::Arc, time::Duration};
+/// # struct Threads;
+/// # impl Runtime for Threads {
+/// #     fn spawn_detached(&self, task: BoxFuture) {
+/// #         std::thread::spawn(move || futures_executor::block_on(task));
+/// #     }
+/// #     fn sleep(&self, d: Duration) -> BoxFuture {
+/// #         let timer = lifecycle::Latch::new();
+/// #         let fire = timer.clone();
+/// #         std::thread::spawn(move || { std::thread::sleep(d); fire.set(); });
+/// #         Box::pin(timer.wait_owned())
+/// #     }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+/// # futures_executor::block_on(async {
+/// # let runtime = Arc::new(Threads);
+/// let mut built = 0;
+/// let factory = move || {
+///     built += 1;
+///     let fail = built < 3; // the first two instances fail
+///     Ok::<_, FatalError>(
+///         ComponentManager::builder()
+///             .add_worker(move |_ctx, ready| async move {
+///                 ready.ready();
+///                 if fail {
+///                     Err(FatalError::msg("flaky"))
+///                 } else {
+///                     Ok(()) // the third completes cleanly
+///                 }
+///             })
+///             .build(),
+///     )
+/// };
+/// let stop = StopSource::new();
+/// let outcome = run_component(factory, |_failure| Verdict::Restart)
+///     .policy(RestartPolicy::immediate())
+///     .run(runtime, stop.token())
+///     .await;
+/// assert!(matches!(outcome, RunOutcome::Completed));
+/// # });
+/// ```
+pub fn run_component<F, C, H>(factory: F, handler: H) -> RestartLoop<F, H>
+where
+    F: FnMut() -> Result<C, FatalError>,
+    C: Component,
+    H: FnMut(&Failure) -> Verdict,
+{
+    RestartLoop {
+        factory,
+        handler,
+        policy: RestartPolicy::default(),
+        stop_timeout: Some(DEFAULT_STOP_TIMEOUT),
+        hook: FatalHook::default(),
+    }
+}
+
+/// How long an instance gets to be done after being told to stop, by
+/// default: 5 s, as Erlang/OTP gives a worker.
+pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// A configured restart loop; see [`run_component`].
+pub struct RestartLoop<F, H> {
+    factory: F,
+    handler: H,
+    policy: RestartPolicy,
+    stop_timeout: Option<Duration>,
+    hook: FatalHook,
+}
+
+impl<F, H> fmt::Debug for RestartLoop<F, H> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RestartLoop")
+            .field("policy", &self.policy)
+            .field("stop_timeout", &self.stop_timeout)
+            .finish_non_exhaustive()
+    }
+}
+
+impl<F, C, H> RestartLoop<F, H>
+where
+    F: FnMut() -> Result<C, FatalError>,
+    C: Component,
+    H: FnMut(&Failure) -> Verdict,
+{
+    /// The restart policy (default: [`RestartPolicy::default`]).
+    pub fn policy(mut self, policy: RestartPolicy) -> Self {
+        self.policy = policy;
+        self
+    }
+
+    /// How long a stopped instance gets to be done before it is aborted
+    /// (default: [`DEFAULT_STOP_TIMEOUT`]).
+    pub fn stop_timeout(mut self, timeout: Duration) -> Self {
+        self.stop_timeout = Some(timeout);
+        self
+    }
+
+    /// Waits for stopped instances however long they take.
+    pub fn no_stop_timeout(mut self) -> Self {
+        self.stop_timeout = None;
+        self
+    }
+
+    /// Where each instance's errors after its first go (default:
+    /// [`FatalHook::default`]).
+    pub fn hook(mut self, hook: FatalHook) -> Self {
+        self.hook = hook;
+        self
+    }
+
+    /// Runs the loop on `runtime` until it ends; stopping `parent` stops the
+    /// current instance and ends the loop with [`RunOutcome::Cancelled`].
+    pub async fn run(mut self, runtime: SharedRuntime, parent: StopToken) -> RunOutcome {
+        if let Err(error) = self.policy.validate() {
+            return RunOutcome::InvalidPolicy(error);
+        }
+        let seed = runtime.now().since_origin().as_nanos() as u64;
+        let mut budget = RestartBudget::new(self.policy.clone(), seed);
+        let mut attempt: u32 = 0;
+        loop {
+            if parent.is_stopped() {
+                return RunOutcome::Cancelled;
+            }
+            attempt = attempt.saturating_add(1);
+            let instance = match (self.factory)() {
+                Ok(instance) => instance,
+                Err(error) => return RunOutcome::FactoryFailed { error, attempt },
+            };
+            let scope = parent.child();
+            let slot = FatalSlot::with_hook(self.hook.clone());
+            let started = runtime.now();
+            let start = instance.start(Scope::new(runtime.clone(), scope.token(), slot.clone()));
+            if let Err(error) = start {
+                scope.stop();
+                return RunOutcome::StartFailed { error, attempt };
+            }
+            let done = instance.done();
+
+            let error = match first_of(&slot, &done, &parent).await {
+                Ended::Done => {
+                    scope.stop();
+                    return RunOutcome::Completed;
+                }
+                Ended::ParentStopped => {
+                    // The parent's stop reaches the instance through `scope`.
+                    return match self.stop(&runtime, &instance, &done, attempt, None).await {
+                        Some(overrun) => overrun,
+                        None => RunOutcome::Cancelled,
+                    };
+                }
+                Ended::Error(error) => error,
+            };
+
+            scope.stop_with(StopCause::Fatal(error.clone()));
+            if let Some(overrun) = self
+                .stop(&runtime, &instance, &done, attempt, Some(&error))
+                .await
+            {
+                return overrun;
+            }
+            drop(instance);
+
+            let failure = Failure { error, attempt };
+            match (self.handler)(&failure) {
+                Verdict::Restart => {}
+                verdict => {
+                    return RunOutcome::Failed {
+                        error: failure.error,
+                        verdict,
+                        attempt,
+                    }
+                }
+            }
+            let Some(delay) = budget.restart(started, runtime.now()) else {
+                return RunOutcome::RestartsExhausted {
+                    error: failure.error,
+                    attempt,
+                };
+            };
+            if !delay.is_zero() && !sleep_unless_stopped(&runtime, delay, &parent).await {
+                return RunOutcome::Cancelled;
+            }
+        }
+    }
+
+    /// Waits until a stopped instance is done, aborting it at the stop
+    /// timeout. Returns the outcome that ends the loop if it overran.
+    async fn stop(
+        &self,
+        runtime: &SharedRuntime,
+        instance: &C,
+        done: &Signal,
+        attempt: u32,
+        error: Option<&FatalError>,
+    ) -> Option<RunOutcome> {
+        let Some(timeout) = self.stop_timeout else {
+            done.wait().await;
+            return None;
+        };
+        if runtime.timeout(timeout, done.wait()).await.is_ok() {
+            return None;
+        }
+        instance.abort();
+        let aborted = runtime.timeout(timeout, done.wait()).await.is_ok();
+        Some(RunOutcome::StopTimedOut {
+            attempt,
+            timeout,
+            aborted,
+            error: error.cloned(),
+        })
+    }
+}
+
+/// What ended an instance's run.
+enum Ended {
+    Error(FatalError),
+    Done,
+    ParentStopped,
+}
+
+/// Waits for the instance's first fatal error, its done, or the parent's
+/// stop; an error wins over the others when both are there.
+async fn first_of(slot: &FatalSlot, done: &Signal, parent: &StopToken) -> Ended {
+    let mut error_or_done = pin!(wait_error_or_done(slot, done));
+    let mut stopped = pin!(parent.stopped());
+    poll_fn(|cx| {
+        if let Poll::Ready(error) = error_or_done.as_mut().poll(cx) {
+            return Poll::Ready(error.map_or(Ended::Done, Ended::Error));
+        }
+        if stopped.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(slot.take().map_or(Ended::ParentStopped, Ended::Error));
+        }
+        Poll::Pending
+    })
+    .await
+}
+
+/// Sleeps for `delay` unless `parent` stops first. Returns whether the sleep
+/// ran to its end.
+async fn sleep_unless_stopped(
+    runtime: &SharedRuntime,
+    delay: Duration,
+    parent: &StopToken,
+) -> bool {
+    runtime.timeout(delay, parent.stopped()).await.is_err()
+}

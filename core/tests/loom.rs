@@ -1,6 +1,9 @@
-//! Loom models of the latch and the stop token.
+//! Loom models of the latch, the stop token and the component manager's
+//! ready/done counting.
 //!
-//! Run with `RUSTFLAGS="--cfg loom" cargo test -p lifecycle --test loom --release`.
+//! Run with
+//! `LOOM_MAX_PREEMPTIONS=4 RUSTFLAGS="--cfg loom" cargo test -p lifecycle --test loom --release`
+//! (unbounded, the manager models take hours).
 //! Under `cfg(loom)` the crate's atomics and locks are loom's, so every
 //! interleaving of their operations is explored.
 
@@ -162,5 +165,139 @@ fn waiters_on_a_grandchild_are_woken_by_the_root() {
             grandchild.token().origin_cause(),
             Some(StopCause::Requested)
         ));
+    });
+}
+
+/// Runs every task on a loom thread of its own.
+struct LoomThreads;
+
+impl lifecycle::Runtime for LoomThreads {
+    fn spawn_detached(&self, task: lifecycle::BoxFuture) {
+        thread::spawn(move || block_on(task));
+    }
+
+    fn sleep(&self, _duration: std::time::Duration) -> lifecycle::BoxFuture {
+        Box::pin(std::future::pending())
+    }
+
+    fn now(&self) -> lifecycle::Instant {
+        lifecycle::Instant::default()
+    }
+}
+
+fn scope(stop: &StopSource, fatal: &lifecycle::FatalSlot) -> lifecycle::Scope {
+    lifecycle::Scope::new(
+        std::sync::Arc::new(LoomThreads),
+        stop.token(),
+        fatal.clone(),
+    )
+}
+
+#[test]
+fn manager_is_ready_before_done_when_both_workers_return() {
+    use lifecycle::{Component, ComponentManager};
+    loom::model(|| {
+        let returned = Arc::new(loom::sync::atomic::AtomicUsize::new(0));
+        let worker = {
+            let returned = returned.clone();
+            move |_ctx, ready: lifecycle::ReadyHandle| {
+                let returned = returned.clone();
+                async move {
+                    ready.ready();
+                    returned.fetch_add(1, loom::sync::atomic::Ordering::Relaxed);
+                    Ok(())
+                }
+            }
+        };
+        let manager = ComponentManager::builder()
+            .add_worker(worker.clone())
+            .add_worker(worker)
+            .build();
+        let (stop, fatal) = (StopSource::new(), lifecycle::FatalSlot::new());
+        manager.start(scope(&stop, &fatal)).unwrap();
+        block_on(manager.done().wait());
+        assert!(manager.ready().is_set(), "ready is set before done");
+        assert!(manager.shutdown_signal().is_set());
+        assert_eq!(
+            returned.load(loom::sync::atomic::Ordering::Relaxed),
+            2,
+            "done proves every worker returned"
+        );
+        assert!(
+            !stop.is_stopped(),
+            "workers returning never stop the parent"
+        );
+    });
+}
+
+#[test]
+fn manager_never_readies_after_done() {
+    use lifecycle::{Component, ComponentManager};
+    loom::model(|| {
+        // Worker 0 hands its ready handle out and returns without calling
+        // it; worker 1 calls its own and returns. A thread that is not a
+        // worker calls the handed-out handle, racing with done: ready may
+        // be set before done or never, but never after.
+        let handed_out = Arc::new(loom::sync::Mutex::new(None::<lifecycle::ReadyHandle>));
+        let manager = ComponentManager::builder()
+            .add_worker({
+                let handed_out = handed_out.clone();
+                move |_ctx, ready| {
+                    let handed_out = handed_out.clone();
+                    async move {
+                        *handed_out.lock().unwrap() = Some(ready);
+                        Ok(())
+                    }
+                }
+            })
+            .add_worker(|_ctx, ready: lifecycle::ReadyHandle| async move {
+                ready.ready();
+                Ok(())
+            })
+            .build();
+        let (stop, fatal) = (StopSource::new(), lifecycle::FatalSlot::new());
+        manager.start(scope(&stop, &fatal)).unwrap();
+        let late_caller = {
+            let handed_out = handed_out.clone();
+            thread::spawn(move || {
+                if let Some(ready) = handed_out.lock().unwrap().take() {
+                    ready.ready();
+                }
+            })
+        };
+        block_on(manager.done().wait());
+        let ready_at_done = manager.ready().is_set();
+        late_caller.join().unwrap();
+        assert_eq!(
+            manager.ready().is_set(),
+            ready_at_done,
+            "ready set after done"
+        );
+        // Break the cycle handle -> manager -> worker closure -> handle.
+        handed_out.lock().unwrap().take();
+    });
+}
+
+#[test]
+fn manager_reports_the_first_error_before_its_shutdown_signal() {
+    use lifecycle::{Component, ComponentManager, FatalError};
+    loom::model(|| {
+        let manager = ComponentManager::builder()
+            .add_worker(|_ctx, _ready| async { Err(FatalError::msg("first")) })
+            .add_worker(|ctx: lifecycle::WorkerContext, _ready| async move {
+                ctx.stopped().await;
+                Ok(())
+            })
+            .build();
+        let (stop, fatal) = (StopSource::new(), lifecycle::FatalSlot::new());
+        manager.start(scope(&stop, &fatal)).unwrap();
+        block_on(manager.shutdown_signal().wait());
+        assert!(
+            fatal.is_recorded(),
+            "the error is delivered before shutdown"
+        );
+        block_on(manager.done().wait());
+        assert_eq!(fatal.take().map(|e| e.to_string()), Some("first".into()));
+        assert!(!manager.ready().is_set());
     });
 }

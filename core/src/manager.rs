@@ -655,3 +655,133 @@ where
         Poll::Ready(())
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::testing::Threads;
+    use crate::{FatalHook, StopSource};
+    use alloc::string::ToString;
+    use futures_executor::block_on;
+
+    fn scope(stop: &StopSource, fatal: &FatalSlot) -> Scope {
+        Scope::new(Arc::new(Threads::new()), stop.token(), fatal.clone())
+    }
+
+    fn quiet_slot() -> FatalSlot {
+        FatalSlot::with_hook(FatalHook::new(|_| {}))
+    }
+
+    #[test]
+    fn zero_workers_are_ready_shut_down_and_done_at_start() {
+        let manager = ComponentManager::builder().build();
+        let (stop, fatal) = (StopSource::new(), quiet_slot());
+        manager.start(scope(&stop, &fatal)).unwrap();
+        assert!(manager.ready().is_set());
+        assert!(manager.shutdown_signal().is_set());
+        assert!(manager.done().is_set());
+        assert!(!stop.is_stopped());
+    }
+
+    #[test]
+    fn a_second_start_is_an_error_also_after_done() {
+        let manager = ComponentManager::builder().build();
+        let (stop, fatal) = (StopSource::new(), quiet_slot());
+        manager.start(scope(&stop, &fatal)).unwrap();
+        assert!(matches!(
+            manager.start(scope(&stop, &fatal)),
+            Err(StartError::AlreadyStarted)
+        ));
+    }
+
+    #[test]
+    fn the_first_error_wins_and_is_delivered_before_shutdown_and_done() {
+        let manager = ComponentManager::builder()
+            .add_worker(|_ctx, _ready| async { Err(FatalError::msg("first")) })
+            .add_worker(|ctx: WorkerContext, _ready| async move {
+                ctx.stopped().await;
+                Err(FatalError::msg("during shutdown"))
+            })
+            .build();
+        let (stop, fatal) = (StopSource::new(), quiet_slot());
+        manager.start(scope(&stop, &fatal)).unwrap();
+        block_on(manager.shutdown_signal().wait());
+        assert!(fatal.is_recorded());
+        block_on(manager.done().wait());
+        assert_eq!(fatal.take().map(|e| e.to_string()), Some("first".into()));
+        assert_eq!(fatal.unhandled_count(), 1);
+        assert!(!manager.ready().is_set());
+        assert!(
+            !stop.is_stopped(),
+            "the parent is never stopped by its child"
+        );
+    }
+
+    #[test]
+    fn a_panicking_worker_is_a_fatal_error_with_its_message() {
+        let manager = ComponentManager::builder()
+            .add_worker(|_ctx, _ready| async {
+                if true {
+                    panic!("bad state");
+                }
+                Ok(())
+            })
+            .build();
+        let (stop, fatal) = (StopSource::new(), quiet_slot());
+        manager.start(scope(&stop, &fatal)).unwrap();
+        block_on(manager.done().wait());
+        let error = fatal.take().unwrap();
+        assert_eq!(
+            error.downcast_ref::<WorkerPanic>(),
+            Some(&WorkerPanic {
+                worker: 0,
+                message: "bad state".into()
+            })
+        );
+    }
+
+    #[test]
+    fn abort_drops_a_worker_that_ignores_its_stop() {
+        let manager = ComponentManager::builder()
+            .add_worker(|_ctx, ready: ReadyHandle| async move {
+                ready.ready();
+                core::future::pending::<()>().await;
+                Ok(())
+            })
+            .build();
+        let (stop, fatal) = (StopSource::new(), quiet_slot());
+        manager.start(scope(&stop, &fatal)).unwrap();
+        block_on(manager.ready().wait());
+        stop.stop();
+        block_on(manager.shutdown_signal().wait());
+        assert!(!manager.done().is_set(), "the worker ignores the stop");
+        manager.abort();
+        block_on(manager.done().wait());
+        assert!(!fatal.is_recorded(), "an abort is not an error");
+    }
+
+    #[test]
+    fn a_throw_after_done_goes_to_the_hook() {
+        let kept = Arc::new(crate::sync::Mutex::new(None));
+        let manager = ComponentManager::builder()
+            .add_worker({
+                let kept = kept.clone();
+                move |ctx: WorkerContext, ready: ReadyHandle| {
+                    let kept = kept.clone();
+                    async move {
+                        *kept.lock() = Some(ctx.throw_handle());
+                        ready.ready();
+                        Ok(())
+                    }
+                }
+            })
+            .build();
+        let (stop, fatal) = (StopSource::new(), quiet_slot());
+        manager.start(scope(&stop, &fatal)).unwrap();
+        block_on(manager.done().wait());
+        let handle = kept.lock().take().unwrap();
+        assert_eq!(handle.throw(FatalError::msg("late")), Reported::Unhandled);
+        assert!(!fatal.is_recorded());
+        assert_eq!(fatal.unhandled_count(), 1);
+    }
+}

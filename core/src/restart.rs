@@ -455,3 +455,92 @@ async fn sleep_unless_stopped(
 ) -> bool {
     runtime.timeout(delay, parent.stopped()).await.is_err()
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::testing::Threads;
+    use crate::{ComponentManager, StopSource};
+    use alloc::sync::Arc;
+    use alloc::vec::Vec;
+    use futures_executor::block_on;
+
+    fn failing_then_clean(fail_first: u32) -> impl FnMut() -> Result<ComponentManager, FatalError> {
+        let mut built = 0;
+        move || {
+            built += 1;
+            let fail = built <= fail_first;
+            Ok(ComponentManager::builder()
+                .add_worker(move |_ctx, ready| async move {
+                    ready.ready();
+                    if fail {
+                        Err(FatalError::msg("flaky"))
+                    } else {
+                        Ok(())
+                    }
+                })
+                .build())
+        }
+    }
+
+    #[test]
+    fn restarts_until_a_clean_exit() {
+        let mut attempts = Vec::new();
+        let outcome = block_on(
+            run_component(failing_then_clean(2), |failure| {
+                attempts.push(failure.attempt);
+                Verdict::Restart
+            })
+            .policy(RestartPolicy::immediate())
+            .run(Arc::new(Threads::new()), StopSource::new().token()),
+        );
+        assert!(matches!(outcome, RunOutcome::Completed));
+        assert_eq!(attempts, [1, 2]);
+    }
+
+    #[test]
+    fn a_verdict_other_than_restart_ends_the_loop_with_the_error() {
+        let outcome = block_on(
+            run_component(failing_then_clean(5), |_| Verdict::Shutdown)
+                .run(Arc::new(Threads::new()), StopSource::new().token()),
+        );
+        match outcome {
+            RunOutcome::Failed {
+                error,
+                verdict,
+                attempt,
+            } => {
+                assert_eq!(alloc::string::ToString::to_string(&error), "flaky");
+                assert_eq!((verdict, attempt), (Verdict::Shutdown, 1));
+            }
+            other => panic!("unexpected outcome: {other}"),
+        }
+    }
+
+    #[test]
+    fn a_stopped_parent_is_cancelled_without_building() {
+        let stop = StopSource::new();
+        stop.stop();
+        let outcome = block_on(
+            run_component(
+                || -> Result<ComponentManager, FatalError> { panic!("the factory must not run") },
+                |_| Verdict::Restart,
+            )
+            .run(Arc::new(Threads::new()), stop.token()),
+        );
+        assert!(matches!(outcome, RunOutcome::Cancelled));
+    }
+
+    #[test]
+    fn an_invalid_policy_starts_nothing() {
+        let outcome = block_on(
+            run_component(failing_then_clean(0), |_| Verdict::Restart)
+                .policy(RestartPolicy::default().factor(0.0))
+                .run(Arc::new(Threads::new()), StopSource::new().token()),
+        );
+        assert!(matches!(
+            outcome,
+            RunOutcome::InvalidPolicy(PolicyError::Factor(_))
+        ));
+    }
+}

@@ -1,15 +1,24 @@
 //! Runtime-agnostic building blocks for the life of async components.
 //!
-//! `lifecycle` is `#![no_std]` (with `alloc`) and knows no executor. This
-//! crate holds the primitives every face of a component's life is made of:
+//! `lifecycle` is `#![no_std]` (with `alloc`) and knows no executor. The
+//! primitives every face of a component's life is made of:
 //!
 //! | item | what it is |
 //! |---|---|
-//! | [`Latch`] | a one-shot broadcast signal: ready, done, started, stopped |
+//! | [`Latch`] / [`Signal`] | a one-shot broadcast signal (ready, done, ...) and its read-only view |
 //! | [`StopSource`] / [`StopToken`] | hierarchical cancellation with a first-writer-wins [`StopCause`] |
 //! | [`FatalSlot`] | the first fatal error of a scope, delivered once; the rest go to a [`FatalHook`] |
 //! | [`Runtime`] | the binding to an executor: spawn, sleep, clock; adapters implement it |
 //! | [`JoinHandle`] | join and abort a spawned task the same way on every executor |
+//!
+//! and the faces built from them:
+//!
+//! | item | what it is |
+//! |---|---|
+//! | [`Component`] | the contract: start once in a [`Scope`]; ready, shutdown signal, done |
+//! | [`ComponentManager`] | a component made of async workers, with fatal-error and panic capture |
+//! | [`run_component`] | the restart loop: a [`Verdict`] per failure, a [`RestartPolicy`], a stop timeout |
+//! | [`wait_all`], [`wait_signal_or_stop`], [`wait_error_or_done`] | small waits over signals, tokens and slots |
 //!
 //! Executors are bound by the adapter crates `lifecycle-tokio`,
 //! `lifecycle-smol` and `lifecycle-async-std`.
@@ -41,7 +50,8 @@
 //! # Features
 //!
 //! - `std` (default): panics inside spawned tasks are caught and reported as
-//!   [`JoinError::Panicked`]; locks are `std::sync::Mutex`; the default
+//!   [`JoinError::Panicked`] (inside manager workers: a fatal
+//!   [`WorkerPanic`]); locks are `std::sync::Mutex`; the default
 //!   [`FatalHook`] writes to standard error. Without it the crate builds for
 //!   bare targets such as `thumbv7em-none-eabihf`; locks are spin locks, so do
 //!   not stop tokens or set latches from interrupt handlers that may preempt
@@ -52,7 +62,9 @@
 //! Each is `no_std` with default features off:
 //! - `slab`: the waiter and child lists, reusing freed slots so lists never
 //!   grow past their peak size;
-//! - `futures-util`: `AtomicWaker` for task abort (and, later, combinators);
+//! - `futures-util`: `AtomicWaker` for task abort;
+//! - `fastrand`: the jitter of restart backoff (seeded from the runtime's
+//!   clock, so virtual-time runs are reproducible);
 //! - `pin-project-lite`: safe pin projections without a proc-macro;
 //! - `spin`: the lock used without `std`.
 //!

@@ -77,12 +77,8 @@ pub type WorkerResult = Result<(), FatalError>;
 /// #     fn spawn_detached(&self, task: BoxFuture) {
 /// #         std::thread::spawn(move || futures_executor::block_on(task));
 /// #     }
-/// #     fn sleep(&self, d: Duration) -> BoxFuture {
-/// #         let timer = lifecycle::Latch::new();
-/// #         let fire = timer.clone();
-/// #         std::thread::spawn(move || { std::thread::sleep(d); fire.set(); });
-/// #         Box::pin(timer.wait_owned())
-/// #     }
+/// #     // No timer fires in this example (and Miri wants no stray threads).
+/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
 /// #     fn now(&self) -> Instant { Instant::default() }
 /// # }
 /// # futures_executor::block_on(async {

@@ -60,6 +60,7 @@ pub struct ReadmeDoctests;
 
 mod counting;
 mod harness;
+mod record;
 mod util;
 
 pub use counting::CountingRuntime;
@@ -67,7 +68,8 @@ pub use harness::{
     async_std, run_scenario, smol, tokio_current_thread, tokio_multi_thread, SCENARIO_TIME_LIMIT,
     SETTLE_TIME_LIMIT, WATCHDOG_TIME_LIMIT,
 };
-pub use util::{eventually, yield_now, DropProbe, YieldNow, EVENTUALLY_TIME_LIMIT};
+pub use record::{when_set, Events, ManualComponent, WhenSet};
+pub use util::{eventually, yield_now, DropProbe, Held, YieldNow, EVENTUALLY_TIME_LIMIT};
 
 /// Generates the tests of one or more scenarios: for each, a module named
 /// like the scenario function, with one `#[test]` per executor harness:

@@ -89,6 +89,65 @@ impl DropProbe {
         let dropped = Latch::new();
         (DropProbe(dropped.clone()), dropped)
     }
+
+    /// A probe that sets `latch` when dropped: for a future made many times
+    /// (a worker run by several managers) whose probe latch exists first.
+    ///
+    /// ```
+    /// use lifecycle::Latch;
+    /// use lifecycle_conformance::DropProbe;
+    ///
+    /// let returned = Latch::new();
+    /// drop(DropProbe::on(&returned));
+    /// assert!(returned.is_set());
+    /// ```
+    pub fn on(latch: &Latch) -> DropProbe {
+        DropProbe(latch.clone())
+    }
+
+    /// Wraps `future` so that the probe is dropped with the wrapper, not
+    /// when the future completes: an `async` block drops its own values as
+    /// soon as it returns, while this tells when whoever polled the future
+    /// has let go of it.
+    ///
+    /// ```
+    /// use futures_util::FutureExt;
+    /// use lifecycle_conformance::DropProbe;
+    ///
+    /// let (probe, dropped) = DropProbe::new();
+    /// let mut future = probe.hold(async { 42 });
+    /// assert_eq!((&mut future).now_or_never(), Some(42));
+    /// assert!(!dropped.is_set(), "completed, but not dropped yet");
+    /// drop(future);
+    /// assert!(dropped.is_set());
+    /// ```
+    pub fn hold<F: Future>(self, future: F) -> Held<F> {
+        Held {
+            future: Box::pin(future),
+            _probe: self,
+        }
+    }
+}
+
+/// Future returned by [`DropProbe::hold`].
+#[must_use = "futures do nothing unless awaited"]
+pub struct Held<F> {
+    future: Pin<Box<F>>,
+    _probe: DropProbe,
+}
+
+impl<F: Future> Future for Held<F> {
+    type Output = F::Output;
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        self.future.as_mut().poll(cx)
+    }
+}
+
+impl<F> std::fmt::Debug for Held<F> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Held").finish_non_exhaustive()
+    }
 }
 
 impl Drop for DropProbe {

@@ -1,0 +1,1322 @@
+//! The restart loop on every executor: the acceptance scenarios of
+//! `run_component` (handler calls, outcomes, the restart sequence), start
+//! errors, the restart policy (backoff, intensity, validation) and the stop
+//! timeout.
+
+use std::future::pending;
+use std::sync::atomic::AtomicU32;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use lifecycle::{
+    run_component, Component, ComponentManager, Failure, FatalError, FatalSlot, Instant, Latch,
+    PolicyError, RestartPolicy, RunOutcome, RuntimeExt, Scope, SharedRuntime, StartError,
+    StopSource, Verdict,
+};
+use lifecycle_conformance::{
+    conformance, eventually, yield_now, DropProbe, Events, ManualComponent,
+};
+
+conformance!(
+    startup_error_reaches_the_handler_once_and_is_returned_on_stop,
+    one_handler_call_per_instance_despite_a_second_throw,
+    two_workers_throwing_at_once_make_one_handler_call,
+    clean_exit_completes_without_the_handler,
+    parent_stop_cancels_and_the_instance_is_done,
+    parent_stop_cancels_an_instance_that_stops_at_once,
+    factory_error_is_returned_without_the_handler,
+    restart_then_stop_sequence,
+    parent_stopped_before_the_loop_cancels_without_the_factory,
+    handler_runs_after_the_failed_instance_is_done,
+    every_other_verdict_ends_the_loop_with_it,
+    start_errors_are_returned_at_once,
+    backoff_delays_the_next_start,
+    intensity_limits_the_restarts,
+    immediate_policy_restarts_many_times,
+    invalid_policy_is_reported_by_field,
+    stop_timeout_aborts_an_instance_ignoring_the_stop,
+    stop_timeout_on_a_parent_stop,
+    stop_timeout_with_a_component_that_cannot_abort,
+    parent_stop_during_the_backoff_cancels,
+    instance_scope_is_released_on_every_exit,
+    error_wins_over_a_simultaneous_parent_stop,
+);
+
+/// Long enough never to elapse during a test.
+const FOREVER: Duration = Duration::from_secs(3600);
+
+/// Counts calls, shared between a closure and the scenario.
+#[derive(Clone, Default)]
+struct Counter(Arc<AtomicU32>);
+
+impl Counter {
+    /// Counts a call and returns its number, from 1.
+    fn next(&self) -> u32 {
+        self.0.fetch_add(1, SeqCst) + 1
+    }
+
+    fn get(&self) -> u32 {
+        self.0.load(SeqCst)
+    }
+}
+
+/// The latest instance a factory built, for the scenario to look at.
+#[derive(Clone, Default)]
+struct Latest(Arc<Mutex<Option<ComponentManager>>>);
+
+impl Latest {
+    fn keep(&self, manager: &ComponentManager) -> ComponentManager {
+        *self.0.lock().unwrap() = Some(manager.clone());
+        manager.clone()
+    }
+
+    fn get(&self) -> ComponentManager {
+        self.0.lock().unwrap().clone().expect("no instance built")
+    }
+}
+
+/// A one-worker manager whose worker calls ready and then fails.
+fn failing_manager(message: String) -> ComponentManager {
+    ComponentManager::builder()
+        .add_worker(move |_ctx, ready| {
+            let message = message.clone();
+            async move {
+                ready.ready();
+                Err(FatalError::msg(message))
+            }
+        })
+        .build()
+}
+
+fn error_text(outcome: &RunOutcome) -> Option<String> {
+    outcome.error().map(ToString::to_string)
+}
+
+async fn startup_error_reaches_the_handler_once_and_is_returned_on_stop(rt: SharedRuntime) {
+    let built = Counter::default();
+    let handled = Events::new();
+    let factory = {
+        let built = built.clone();
+        move || {
+            built.next();
+            // Fails during startup, before calling ready.
+            Ok::<_, FatalError>(
+                ComponentManager::builder()
+                    .add_worker(|_ctx, _ready| async { Err(FatalError::msg("startup failed")) })
+                    .build(),
+            )
+        }
+    };
+    let handler = {
+        let handled = handled.clone();
+        move |failure: &Failure| {
+            handled.push(format!("{} {}", failure.attempt, failure.error));
+            Verdict::Stop
+        }
+    };
+    let stop = StopSource::new();
+    let outcome = run_component(factory, handler)
+        .policy(RestartPolicy::immediate())
+        .run(rt.clone(), stop.token())
+        .await;
+    assert!(
+        matches!(
+            outcome,
+            RunOutcome::Failed {
+                verdict: Verdict::Stop,
+                attempt: 1,
+                ..
+            }
+        ),
+        "expected Failed with Stop, got {outcome:?}"
+    );
+    assert_eq!(error_text(&outcome).as_deref(), Some("startup failed"));
+    assert!(!outcome.is_clean());
+    assert_eq!(handled.snapshot(), ["1 startup failed"]);
+    assert_eq!(built.get(), 1);
+    assert!(!stop.is_stopped(), "the loop stopped its parent's token");
+}
+
+async fn one_handler_call_per_instance_despite_a_second_throw(rt: SharedRuntime) {
+    let built = Counter::default();
+    let handled = Events::new();
+    let hooked = Events::new();
+    let factory = {
+        let built = built.clone();
+        move || {
+            let n = built.next();
+            Ok::<_, FatalError>(
+                ComponentManager::builder()
+                    .add_worker(move |ctx, ready| async move {
+                        ready.ready();
+                        ctx.throw(FatalError::msg(format!("first {n}")));
+                        ctx.stopped().await;
+                        // Throws again while shutting down.
+                        Err(FatalError::msg(format!("second {n}")))
+                    })
+                    .build(),
+            )
+        }
+    };
+    let handler = {
+        let handled = handled.clone();
+        move |failure: &Failure| {
+            handled.push(failure.error.to_string());
+            if failure.attempt == 1 {
+                Verdict::Restart
+            } else {
+                Verdict::Stop
+            }
+        }
+    };
+    let stop = StopSource::new();
+    let outcome = run_component(factory, handler)
+        .policy(RestartPolicy::immediate())
+        .hook(hooked.hook())
+        .run(rt.clone(), stop.token())
+        .await;
+    assert!(
+        matches!(
+            outcome,
+            RunOutcome::Failed {
+                verdict: Verdict::Stop,
+                attempt: 2,
+                ..
+            }
+        ),
+        "got {outcome:?}"
+    );
+    assert_eq!(error_text(&outcome).as_deref(), Some("first 2"));
+    assert_eq!(
+        handled.snapshot(),
+        ["first 1", "first 2"],
+        "one handler call per instance, with its first error"
+    );
+    assert_eq!(
+        hooked.snapshot(),
+        ["second 1", "second 2"],
+        "the errors thrown while shutting down go to the hook"
+    );
+    assert_eq!(built.get(), 2);
+}
+
+async fn two_workers_throwing_at_once_make_one_handler_call(rt: SharedRuntime) {
+    let handled = Events::new();
+    let hooked = Events::new();
+    let latest = Latest::default();
+    let factory = {
+        let latest = latest.clone();
+        move || {
+            let gate = Latch::new();
+            let builder = (0..2).fold(ComponentManager::builder(), |builder, index| {
+                let gate = gate.clone();
+                builder.add_worker(move |_ctx, ready| {
+                    let gate = gate.clone();
+                    async move {
+                        ready.ready();
+                        gate.wait().await;
+                        Err(FatalError::msg(format!("boom {index}")))
+                    }
+                })
+            });
+            // The third worker opens the gate once both are in.
+            let builder = builder.add_worker(move |_ctx, ready| {
+                let gate = gate.clone();
+                async move {
+                    ready.ready();
+                    gate.set();
+                    Ok(())
+                }
+            });
+            Ok::<_, FatalError>(latest.keep(&builder.build()))
+        }
+    };
+    let handler = {
+        let handled = handled.clone();
+        move |failure: &Failure| {
+            handled.push(failure.error.to_string());
+            Verdict::Stop
+        }
+    };
+    let stop = StopSource::new();
+    let outcome = run_component(factory, handler)
+        .hook(hooked.hook())
+        .run(rt.clone(), stop.token())
+        .await;
+    assert!(
+        matches!(outcome, RunOutcome::Failed { attempt: 1, .. }),
+        "got {outcome:?}"
+    );
+    let handled = handled.snapshot();
+    assert_eq!(handled.len(), 1, "handler calls: {handled:?}");
+    let mut all = hooked.snapshot();
+    assert_eq!(all.len(), 1, "the other error was not hooked: {all:?}");
+    all.extend(handled);
+    all.sort();
+    assert_eq!(all, ["boom 0", "boom 1"]);
+    assert!(latest.get().done().is_set());
+}
+
+async fn clean_exit_completes_without_the_handler(rt: SharedRuntime) {
+    let built = Counter::default();
+    let handled = Counter::default();
+    let latest = Latest::default();
+    let factory = {
+        let built = built.clone();
+        let latest = latest.clone();
+        move || {
+            built.next();
+            Ok::<_, FatalError>(
+                latest.keep(
+                    &ComponentManager::builder()
+                        .add_worker(|_ctx, ready| async move {
+                            ready.ready();
+                            yield_now().await;
+                            Ok(())
+                        })
+                        .build(),
+                ),
+            )
+        }
+    };
+    let handler = {
+        let handled = handled.clone();
+        move |_: &Failure| {
+            handled.next();
+            Verdict::Restart
+        }
+    };
+    let stop = StopSource::new();
+    let outcome = run_component(factory, handler)
+        .policy(RestartPolicy::immediate())
+        .run(rt.clone(), stop.token())
+        .await;
+    assert!(matches!(outcome, RunOutcome::Completed), "got {outcome:?}");
+    assert!(outcome.is_clean() && outcome.error().is_none());
+    assert_eq!(handled.get(), 0, "a clean exit called the handler");
+    assert_eq!(built.get(), 1, "a clean exit was restarted");
+    assert!(latest.get().done().is_set());
+    assert!(!stop.is_stopped());
+}
+
+async fn parent_stop_cancels_and_the_instance_is_done(rt: SharedRuntime) {
+    let handled = Counter::default();
+    let latest = Latest::default();
+    let returned = Latch::new();
+    let factory = {
+        let latest = latest.clone();
+        let returned = returned.clone();
+        move || {
+            let returned = returned.clone();
+            Ok::<_, FatalError>(
+                latest.keep(
+                    &ComponentManager::builder()
+                        .add_worker(move |ctx, ready| {
+                            let probe = DropProbe::on(&returned);
+                            async move {
+                                let _probe = probe;
+                                ready.ready();
+                                ctx.stopped().await;
+                                Ok(())
+                            }
+                        })
+                        .build(),
+                ),
+            )
+        }
+    };
+    let handler = {
+        let handled = handled.clone();
+        move |_: &Failure| {
+            handled.next();
+            Verdict::Restart
+        }
+    };
+    let stop = StopSource::new();
+    let run = rt.spawn(
+        run_component(factory, handler)
+            .policy(RestartPolicy::immediate())
+            .run(rt.clone(), stop.token()),
+    );
+    eventually(&rt, "the instance was built", || {
+        latest.0.lock().unwrap().is_some()
+    })
+    .await;
+    let instance = latest.get();
+    instance.ready().wait().await;
+    stop.stop();
+    let outcome = run.await.unwrap();
+    assert!(matches!(outcome, RunOutcome::Cancelled), "got {outcome:?}");
+    assert!(outcome.is_clean());
+    assert!(
+        instance.done().is_set(),
+        "Cancelled returned before the instance was done"
+    );
+    assert!(returned.is_set());
+    assert_eq!(handled.get(), 0);
+}
+
+async fn parent_stop_cancels_an_instance_that_stops_at_once(rt: SharedRuntime) {
+    // The instance is done as soon as its scope stops, before the loop gets
+    // to look: the parent's stop is still what ended the run.
+    let component = ManualComponent::done_on_stop();
+    let handled = Counter::default();
+    let handler = {
+        let handled = handled.clone();
+        move |_: &Failure| {
+            handled.next();
+            Verdict::Restart
+        }
+    };
+    let stop = StopSource::new();
+    let run = rt.spawn(
+        run_component(
+            {
+                let component = component.clone();
+                move || Ok::<_, FatalError>(component.clone())
+            },
+            handler,
+        )
+        .policy(RestartPolicy::immediate())
+        .run(rt.clone(), stop.token()),
+    );
+    eventually(&rt, "the component was started", || {
+        component.scope().is_some()
+    })
+    .await;
+    component.ready_latch().set();
+    stop.stop();
+    assert!(component.done().is_set());
+    let outcome = run.await.unwrap();
+    assert!(
+        matches!(outcome, RunOutcome::Cancelled),
+        "a parent stop ended the run as {outcome:?}"
+    );
+    assert_eq!(component.start_calls(), 1);
+    assert_eq!(handled.get(), 0);
+}
+
+async fn factory_error_is_returned_without_the_handler(rt: SharedRuntime) {
+    // On the first instance.
+    let handled = Counter::default();
+    let handler = {
+        let handled = handled.clone();
+        move |_: &Failure| {
+            handled.next();
+            Verdict::Restart
+        }
+    };
+    let stop = StopSource::new();
+    let outcome = run_component(
+        || Err::<ComponentManager, _>(FatalError::msg("no configuration")),
+        handler,
+    )
+    .run(rt.clone(), stop.token())
+    .await;
+    assert!(
+        matches!(outcome, RunOutcome::FactoryFailed { attempt: 1, .. }),
+        "got {outcome:?}"
+    );
+    assert_eq!(error_text(&outcome).as_deref(), Some("no configuration"));
+    assert_eq!(handled.get(), 0, "a factory error reached the handler");
+
+    // On a restart: the handler saw the instance's failure, not the
+    // factory's.
+    let built = Counter::default();
+    let handled = Events::new();
+    let factory = {
+        let built = built.clone();
+        move || match built.next() {
+            1 => Ok(failing_manager("instance failed".into())),
+            _ => Err(FatalError::msg("cannot rebuild")),
+        }
+    };
+    let handler = {
+        let handled = handled.clone();
+        move |failure: &Failure| {
+            handled.push(failure.error.to_string());
+            Verdict::Restart
+        }
+    };
+    let outcome = run_component(factory, handler)
+        .policy(RestartPolicy::immediate())
+        .run(rt.clone(), stop.token())
+        .await;
+    assert!(
+        matches!(outcome, RunOutcome::FactoryFailed { attempt: 2, .. }),
+        "got {outcome:?}"
+    );
+    assert_eq!(error_text(&outcome).as_deref(), Some("cannot rebuild"));
+    assert_eq!(handled.snapshot(), ["instance failed"]);
+    assert_eq!(built.get(), 2);
+}
+
+async fn restart_then_stop_sequence(rt: SharedRuntime) {
+    let events = Events::new();
+    let built = Counter::default();
+    let instances: Arc<Mutex<Vec<ComponentManager>>> = Arc::default();
+    let factory = {
+        let (events, built, instances) = (events.clone(), built.clone(), instances.clone());
+        move || {
+            let n = built.next();
+            let events = events.clone();
+            let manager = ComponentManager::builder()
+                .add_worker(move |ctx, ready| {
+                    let events = events.clone();
+                    async move {
+                        events.push(format!("start {n}"));
+                        ready.ready();
+                        yield_now().await;
+                        ctx.throw(FatalError::msg(format!("failure {n}")));
+                        ctx.stopped().await;
+                        events.push(format!("stop {n}"));
+                        Ok(())
+                    }
+                })
+                .build();
+            instances.lock().unwrap().push(manager.clone());
+            Ok::<_, FatalError>(manager)
+        }
+    };
+    let handler = {
+        let events = events.clone();
+        move |failure: &Failure| {
+            if failure.attempt == 1 {
+                events.push("restart");
+                Verdict::Restart
+            } else {
+                Verdict::Stop
+            }
+        }
+    };
+    let stop = StopSource::new();
+    let outcome = run_component(factory, handler)
+        .policy(RestartPolicy::immediate())
+        .run(rt.clone(), stop.token())
+        .await;
+    if let RunOutcome::Failed {
+        verdict: Verdict::Stop,
+        attempt: 2,
+        error,
+    } = &outcome
+    {
+        assert_eq!(error.to_string(), "failure 2");
+        events.push("error");
+    } else {
+        panic!("expected instance 2 to fail with Stop, got {outcome:?}");
+    }
+    assert_eq!(
+        events.snapshot(),
+        ["start 1", "stop 1", "restart", "start 2", "stop 2", "error"]
+    );
+    let instances = instances.lock().unwrap();
+    assert_eq!(instances.len(), 2);
+    assert!(
+        !instances[0].done().same_as(&instances[1].done()),
+        "a restart reused the failed instance"
+    );
+    assert!(instances.iter().all(|i| i.done().is_set()));
+}
+
+async fn parent_stopped_before_the_loop_cancels_without_the_factory(rt: SharedRuntime) {
+    let built = Counter::default();
+    let handled = Counter::default();
+    let factory = {
+        let built = built.clone();
+        move || {
+            built.next();
+            Ok::<_, FatalError>(failing_manager("unexpected".into()))
+        }
+    };
+    let handler = {
+        let handled = handled.clone();
+        move |_: &Failure| {
+            handled.next();
+            Verdict::Restart
+        }
+    };
+    let stop = StopSource::new();
+    stop.stop();
+    let outcome = run_component(factory, handler)
+        .run(rt.clone(), stop.token())
+        .await;
+    assert!(matches!(outcome, RunOutcome::Cancelled), "got {outcome:?}");
+    assert_eq!(
+        built.get(),
+        0,
+        "the factory was called for a stopped parent"
+    );
+    assert_eq!(handled.get(), 0);
+}
+
+async fn handler_runs_after_the_failed_instance_is_done(rt: SharedRuntime) {
+    let latest = Latest::default();
+    let returned: Arc<Mutex<Vec<Latch>>> = Arc::default();
+    let seen = Events::new();
+    let factory = {
+        let (latest, returned) = (latest.clone(), returned.clone());
+        move || {
+            let probes = [Latch::new(), Latch::new()];
+            returned.lock().unwrap().extend(probes.iter().cloned());
+            let [thrower, slow] = probes;
+            let manager = ComponentManager::builder()
+                .add_worker(move |ctx, ready| {
+                    let probe = DropProbe::on(&thrower);
+                    async move {
+                        let _probe = probe;
+                        ready.ready();
+                        ctx.throw(FatalError::msg("failed"));
+                        ctx.stopped().await;
+                        Ok(())
+                    }
+                })
+                .add_worker(move |ctx, ready| {
+                    let probe = DropProbe::on(&slow);
+                    async move {
+                        let _probe = probe;
+                        ready.ready();
+                        ctx.stopped().await;
+                        // Takes its time to shut down.
+                        ctx.runtime().sleep(Duration::from_millis(10)).await;
+                        yield_now().await;
+                        Ok(())
+                    }
+                })
+                .build();
+            Ok::<_, FatalError>(latest.keep(&manager))
+        }
+    };
+    let handler = {
+        let (latest, returned, seen) = (latest.clone(), returned.clone(), seen.clone());
+        move |failure: &Failure| {
+            let instance = latest.get();
+            let all_returned = returned.lock().unwrap().iter().all(Latch::is_set);
+            seen.push(format!(
+                "attempt {} done {} returned {all_returned}",
+                failure.attempt,
+                instance.done().is_set()
+            ));
+            if failure.attempt < 3 {
+                Verdict::Restart
+            } else {
+                Verdict::Stop
+            }
+        }
+    };
+    let stop = StopSource::new();
+    let outcome = run_component(factory, handler)
+        .policy(RestartPolicy::immediate())
+        .run(rt.clone(), stop.token())
+        .await;
+    assert!(
+        matches!(outcome, RunOutcome::Failed { attempt: 3, .. }),
+        "got {outcome:?}"
+    );
+    assert_eq!(
+        seen.snapshot(),
+        [
+            "attempt 1 done true returned true",
+            "attempt 2 done true returned true",
+            "attempt 3 done true returned true",
+        ],
+        "the handler ran before the failed instance was done"
+    );
+}
+
+async fn every_other_verdict_ends_the_loop_with_it(rt: SharedRuntime) {
+    for verdict in [
+        Verdict::Stop,
+        Verdict::StopParents,
+        Verdict::Shutdown,
+        Verdict::SpinHalt,
+    ] {
+        let built = Counter::default();
+        let factory = {
+            let built = built.clone();
+            move || {
+                built.next();
+                Ok::<_, FatalError>(failing_manager(format!("failed for {verdict}")))
+            }
+        };
+        let stop = StopSource::new();
+        let outcome = run_component(factory, move |_: &Failure| verdict)
+            .policy(RestartPolicy::immediate())
+            .run(rt.clone(), stop.token())
+            .await;
+        match &outcome {
+            RunOutcome::Failed {
+                verdict: returned,
+                attempt: 1,
+                error,
+            } => {
+                assert_eq!(*returned, verdict);
+                assert_eq!(error.to_string(), format!("failed for {verdict}"));
+            }
+            other => panic!("{verdict}: expected Failed, got {other:?}"),
+        }
+        assert_eq!(built.get(), 1, "{verdict} restarted the component");
+        assert!(!stop.is_stopped());
+    }
+}
+
+async fn start_errors_are_returned_at_once(rt: SharedRuntime) {
+    // The factory hands back an instance that was started elsewhere (and is
+    // still running: were the loop to wait for it, it would wait forever).
+    let running = ComponentManager::builder()
+        .add_worker(|ctx, ready| async move {
+            ready.ready();
+            ctx.stopped().await;
+            Ok(())
+        })
+        .build();
+    let elsewhere = StopSource::new();
+    running
+        .start(Scope::new(rt.clone(), elsewhere.token(), FatalSlot::new()))
+        .unwrap();
+    let handled = Counter::default();
+    let handler = {
+        let handled = handled.clone();
+        move |_: &Failure| {
+            handled.next();
+            Verdict::Restart
+        }
+    };
+    let stop = StopSource::new();
+    let outcome = run_component(
+        {
+            let running = running.clone();
+            move || Ok::<_, FatalError>(running.clone())
+        },
+        handler.clone(),
+    )
+    .run(rt.clone(), stop.token())
+    .await;
+    assert!(
+        matches!(
+            outcome,
+            RunOutcome::StartFailed {
+                error: StartError::AlreadyStarted,
+                attempt: 1
+            }
+        ),
+        "got {outcome:?}"
+    );
+    assert_eq!(handled.get(), 0);
+    assert!(
+        !running.shutdown_signal().is_set(),
+        "the loop stopped an instance it did not start"
+    );
+    elsewhere.stop();
+    running.done().wait().await;
+
+    // The factory hands back the instance that just failed.
+    let reused = failing_manager("failed once".into());
+    let outcome = run_component(
+        {
+            let reused = reused.clone();
+            move || Ok::<_, FatalError>(reused.clone())
+        },
+        handler,
+    )
+    .policy(RestartPolicy::immediate())
+    .run(rt.clone(), stop.token())
+    .await;
+    assert!(
+        matches!(
+            outcome,
+            RunOutcome::StartFailed {
+                error: StartError::AlreadyStarted,
+                attempt: 2
+            }
+        ),
+        "got {outcome:?}"
+    );
+    assert_eq!(handled.get(), 1);
+
+    // A component whose start fails.
+    let refusing = ManualComponent::failing_to_start(FatalError::msg("port in use"));
+    let outcome = run_component(
+        {
+            let refusing = refusing.clone();
+            move || Ok::<_, FatalError>(refusing.clone())
+        },
+        |_: &Failure| Verdict::Restart,
+    )
+    .run(rt.clone(), stop.token())
+    .await;
+    match &outcome {
+        RunOutcome::StartFailed {
+            error: StartError::Failed(error),
+            attempt: 1,
+        } => assert_eq!(error.to_string(), "port in use"),
+        other => panic!("expected StartFailed with the start's error, got {other:?}"),
+    }
+    assert_eq!(refusing.start_calls(), 1);
+}
+
+/// When instance `n` did something ("start", "fail"), on the runtime's clock.
+type Stamp = (u32, &'static str, Instant);
+
+async fn backoff_delays_the_next_start(rt: SharedRuntime) {
+    const INITIAL: Duration = Duration::from_millis(20);
+    let times: Arc<Mutex<Vec<Stamp>>> = Arc::default();
+    let built = Counter::default();
+    let factory = {
+        let (times, built) = (times.clone(), built.clone());
+        move || {
+            let n = built.next();
+            let times = times.clone();
+            Ok::<_, FatalError>(
+                ComponentManager::builder()
+                    .add_worker(move |ctx, ready| {
+                        let times = times.clone();
+                        async move {
+                            let now = ctx.runtime().now();
+                            times.lock().unwrap().push((n, "start", now));
+                            ready.ready();
+                            yield_now().await;
+                            let now = ctx.runtime().now();
+                            times.lock().unwrap().push((n, "fail", now));
+                            Err(FatalError::msg(format!("failure {n}")))
+                        }
+                    })
+                    .build(),
+            )
+        }
+    };
+    let handler = |failure: &Failure| {
+        if failure.attempt < 3 {
+            Verdict::Restart
+        } else {
+            Verdict::Stop
+        }
+    };
+    let policy = RestartPolicy::default()
+        .backoff(INITIAL, Duration::from_secs(1))
+        .factor(2.0)
+        .jitter(0.0)
+        .unlimited();
+    let stop = StopSource::new();
+    let outcome = run_component(factory, handler)
+        .policy(policy)
+        .run(rt.clone(), stop.token())
+        .await;
+    assert!(
+        matches!(outcome, RunOutcome::Failed { attempt: 3, .. }),
+        "got {outcome:?}"
+    );
+
+    let times = times.lock().unwrap();
+    let at = |n: u32, what: &str| {
+        times
+            .iter()
+            .find(|(i, w, _)| *i == n && *w == what)
+            .map(|(_, _, t)| *t)
+            .unwrap_or_else(|| panic!("no {what} of instance {n}: {times:?}"))
+    };
+    // The first delay is `INITIAL`, the next twice as long.
+    for (failed, delay) in [(1, INITIAL), (2, INITIAL * 2)] {
+        let gap = at(failed + 1, "start").saturating_duration_since(at(failed, "fail"));
+        assert!(
+            gap >= delay,
+            "instance {} started {gap:?} after instance {failed} failed, before the {delay:?} backoff",
+            failed + 1
+        );
+    }
+}
+
+async fn intensity_limits_the_restarts(rt: SharedRuntime) {
+    let built = Counter::default();
+    let handled = Counter::default();
+    let factory = {
+        let built = built.clone();
+        move || {
+            let n = built.next();
+            Ok::<_, FatalError>(failing_manager(format!("failure {n}")))
+        }
+    };
+    let handler = {
+        let handled = handled.clone();
+        move |_: &Failure| {
+            handled.next();
+            Verdict::Restart
+        }
+    };
+    let stop = StopSource::new();
+    let outcome = run_component(factory, handler)
+        .policy(RestartPolicy::immediate().intensity(2, FOREVER))
+        .run(rt.clone(), stop.token())
+        .await;
+    assert!(
+        matches!(outcome, RunOutcome::RestartsExhausted { attempt: 3, .. }),
+        "got {outcome:?}"
+    );
+    assert_eq!(error_text(&outcome).as_deref(), Some("failure 3"));
+    assert_eq!(built.get(), 3, "two restarts allowed: three instances");
+    assert_eq!(handled.get(), 3);
+
+    // `never`: the first failure spends the budget.
+    let built = Counter::default();
+    let factory = {
+        let built = built.clone();
+        move || {
+            built.next();
+            Ok::<_, FatalError>(failing_manager("failed".into()))
+        }
+    };
+    let outcome = run_component(factory, |_: &Failure| Verdict::Restart)
+        .policy(RestartPolicy::never())
+        .run(rt.clone(), stop.token())
+        .await;
+    assert!(
+        matches!(outcome, RunOutcome::RestartsExhausted { attempt: 1, .. }),
+        "got {outcome:?}"
+    );
+    assert_eq!(built.get(), 1);
+}
+
+async fn immediate_policy_restarts_many_times(rt: SharedRuntime) {
+    const FAILURES: u32 = 200;
+    let built = Counter::default();
+    let handled = Counter::default();
+    let factory = {
+        let built = built.clone();
+        move || {
+            let n = built.next();
+            Ok::<_, FatalError>(if n <= FAILURES {
+                failing_manager(format!("failure {n}"))
+            } else {
+                ComponentManager::builder()
+                    .add_worker(|_ctx, ready| async move {
+                        ready.ready();
+                        Ok(())
+                    })
+                    .build()
+            })
+        }
+    };
+    let handler = {
+        let handled = handled.clone();
+        move |failure: &Failure| {
+            assert_eq!(failure.attempt, handled.next());
+            Verdict::Restart
+        }
+    };
+    let stop = StopSource::new();
+    let outcome = run_component(factory, handler)
+        .policy(RestartPolicy::immediate())
+        .run(rt.clone(), stop.token())
+        .await;
+    assert!(matches!(outcome, RunOutcome::Completed), "got {outcome:?}");
+    assert_eq!(built.get(), FAILURES + 1);
+    assert_eq!(handled.get(), FAILURES);
+}
+
+async fn invalid_policy_is_reported_by_field(rt: SharedRuntime) {
+    let cases = [
+        (RestartPolicy::default().factor(0.5), "factor"),
+        (RestartPolicy::default().factor(f64::NAN), "factor"),
+        (RestartPolicy::default().jitter(1.5), "jitter"),
+        (RestartPolicy::default().jitter(-0.1), "jitter"),
+        (
+            RestartPolicy::default().backoff(Duration::from_secs(2), Duration::from_secs(1)),
+            "initial",
+        ),
+    ];
+    for (policy, field) in cases {
+        let built = Counter::default();
+        let factory = {
+            let built = built.clone();
+            move || {
+                built.next();
+                Ok::<_, FatalError>(failing_manager("unexpected".into()))
+            }
+        };
+        let stop = StopSource::new();
+        let outcome = run_component(factory, |_: &Failure| Verdict::Restart)
+            .policy(policy.clone())
+            .run(rt.clone(), stop.token())
+            .await;
+        let RunOutcome::InvalidPolicy(error) = &outcome else {
+            panic!("{policy:?}: expected InvalidPolicy, got {outcome:?}");
+        };
+        let named = matches!(
+            (error, field),
+            (PolicyError::Factor(_), "factor")
+                | (PolicyError::Jitter(_), "jitter")
+                | (PolicyError::InitialAboveMax { .. }, "initial")
+        );
+        assert!(
+            named,
+            "{policy:?}: expected an error naming {field}, got {error:?}"
+        );
+        assert!(
+            outcome.to_string().contains(field),
+            "the message does not name {field}: {outcome}"
+        );
+        assert_eq!(built.get(), 0, "an invalid policy built an instance");
+    }
+}
+
+async fn stop_timeout_aborts_an_instance_ignoring_the_stop(rt: SharedRuntime) {
+    const TIMEOUT: Duration = Duration::from_millis(50);
+    let latest = Latest::default();
+    let dropped = Latch::new();
+    let handled = Counter::default();
+    let factory = {
+        let (latest, dropped) = (latest.clone(), dropped.clone());
+        move || {
+            let dropped = dropped.clone();
+            Ok::<_, FatalError>(
+                latest.keep(
+                    &ComponentManager::builder()
+                        .add_worker(move |ctx, ready| {
+                            let probe = DropProbe::on(&dropped);
+                            async move {
+                                let _probe = probe;
+                                ready.ready();
+                                ctx.throw(FatalError::msg("stuck"));
+                                // Ignores the stop that follows.
+                                pending::<()>().await;
+                                Ok(())
+                            }
+                        })
+                        .build(),
+                ),
+            )
+        }
+    };
+    let handler = {
+        let handled = handled.clone();
+        move |_: &Failure| {
+            handled.next();
+            Verdict::Restart
+        }
+    };
+    let stop = StopSource::new();
+    let outcome = run_component(factory, handler)
+        .policy(RestartPolicy::immediate())
+        .stop_timeout(TIMEOUT)
+        .run(rt.clone(), stop.token())
+        .await;
+    match &outcome {
+        RunOutcome::StopTimedOut {
+            attempt: 1,
+            timeout,
+            aborted: true,
+            error: Some(error),
+        } => {
+            assert_eq!(*timeout, TIMEOUT);
+            assert_eq!(error.to_string(), "stuck");
+        }
+        other => panic!("expected StopTimedOut for instance 1, aborted, got {other:?}"),
+    }
+    assert!(!outcome.is_clean());
+    assert!(
+        latest.get().done().is_set(),
+        "the aborted instance is not done"
+    );
+    assert!(dropped.is_set(), "the hung worker was not dropped");
+    assert_eq!(
+        handled.get(),
+        0,
+        "the handler ran for an instance that overran"
+    );
+}
+
+async fn stop_timeout_on_a_parent_stop(rt: SharedRuntime) {
+    const TIMEOUT: Duration = Duration::from_millis(50);
+    let latest = Latest::default();
+    let dropped = Latch::new();
+    let factory = {
+        let (latest, dropped) = (latest.clone(), dropped.clone());
+        move || {
+            let dropped = dropped.clone();
+            Ok::<_, FatalError>(
+                latest.keep(
+                    &ComponentManager::builder()
+                        .add_worker(move |_ctx, ready| {
+                            let probe = DropProbe::on(&dropped);
+                            async move {
+                                let _probe = probe;
+                                ready.ready();
+                                pending::<()>().await;
+                                Ok(())
+                            }
+                        })
+                        .build(),
+                ),
+            )
+        }
+    };
+    let stop = StopSource::new();
+    let run = rt.spawn(
+        run_component(factory, |_: &Failure| Verdict::Restart)
+            .stop_timeout(TIMEOUT)
+            .run(rt.clone(), stop.token()),
+    );
+    eventually(&rt, "the instance was built", || {
+        latest.0.lock().unwrap().is_some()
+    })
+    .await;
+    let instance = latest.get();
+    instance.ready().wait().await;
+    stop.stop();
+    let outcome = run.await.unwrap();
+    assert!(
+        matches!(
+            outcome,
+            RunOutcome::StopTimedOut {
+                attempt: 1,
+                aborted: true,
+                error: None,
+                ..
+            }
+        ),
+        "got {outcome:?}"
+    );
+    assert!(instance.done().is_set());
+    assert!(dropped.is_set());
+}
+
+async fn stop_timeout_with_a_component_that_cannot_abort(rt: SharedRuntime) {
+    const TIMEOUT: Duration = Duration::from_millis(20);
+    let component = ManualComponent::new();
+    let stop = StopSource::new();
+    let run = rt.spawn(
+        run_component(
+            {
+                let component = component.clone();
+                move || Ok::<_, FatalError>(component.clone())
+            },
+            |_: &Failure| Verdict::Restart,
+        )
+        .stop_timeout(TIMEOUT)
+        .run(rt.clone(), stop.token()),
+    );
+    eventually(&rt, "the component was started", || {
+        component.scope().is_some()
+    })
+    .await;
+    let scope = component.scope().unwrap();
+    scope.throw(FatalError::msg("gave up"));
+    let outcome = run.await.unwrap();
+    assert!(
+        matches!(
+            outcome,
+            RunOutcome::StopTimedOut {
+                attempt: 1,
+                aborted: false,
+                error: Some(_),
+                ..
+            }
+        ),
+        "got {outcome:?}"
+    );
+    assert_eq!(component.abort_calls(), 1);
+    assert!(
+        scope.token().is_stopped(),
+        "the instance's scope was not stopped"
+    );
+    assert!(!stop.is_stopped());
+
+    // The same component, but its abort works.
+    let component = ManualComponent::done_on_abort();
+    let run = rt.spawn(
+        run_component(
+            {
+                let component = component.clone();
+                move || Ok::<_, FatalError>(component.clone())
+            },
+            |_: &Failure| Verdict::Restart,
+        )
+        .stop_timeout(TIMEOUT)
+        .run(rt.clone(), stop.token()),
+    );
+    eventually(&rt, "the component was started", || {
+        component.scope().is_some()
+    })
+    .await;
+    stop.stop();
+    let outcome = run.await.unwrap();
+    assert!(
+        matches!(
+            outcome,
+            RunOutcome::StopTimedOut {
+                attempt: 1,
+                aborted: true,
+                error: None,
+                ..
+            }
+        ),
+        "got {outcome:?}"
+    );
+    assert_eq!(component.abort_calls(), 1);
+}
+
+async fn parent_stop_during_the_backoff_cancels(rt: SharedRuntime) {
+    let built = Counter::default();
+    let handled = Latch::new();
+    let factory = {
+        let built = built.clone();
+        move || {
+            built.next();
+            Ok::<_, FatalError>(failing_manager("failed".into()))
+        }
+    };
+    let handler = {
+        let handled = handled.clone();
+        move |_: &Failure| {
+            handled.set();
+            Verdict::Restart
+        }
+    };
+    // A backoff far longer than the scenario may run: the loop must end on
+    // the parent's stop, not on the delay.
+    let policy = RestartPolicy::default()
+        .backoff(FOREVER, FOREVER)
+        .jitter(0.0)
+        .unlimited();
+    let stop = StopSource::new();
+    let run = rt.spawn(
+        run_component(factory, handler)
+            .policy(policy)
+            .run(rt.clone(), stop.token()),
+    );
+    handled.wait().await;
+    // Give the loop time to be inside its sleep.
+    rt.sleep(Duration::from_millis(10)).await;
+    stop.stop();
+    let outcome = run.await.unwrap();
+    assert!(matches!(outcome, RunOutcome::Cancelled), "got {outcome:?}");
+    assert_eq!(built.get(), 1, "an instance was built after the stop");
+}
+
+async fn instance_scope_is_released_on_every_exit(rt: SharedRuntime) {
+    /// Runs the loop on `component` until `drive` has done its part, and
+    /// returns the outcome and whether the instance's scope was stopped.
+    async fn run_once(
+        rt: &SharedRuntime,
+        component: ManualComponent,
+        verdict: Verdict,
+        drive: impl FnOnce(&ManualComponent),
+    ) -> (RunOutcome, bool) {
+        let stop = StopSource::new();
+        let run = rt.spawn(
+            run_component(
+                {
+                    let component = component.clone();
+                    move || Ok::<_, FatalError>(component.clone())
+                },
+                move |_: &Failure| verdict,
+            )
+            .policy(RestartPolicy::immediate())
+            .run(rt.clone(), stop.token()),
+        );
+        eventually(rt, "the component was started", || {
+            component.scope().is_some()
+        })
+        .await;
+        drive(&component);
+        let outcome = run.await.unwrap();
+        let released = component.scope().unwrap().token().is_stopped();
+        assert!(!stop.is_stopped(), "the loop stopped its parent's token");
+        (outcome, released)
+    }
+
+    // Completed: the instance finished on its own.
+    let (outcome, released) = run_once(&rt, ManualComponent::new(), Verdict::Stop, |c| {
+        c.ready_latch().set();
+        c.shutdown_latch().set();
+        c.done_latch().set();
+    })
+    .await;
+    assert!(matches!(outcome, RunOutcome::Completed), "got {outcome:?}");
+    assert!(released, "Completed left the instance's scope running");
+
+    // Failed: the instance threw and the handler said Stop.
+    let (outcome, released) = run_once(&rt, ManualComponent::done_on_stop(), Verdict::Stop, |c| {
+        c.scope().unwrap().throw(FatalError::msg("failed"));
+    })
+    .await;
+    assert!(
+        matches!(outcome, RunOutcome::Failed { .. }),
+        "got {outcome:?}"
+    );
+    assert!(released, "Failed left the instance's scope running");
+
+    // StartFailed: the instance could not start.
+    let refusing = ManualComponent::failing_to_start(FatalError::msg("refused"));
+    let (outcome, released) = run_once(&rt, refusing, Verdict::Stop, |_| {}).await;
+    assert!(
+        matches!(outcome, RunOutcome::StartFailed { .. }),
+        "got {outcome:?}"
+    );
+    assert!(released, "StartFailed left the instance's scope running");
+}
+
+async fn error_wins_over_a_simultaneous_parent_stop(rt: SharedRuntime) {
+    for verdict in [Verdict::Stop, Verdict::Restart] {
+        let first = ManualComponent::done_on_stop();
+        let built: Arc<Mutex<Vec<ManualComponent>>> = Arc::default();
+        let handled = Events::new();
+        let stop = StopSource::new();
+        let factory = {
+            let (first, built) = (first.clone(), built.clone());
+            move || {
+                let mut built = built.lock().unwrap();
+                let instance = if built.is_empty() {
+                    first.clone()
+                } else {
+                    ManualComponent::done_on_stop()
+                };
+                built.push(instance.clone());
+                Ok::<_, FatalError>(instance)
+            }
+        };
+        let handler = {
+            let handled = handled.clone();
+            move |failure: &Failure| {
+                handled.push(failure.error.to_string());
+                verdict
+            }
+        };
+        let run = rt.spawn(
+            run_component(factory, handler)
+                .policy(RestartPolicy::immediate())
+                .run(rt.clone(), stop.token()),
+        );
+        eventually(&rt, "the component was started", || first.scope().is_some()).await;
+        // The error first, the parent's stop right after: on a single thread
+        // both are there when the loop looks.
+        first.scope().unwrap().throw(FatalError::msg("failed"));
+        stop.stop();
+        let outcome = run.await.unwrap();
+        assert_eq!(
+            handled.snapshot(),
+            ["failed"],
+            "{verdict}: the error did not reach the handler once"
+        );
+        if verdict == Verdict::Restart {
+            // Restarted or not before the stop landed, the stop ends it.
+            assert!(
+                matches!(outcome, RunOutcome::Cancelled),
+                "a restart under a stopped parent must end as Cancelled, got {outcome:?}"
+            );
+        } else {
+            assert!(
+                matches!(
+                    outcome,
+                    RunOutcome::Failed {
+                        verdict: Verdict::Stop,
+                        ..
+                    }
+                ),
+                "got {outcome:?}"
+            );
+            assert_eq!(built.lock().unwrap().len(), 1);
+        }
+        assert!(built.lock().unwrap().iter().all(|c| c.done().is_set()));
+    }
+}

@@ -426,13 +426,19 @@ enum Ended {
 }
 
 /// Waits for the instance's first fatal error, its done, or the parent's
-/// stop; an error wins over the others when both are there.
+/// stop; an error wins over the others, and a stopped parent over done.
 async fn first_of(slot: &FatalSlot, done: &Signal, parent: &StopToken) -> Ended {
     let mut error_or_done = pin!(wait_error_or_done(slot, done));
     let mut stopped = pin!(parent.stopped());
     poll_fn(|cx| {
         if let Poll::Ready(error) = error_or_done.as_mut().poll(cx) {
-            return Poll::Ready(error.map_or(Ended::Done, Ended::Error));
+            return Poll::Ready(match error {
+                Some(error) => Ended::Error(error),
+                // The parent's stop reaches the instance through its scope,
+                // so an instance done because of it is a cancellation.
+                None if parent.is_stopped() => Ended::ParentStopped,
+                None => Ended::Done,
+            });
         }
         if stopped.as_mut().poll(cx).is_ready() {
             return Poll::Ready(slot.take().map_or(Ended::ParentStopped, Ended::Error));

@@ -9,7 +9,10 @@
 //!   (every waiter on the same token, or every waiter on its own child);
 //! - [`fan_out`]: one timed round of "stop the signal, wait until every waiter
 //!   has finished", with the waiters spawned and registered beforehand;
-//! - [`multi_thread_runtime`]: the tokio runtime the timed rounds run on.
+//! - [`multi_thread_runtime`]: the tokio runtime the timed rounds run on;
+//! - [`components`]: the component manager and restart loop rounds, each
+//!   beside the same work done by hand on the executor, on tokio
+//!   (multi-thread and current-thread) and smol.
 
 use core::future::{poll_fn, Future};
 use core::pin::pin;
@@ -21,6 +24,8 @@ use std::time::{Duration, Instant};
 use lifecycle::StopSource;
 use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
+
+pub mod components;
 
 /// A tokio multi-thread runtime with one worker per core (two on the machine
 /// the figures in the README come from).

@@ -1,0 +1,358 @@
+//! `allocations`: heap allocations and bytes per component, counted by a
+//! counting global allocator, for the same rounds the timing benches run.
+//!
+//! Not a criterion bench: it runs each round once (after a warm-up round, so
+//! that the executor's lazily grown queues are in place) and prints tables.
+//! Everything runs on executors driven by the bench thread (tokio
+//! current-thread, an owned smol executor), so no other thread allocates
+//! while counting.
+//!
+//! - `components`: 10,000 one-worker managers at once, from the first build
+//!   to the last done, divided by 10,000, beside the bare round (10,000 tasks
+//!   with a ready `oneshot` and a token of one root `CancellationToken`). The
+//!   live column is the heap held per component once all are ready.
+//! - `cycle`: one manager cycle, phase by phase, beside one bare cycle.
+//! - `restart`: per restart of `run_component`, beside the bare restart loop.
+//!
+//! An allocation is a call of `alloc`, `alloc_zeroed` or `realloc`; its bytes
+//! are the size asked for (for `realloc`, the new size).
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::future::Future;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize};
+use std::sync::{Arc, Mutex};
+
+use lifecycle::{Component, FatalSlot, Scope, StopSource};
+use lifecycle_benches::components::{
+    bare_components_with, bare_cycle, bare_restart_loop, components_with, manager_cycle,
+    one_worker, restart_loop, BareStop, Executor, StopWait, COMPONENTS,
+};
+
+/// The system allocator, counting.
+struct Counting;
+
+static ALLOCATIONS: AtomicUsize = AtomicUsize::new(0);
+static BYTES: AtomicUsize = AtomicUsize::new(0);
+static LIVE: AtomicIsize = AtomicIsize::new(0);
+
+/// While set, the size of each allocation is also written to `SIZES`, in
+/// order: the phase-by-phase table lists them.
+static TRACING: AtomicBool = AtomicBool::new(false);
+static SIZES: [AtomicUsize; 64] = [const { AtomicUsize::new(0) }; 64];
+static TRACED: AtomicUsize = AtomicUsize::new(0);
+
+impl Counting {
+    fn count(size: usize) {
+        ALLOCATIONS.fetch_add(1, Relaxed);
+        BYTES.fetch_add(size, Relaxed);
+        LIVE.fetch_add(size as isize, Relaxed);
+        if TRACING.load(Relaxed) {
+            let index = TRACED.fetch_add(1, Relaxed);
+            if let Some(slot) = SIZES.get(index) {
+                slot.store(size, Relaxed);
+            }
+        }
+    }
+}
+
+/// Starts writing allocation sizes down.
+fn start_tracing() {
+    TRACED.store(0, Relaxed);
+    TRACING.store(true, Relaxed);
+}
+
+/// Stops writing allocation sizes down; returns them, in order.
+fn stop_tracing() -> Vec<usize> {
+    TRACING.store(false, Relaxed);
+    let traced = TRACED.load(Relaxed).min(SIZES.len());
+    SIZES[..traced]
+        .iter()
+        .map(|size| size.load(Relaxed))
+        .collect()
+}
+
+// SAFETY: every method forwards to `System` with the caller's arguments,
+// unchanged, and only updates counters besides.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        Self::count(layout.size());
+        // SAFETY: the caller upholds `alloc`'s contract for `layout`.
+        unsafe { System.alloc(layout) }
+    }
+
+    unsafe fn alloc_zeroed(&self, layout: Layout) -> *mut u8 {
+        Self::count(layout.size());
+        // SAFETY: the caller upholds `alloc_zeroed`'s contract for `layout`.
+        unsafe { System.alloc_zeroed(layout) }
+    }
+
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        LIVE.fetch_sub(layout.size() as isize, Relaxed);
+        // SAFETY: `ptr` was allocated by `System` (through us) with `layout`.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        LIVE.fetch_sub(layout.size() as isize, Relaxed);
+        Self::count(new_size);
+        // SAFETY: `ptr` was allocated by `System` (through us) with `layout`,
+        // and the caller upholds `realloc`'s contract for `new_size`.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static ALLOCATOR: Counting = Counting;
+
+/// The counters at one moment.
+#[derive(Clone, Copy, Debug)]
+struct Snapshot {
+    allocations: usize,
+    bytes: usize,
+    live: isize,
+}
+
+fn snapshot() -> Snapshot {
+    Snapshot {
+        allocations: ALLOCATIONS.load(Relaxed),
+        bytes: BYTES.load(Relaxed),
+        live: LIVE.load(Relaxed),
+    }
+}
+
+/// What was allocated between two snapshots.
+#[derive(Clone, Copy, Debug, Default)]
+struct Counted {
+    allocations: usize,
+    bytes: usize,
+}
+
+impl Counted {
+    fn since(before: Snapshot) -> Self {
+        let after = snapshot();
+        Self {
+            allocations: after.allocations - before.allocations,
+            bytes: after.bytes - before.bytes,
+        }
+    }
+}
+
+/// Counts one run of `round` on `executor`, measured inside the executor
+/// (after a warm-up run that grows the executor's queues), so that only the
+/// round itself is counted.
+fn count<F>(executor: &Executor, round: impl Fn() -> F + Send + 'static) -> Counted
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    executor.run(async move {
+        round().await;
+        let next = round();
+        let before = snapshot();
+        next.await;
+        Counted::since(before)
+    })
+}
+
+/// A callback a component round calls once everything is ready.
+type AtReady = Box<dyn FnOnce() + Send>;
+
+/// As [`count`], for a round of [`COMPONENTS`] components; also returns the
+/// live heap per component once all are ready.
+fn count_components<F>(
+    executor: &Executor,
+    round: impl Fn(AtReady) -> F + Send + 'static,
+) -> (Counted, f64)
+where
+    F: Future<Output = ()> + Send + 'static,
+{
+    executor.run(async move {
+        round(Box::new(|| {})).await;
+        let at_ready = Arc::new(Mutex::new(None));
+        let record = at_ready.clone();
+        let next = round(Box::new(move || {
+            let now = snapshot();
+            *record.lock().expect("not poisoned") = Some(now);
+        }));
+        let before = snapshot();
+        next.await;
+        let counted = Counted::since(before);
+        let at_ready = at_ready
+            .lock()
+            .expect("not poisoned")
+            .expect("the round calls at_ready");
+        let live = (at_ready.live - before.live) as f64 / COMPONENTS as f64;
+        (counted, live)
+    })
+}
+
+/// Allocation sizes as `a + b + c`.
+fn sizes(traced: &[usize]) -> String {
+    let list: Vec<String> = traced.iter().map(usize::to_string).collect();
+    list.join(" + ")
+}
+
+fn per(counted: Counted, n: usize) -> (f64, f64) {
+    (
+        counted.allocations as f64 / n as f64,
+        counted.bytes as f64 / n as f64,
+    )
+}
+
+fn components(executor: &Executor) {
+    let runtime = executor.runtime();
+    let spawner = executor.spawner();
+    // Shared through an `Arc`: cloning a builder allocates.
+    let builder = Arc::new(one_worker());
+    let managed = count_components(executor, move |at_ready| {
+        let (builder, runtime) = (builder.clone(), runtime.clone());
+        async move { components_with(&builder, &runtime, COMPONENTS, at_ready).await }
+    });
+    let mut rows = vec![("lifecycle", managed)];
+    for (name, stop) in [
+        ("bare/shared_token", BareStop::SharedToken),
+        ("bare/child_tokens", BareStop::ChildTokens),
+    ] {
+        let spawner = spawner.clone();
+        let bare = count_components(executor, move |at_ready| {
+            let spawner = spawner.clone();
+            async move { bare_components_with(&spawner, COMPONENTS, stop, at_ready).await }
+        });
+        rows.push((name, bare));
+    }
+    println!(
+        "\ncomponents ({COMPONENTS} at once) on {}, per component:",
+        executor.name()
+    );
+    println!("| round | allocations | bytes | live bytes when all ready |");
+    println!("|---|---|---|---|");
+    for (name, (counted, live)) in rows {
+        let (allocations, bytes) = per(counted, COMPONENTS);
+        println!("| {name} | {allocations:.2} | {bytes:.0} | {live:.0} |");
+    }
+}
+
+fn cycle(executor: &Executor) {
+    let runtime = executor.runtime();
+    let spawner = executor.spawner();
+    // Shared through an `Arc`: cloning a builder allocates.
+    let builder = Arc::new(one_worker());
+    let managed = count(executor, {
+        let (builder, runtime) = (builder.clone(), runtime.clone());
+        move || {
+            let (builder, runtime) = (builder.clone(), runtime.clone());
+            async move { manager_cycle(&builder, &runtime).await }
+        }
+    });
+    let bare = count(executor, {
+        let spawner = spawner.clone();
+        move || {
+            let spawner = spawner.clone();
+            async move { bare_cycle(&spawner).await }
+        }
+    });
+    let bare_sizes = executor.run(async move {
+        bare_cycle(&spawner).await; // warm-up
+        start_tracing();
+        bare_cycle(&spawner).await;
+        stop_tracing()
+    });
+
+    // The managed cycle again, phase by phase, as `manager_cycle` does it,
+    // with the size of every allocation.
+    let phases = executor.run(async move {
+        manager_cycle(&builder, &runtime).await; // warm-up
+        let mut phases = Vec::with_capacity(8);
+        let mut mark = |name: &'static str| phases.push((name, stop_tracing()));
+        start_tracing();
+        let manager = builder.build();
+        mark("build");
+        start_tracing();
+        let stop = StopSource::new();
+        let fatal = FatalSlot::new();
+        mark("StopSource::new, FatalSlot::new (the caller's)");
+        start_tracing();
+        manager
+            .start(Scope::new(runtime.clone(), stop.token(), fatal))
+            .expect("a fresh manager starts");
+        mark("start");
+        start_tracing();
+        manager.ready().wait().await;
+        mark("wait ready (the worker's first poll)");
+        start_tracing();
+        stop.stop();
+        manager.done().wait().await;
+        mark("stop, wait done");
+        start_tracing();
+        drop(manager);
+        drop(stop);
+        mark("drop");
+        phases
+    });
+
+    println!("\none cycle on {}:", executor.name());
+    println!("| cycle | allocations | bytes |");
+    println!("|---|---|---|");
+    println!(
+        "| lifecycle | {} | {} |",
+        managed.allocations, managed.bytes
+    );
+    println!("| bare | {} | {} |", bare.allocations, bare.bytes);
+    println!(
+        "\nthe bare cycle's allocations on {}: {}",
+        executor.name(),
+        sizes(&bare_sizes)
+    );
+    println!("\nthe lifecycle cycle by phase on {}:", executor.name());
+    println!("| phase | allocations | bytes | sizes, in order |");
+    println!("|---|---|---|---|");
+    for (name, traced) in phases {
+        println!(
+            "| {name} | {} | {} | {} |",
+            traced.len(),
+            traced.iter().sum::<usize>(),
+            sizes(&traced)
+        );
+    }
+}
+
+fn restart(executor: &Executor) {
+    const RESTARTS: u64 = 10_000;
+    let mut rows = Vec::new();
+    for (name, stop_wait) in [
+        ("lifecycle", StopWait::DefaultTimeout),
+        ("lifecycle/no_stop_timeout", StopWait::NoTimeout),
+    ] {
+        let runtime = executor.runtime();
+        let counted = count(executor, move || {
+            let runtime = runtime.clone();
+            async move {
+                restart_loop(runtime, RESTARTS, stop_wait).await;
+            }
+        });
+        rows.push((name, counted));
+    }
+    let spawner = executor.spawner();
+    let bare = count(executor, move || {
+        let spawner = spawner.clone();
+        async move {
+            bare_restart_loop(&spawner, RESTARTS).await;
+        }
+    });
+    rows.push(("bare", bare));
+    println!("\nrestarts on {}, per restart:", executor.name());
+    println!("| loop | allocations | bytes |");
+    println!("|---|---|---|");
+    for (name, counted) in rows {
+        let (allocations, bytes) = per(counted, RESTARTS as usize);
+        println!("| {name} | {allocations:.2} | {bytes:.0} |");
+    }
+}
+
+fn main() {
+    for executor in [Executor::tokio_current_thread(), Executor::smol()] {
+        components(&executor);
+        cycle(&executor);
+        restart(&executor);
+    }
+}

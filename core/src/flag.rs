@@ -18,6 +18,7 @@
 //!   that lock on its next poll; with thousands of waiters that made fan-out
 //!   several times slower than tokio-util's `CancellationToken`.
 
+use alloc::boxed::Box;
 use core::task::{Context, Poll, Waker};
 
 use slab::Slab;
@@ -39,50 +40,68 @@ struct Locked<S> {
     state: S,
 }
 
-/// The wakers of the waiting tasks. Most flags (a child scope, a task's
-/// outcome) have at most one waiter, so the first lives inline: no allocation
-/// to register it and no cache miss or free to wake it. Key 0 is the inline
-/// slot, key `k + 1` is slot `k` of the overflow slab.
+/// The wakers of the waiting tasks. Most flags have one or two waiters (a
+/// child scope: its worker and its manager's shutdown mirror; a task's
+/// outcome: its joiner), so the first two live inline: no allocation to
+/// register them, no cache miss or free to wake them. More spill into a
+/// boxed slab, allocated only then. Keys 0 and 1 are the inline slots, key
+/// `k + 2` is slot `k` of the slab.
 #[derive(Default)]
 struct Waiters {
-    first: Option<Waker>,
-    rest: Slab<Waker>,
+    inline: [Option<Waker>; INLINE],
+    rest: Option<Box<Slab<Waker>>>,
 }
+
+const INLINE: usize = 2;
 
 impl Waiters {
     fn get_mut(&mut self, key: usize) -> Option<&mut Waker> {
-        match key {
-            0 => self.first.as_mut(),
-            k => self.rest.get_mut(k - 1),
+        match key.checked_sub(INLINE) {
+            None => self.inline[key].as_mut(),
+            Some(k) => self.rest.as_mut()?.get_mut(k),
         }
     }
 
     fn insert(&mut self, waker: Waker) -> usize {
-        if self.first.is_none() {
-            self.first = Some(waker);
-            0
-        } else {
-            self.rest.insert(waker) + 1
+        if let Some(key) = self.inline.iter().position(Option::is_none) {
+            self.inline[key] = Some(waker);
+            return key;
         }
+        self.rest.get_or_insert_with(Box::default).insert(waker) + INLINE
     }
 
     fn remove(&mut self, key: usize) {
-        match key {
-            0 => self.first = None,
-            k => drop(self.rest.try_remove(k - 1)),
+        match key.checked_sub(INLINE) {
+            None => self.inline[key] = None,
+            Some(k) => {
+                if let Some(rest) = &mut self.rest {
+                    rest.try_remove(k);
+                }
+            }
         }
     }
 
     fn wake_all(self) {
-        let rest = self.rest.into_iter().map(|(_, waker)| waker);
-        for waker in self.first.into_iter().chain(rest) {
+        let rest = self
+            .rest
+            .into_iter()
+            .flat_map(|rest| rest.into_iter().map(|(_, waker)| waker));
+        for waker in self.inline.into_iter().flatten().chain(rest) {
             waker.wake();
         }
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        usize::from(self.first.is_some()) + self.rest.len()
+        let inline = self.inline.iter().filter(|slot| slot.is_some()).count();
+        inline + self.rest.as_ref().map_or(0, |rest| rest.len())
+    }
+}
+
+impl Flag<()> {
+    /// Sets a flag that guards nothing; returns whether this call set it.
+    pub(crate) fn raise(&self) -> bool {
+        self.set(|()| ()).is_some()
     }
 }
 
@@ -112,6 +131,9 @@ impl<S> Flag<S> {
     /// so what it writes into the guarded state is published together with the
     /// flag. Returns `None` if the flag was already set (`update` not called).
     pub(crate) fn set<R>(&self, update: impl FnOnce(&mut S) -> R) -> Option<R> {
+        if self.is_set() {
+            return None; // sticky: no need for the lock
+        }
         let (result, waiters) = {
             let mut locked = self.locked.lock();
             // Relaxed would do under the lock, but `Acquire` keeps the reasoning

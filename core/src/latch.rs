@@ -37,14 +37,41 @@ use crate::flag::{Flag, Waiter};
 /// ```
 #[derive(Clone)]
 pub struct Latch {
-    flag: Arc<Flag>,
+    flag: FlagRef,
 }
 
 impl Default for Latch {
     fn default() -> Self {
-        Self {
-            flag: Arc::new(Flag::new(())),
-        }
+        Self::in_owner(Arc::new(Flag::new(())), 0)
+    }
+}
+
+/// Whatever holds a latch's flag: a standalone latch's own allocation, or a
+/// component's shared state holding its ready, shutdown and done flags side
+/// by side, so that one allocation serves all three. `which` picks the flag.
+pub(crate) trait FlagOwner: Send + Sync + 'static {
+    fn flag(&self, which: u8) -> &Flag;
+}
+
+impl FlagOwner for Flag {
+    fn flag(&self, _which: u8) -> &Flag {
+        self
+    }
+}
+
+/// A counted handle on one flag of a [`FlagOwner`].
+#[derive(Clone)]
+pub(crate) struct FlagRef {
+    owner: Arc<dyn FlagOwner>,
+    which: u8,
+}
+
+impl core::ops::Deref for FlagRef {
+    type Target = Flag;
+
+    #[inline]
+    fn deref(&self) -> &Flag {
+        self.owner.flag(self.which)
     }
 }
 
@@ -57,7 +84,7 @@ impl Latch {
     /// Sets the latch and wakes every waiter. Returns `true` if this call set
     /// it, `false` if it was set already.
     pub fn set(&self) -> bool {
-        self.flag.set(|()| ()).is_some()
+        self.flag.raise()
     }
 
     /// Whether the latch is set: one atomic load with `Acquire` ordering.
@@ -79,7 +106,14 @@ impl Latch {
 
     /// Whether both handles refer to the same latch.
     pub fn same_as(&self, other: &Latch) -> bool {
-        Arc::ptr_eq(&self.flag, &other.flag)
+        core::ptr::eq::<Flag>(&*self.flag, &*other.flag)
+    }
+
+    /// The latch `which` of `owner` (one of the flags it holds).
+    pub(crate) fn in_owner(owner: Arc<dyn FlagOwner>, which: u8) -> Latch {
+        Latch {
+            flag: FlagRef { owner, which },
+        }
     }
 
     /// A read-only view of this latch: it can be waited on, never set.
@@ -164,7 +198,7 @@ pub struct Wait<'a>(Waiter<&'a Flag>);
 
 /// Future returned by [`Latch::wait_owned`].
 #[must_use = "futures do nothing unless awaited"]
-pub struct WaitOwned(Waiter<Arc<Flag>>);
+pub struct WaitOwned(Waiter<FlagRef>);
 
 impl Future for Wait<'_> {
     type Output = ();

@@ -30,6 +30,13 @@
 //!   the start scope's token), through [`StopToken::wake_on_stop`]: the
 //!   parent's stop, a fatal error and the end of all workers all stop that
 //!   scope.
+//!
+//! # Memory
+//!
+//! A manager is one allocation (`Inner`: its three signals, its life, the
+//! wakers `abort` needs) plus, once started, the child node of its stop
+//! scope and one boxed task per worker. The worker list is shared with the
+//! builder.
 
 use alloc::boxed::Box;
 use alloc::string::String;
@@ -46,8 +53,9 @@ use futures_util::task::AtomicWaker;
 use pin_project_lite::pin_project;
 
 use crate::component::{Component, StartError};
-use crate::fatal::{FatalError, FatalSlot, Reported};
-use crate::latch::{Latch, Signal};
+use crate::fatal::{FatalError, FatalHook, FatalSlot, Reported};
+use crate::flag::Flag;
+use crate::latch::{FlagOwner, Latch, Signal};
 use crate::runtime::{Runtime, SharedRuntime};
 use crate::scope::Scope;
 use crate::stop::{StopCause, StopSource, StopToken, Stopped, WakeOnStop};
@@ -100,9 +108,18 @@ pub type WorkerResult = Result<(), FatalError>;
 /// # Ok::<(), lifecycle::StartError>(())
 /// # }).unwrap();
 /// ```
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct ComponentManagerBuilder {
-    workers: Vec<Arc<dyn Worker>>,
+    /// Shared by every manager built, so `build` allocates no list.
+    workers: Arc<[Arc<dyn Worker>]>,
+}
+
+impl Default for ComponentManagerBuilder {
+    fn default() -> Self {
+        Self {
+            workers: Arc::new([]),
+        }
+    }
 }
 
 impl ComponentManagerBuilder {
@@ -118,24 +135,27 @@ impl ComponentManagerBuilder {
         F: Fn(WorkerContext, ReadyHandle) -> Fut + Send + Sync + 'static,
         Fut: Future<Output = WorkerResult> + Send + 'static,
     {
-        self.workers.push(Arc::new(worker));
+        let mut workers: Vec<Arc<dyn Worker>> = self.workers.to_vec();
+        workers.push(Arc::new(worker));
+        self.workers = workers.into();
         self
     }
 
     /// A fresh manager running every worker added so far.
     pub fn build(&self) -> ComponentManager {
-        let workers: Arc<[Arc<dyn Worker>]> = self.workers.iter().cloned().collect();
-        let slots = workers.iter().map(|_| Slot::default()).collect();
+        let workers = self.workers.clone();
+        let more_wakers = workers.iter().skip(1).map(|_| AtomicWaker::new()).collect();
         ComponentManager {
             inner: Arc::new(Inner {
                 life: Mutex::new(Life::new(workers.len())),
                 workers,
-                slots,
                 started: AtomicBool::new(false),
                 aborted: AtomicBool::new(false),
-                ready: Latch::new(),
-                shutdown: Latch::new(),
-                done: Latch::new(),
+                ready: Flag::new(()),
+                shutdown: Flag::new(()),
+                done: Flag::new(()),
+                first_waker: AtomicWaker::new(),
+                more_wakers,
             }),
         }
     }
@@ -186,6 +206,10 @@ impl ComponentManager {
     pub fn is_started(&self) -> bool {
         self.inner.started.load(Acquire)
     }
+
+    fn signal(&self, which: u8) -> Signal {
+        Latch::in_owner(self.inner.clone(), which).signal()
+    }
 }
 
 impl Component for ComponentManager {
@@ -195,55 +219,60 @@ impl Component for ComponentManager {
         if self.inner.started.swap(true, AcqRel) {
             return Err(StartError::AlreadyStarted);
         }
-        let source = scope.token().child();
-        let mirror = source
-            .token()
-            .wake_on_stop(&Waker::from(self.inner.clone()));
-        let run = Arc::new(Run {
-            inner: self.inner.clone(),
-            token: source.token(),
-            source,
-            parent: scope.fatal().clone(),
-            runtime: scope.runtime().clone(),
-            _shutdown_mirror: mirror,
-        });
-        if self.inner.workers.is_empty() {
-            run.finish();
+        let (runtime, parent_token, parent) = scope.into_parts();
+        let source = parent_token.child();
+        let token = source.token();
+        let mirror = token.wake_on_stop(&Waker::from(self.inner.clone()));
+        let no_workers = {
+            let mut life = self.inner.life.lock();
+            life.run = Some(Running {
+                source,
+                parent,
+                _shutdown_mirror: mirror,
+            });
+            life.start()
+        };
+        if let Some(finish) = no_workers {
+            self.inner.finish(finish);
             return Ok(());
         }
         for (index, worker) in self.inner.workers.iter().enumerate() {
-            let context = WorkerContext { run: run.clone() };
+            let context = WorkerContext {
+                inner: self.inner.clone(),
+                token: token.clone(),
+                runtime: runtime.clone(),
+            };
             let ready = ReadyHandle {
                 inner: self.inner.clone(),
                 index,
             };
             let exit = Exit {
-                run: run.clone(),
+                inner: self.inner.clone(),
                 index,
             };
-            worker.spawn(&*run.runtime, context, ready, exit);
+            worker.spawn(&*runtime, context, ready, exit);
         }
         Ok(())
     }
 
     fn ready(&self) -> Signal {
-        self.inner.ready.signal()
+        self.signal(READY)
     }
 
     fn shutdown_signal(&self) -> Signal {
-        self.inner.shutdown.signal()
+        self.signal(SHUTDOWN)
     }
 
     fn done(&self) -> Signal {
-        self.inner.done.signal()
+        self.signal(DONE)
     }
 
     fn abort(&self) {
         // Release pairs with the Acquire in `WorkerTask::poll`; each worker
         // registers its waker before reading the flag, so none misses it.
         self.inner.aborted.store(true, Release);
-        for slot in self.inner.slots.iter() {
-            slot.task.wake();
+        for index in 0..self.inner.workers.len() {
+            self.inner.waker(index).wake();
         }
     }
 }
@@ -260,35 +289,108 @@ impl fmt::Debug for ComponentManager {
     }
 }
 
-/// Everything that lives as long as the manager.
+const READY: u8 = 0;
+const SHUTDOWN: u8 = 1;
+const DONE: u8 = 2;
+
+/// Everything a manager is, in one allocation: its three signals, its life,
+/// and the wakers `abort` needs.
 struct Inner {
     workers: Arc<[Arc<dyn Worker>]>,
-    slots: Box<[Slot]>,
     life: Mutex<Life>,
     started: AtomicBool,
     aborted: AtomicBool,
-    ready: Latch,
-    shutdown: Latch,
-    done: Latch,
+    ready: Flag,
+    shutdown: Flag,
+    done: Flag,
+    /// The task waker of each worker, for `abort`: the first inline (most
+    /// managers have one worker), the others in a slice.
+    first_waker: AtomicWaker,
+    more_wakers: Box<[AtomicWaker]>,
 }
 
-/// Per worker: whether its ready handle was called, and its task's waker for
-/// `abort`.
-#[derive(Default)]
-struct Slot {
-    called_ready: AtomicBool,
-    task: AtomicWaker,
+impl Inner {
+    fn waker(&self, index: usize) -> &AtomicWaker {
+        match index.checked_sub(1) {
+            None => &self.first_waker,
+            Some(more) => &self.more_wakers[more],
+        }
+    }
+
+    /// Reports `error` as the manager's: the first goes to the parent and
+    /// stops the workers; later ones, and any after done, go to the hook.
+    fn throw(&self, error: FatalError) -> Reported {
+        let (right, parent, source) = {
+            let mut life = self.life.lock();
+            let right = life.begin_throw();
+            let (parent, source) = life.run_parts();
+            (right, parent, source)
+        };
+        let (Some(parent), Some(source)) = (parent, source) else {
+            // Not started: no scope to report into. Unreachable through the
+            // public API (handles exist only after start), but never lost.
+            FatalHook::default().call(&error);
+            return Reported::Unhandled;
+        };
+        match right {
+            ThrowRight::AfterDone => parent.report_unhandled(error),
+            ThrowRight::Later => {
+                let reported = parent.report_unhandled(error);
+                self.exit();
+                reported
+            }
+            ThrowRight::First => {
+                // The order the parent relies on: the error is in its slot
+                // before the shutdown signal is set.
+                let reported = parent.report(error.clone());
+                source.stop_with(StopCause::Fatal(error));
+                self.shutdown.raise();
+                self.exit();
+                reported
+            }
+        }
+    }
+
+    /// A worker (or a throw) is finished; the last one finishes the manager.
+    fn exit(&self) {
+        let finish = self.life.lock().exit();
+        if let Some(finish) = finish {
+            self.finish(finish);
+        }
+    }
+
+    /// Sets what is due at done, in order: ready (if decided), shutdown, done.
+    fn finish(&self, finish: Finish) {
+        if finish.ready {
+            self.ready.raise();
+        }
+        if let Some(source) = finish.source {
+            source.stop();
+        }
+        self.shutdown.raise();
+        self.done.raise();
+    }
+}
+
+impl FlagOwner for Inner {
+    fn flag(&self, which: u8) -> &Flag {
+        match which {
+            READY => &self.ready,
+            SHUTDOWN => &self.shutdown,
+            _ => &self.done,
+        }
+    }
 }
 
 /// Waking the manager sets its shutdown signal: this is how the shutdown
 /// signal mirrors the workers' stop scope without a task of its own.
 impl Wake for Inner {
     fn wake(self: Arc<Self>) {
-        self.shutdown.set();
+        self.shutdown.raise();
     }
 
     fn wake_by_ref(self: &Arc<Self>) {
-        self.shutdown.set();
+        self.shutdown.raise();
     }
 }
 
@@ -296,12 +398,26 @@ impl Wake for Inner {
 struct Life {
     /// Workers that have not called their ready handle yet.
     not_ready: usize,
+    /// Which workers have called it.
+    called_ready: Bits,
     /// Workers still running, plus throws being reported right now.
     running: usize,
     ready: bool,
     done: bool,
     /// Whether the first fatal error has gone to the parent.
     delivered: bool,
+    /// What `start` set up; kept after done for late throws.
+    run: Option<Running>,
+}
+
+/// What a successful `start` set up.
+struct Running {
+    /// The workers' shared stop scope, a child of the start scope's token.
+    source: StopSource,
+    /// Where fatal errors go.
+    parent: FatalSlot,
+    /// Keeps the shutdown signal mirroring `source`.
+    _shutdown_mirror: WakeOnStop,
 }
 
 /// What a throw may do, decided under the lock.
@@ -314,21 +430,43 @@ enum ThrowRight {
     AfterDone,
 }
 
+/// What is due once the manager is done.
+struct Finish {
+    /// Whether ready was decided (and must be set before done).
+    ready: bool,
+    /// The workers' scope, to stop (their work is over).
+    source: Option<StopSource>,
+}
+
 impl Life {
     fn new(workers: usize) -> Self {
         Self {
             not_ready: workers,
+            called_ready: Bits::default(),
             running: workers,
             // Zero workers: every worker (none) has called ready.
             ready: workers == 0,
             done: false,
             delivered: false,
+            run: None,
         }
     }
 
-    /// A worker called ready for the first time. Returns whether this made
-    /// the manager ready.
-    fn worker_ready(&mut self) -> bool {
+    /// `start` has set `run`. With no workers the manager is done at once.
+    fn start(&mut self) -> Option<Finish> {
+        if self.running > 0 {
+            return None;
+        }
+        self.done = true;
+        Some(self.finish())
+    }
+
+    /// Worker `index` called ready. Returns whether this made the manager
+    /// ready; repeated calls are ignored, and nothing is ready after done.
+    fn worker_ready(&mut self, index: usize) -> bool {
+        if !self.called_ready.insert(index) {
+            return false;
+        }
         self.not_ready -= 1;
         if self.not_ready == 0 && !self.done {
             self.ready = true;
@@ -352,69 +490,56 @@ impl Life {
         }
     }
 
-    /// A worker (or a throw) is finished. Returns whether this made the
-    /// manager done.
-    fn exit(&mut self) -> bool {
+    /// A worker (or a throw) is finished. Returns what is due if this made
+    /// the manager done.
+    fn exit(&mut self) -> Option<Finish> {
         self.running -= 1;
         if self.running == 0 && !self.done {
             self.done = true;
-            return true;
+            return Some(self.finish());
         }
-        false
+        None
+    }
+
+    fn finish(&self) -> Finish {
+        Finish {
+            ready: self.ready,
+            source: self.run.as_ref().map(|run| run.source.clone()),
+        }
+    }
+
+    fn run_parts(&self) -> (Option<FatalSlot>, Option<StopSource>) {
+        match &self.run {
+            Some(run) => (Some(run.parent.clone()), Some(run.source.clone())),
+            None => (None, None),
+        }
     }
 }
 
-/// What exists from a successful `start` until the last worker is gone.
-struct Run {
-    inner: Arc<Inner>,
-    /// The workers' shared stop scope, a child of the start scope's token.
-    source: StopSource,
-    token: StopToken,
-    parent: FatalSlot,
-    runtime: SharedRuntime,
-    /// Keeps the shutdown signal mirroring `source`; dropped with the run.
-    _shutdown_mirror: WakeOnStop,
+/// A set of worker indices: the first 64 inline, more in a vector that is
+/// allocated only for managers with more workers.
+#[derive(Default)]
+struct Bits {
+    first: u64,
+    more: Vec<u64>,
 }
 
-impl Run {
-    fn throw(&self, error: FatalError) -> Reported {
-        let right = self.inner.life.lock().begin_throw();
-        match right {
-            ThrowRight::AfterDone => self.parent.report_unhandled(error),
-            ThrowRight::Later => {
-                let reported = self.parent.report_unhandled(error);
-                self.exit();
-                reported
+impl Bits {
+    /// Adds `index`; returns whether it was new.
+    fn insert(&mut self, index: usize) -> bool {
+        let (word, bit) = (index / 64, 1u64 << (index % 64));
+        let slot = match word.checked_sub(1) {
+            None => &mut self.first,
+            Some(more) => {
+                if self.more.len() <= more {
+                    self.more.resize(more + 1, 0);
+                }
+                &mut self.more[more]
             }
-            ThrowRight::First => {
-                // The order the parent relies on: the error is in its slot
-                // before the shutdown signal is set.
-                let reported = self.parent.report(error.clone());
-                self.source.stop_with(StopCause::Fatal(error));
-                self.inner.shutdown.set();
-                self.exit();
-                reported
-            }
-        }
-    }
-
-    /// A worker (or throw) is finished; the last one finishes the manager.
-    fn exit(&self) {
-        let done = self.inner.life.lock().exit();
-        if done {
-            self.finish();
-        }
-    }
-
-    /// Sets what is due at done, in order: ready (if decided), shutdown, done.
-    fn finish(&self) {
-        let ready = self.inner.life.lock().ready;
-        if ready {
-            self.inner.ready.set();
-        }
-        self.source.stop();
-        self.inner.shutdown.set();
-        self.inner.done.set();
+        };
+        let new = *slot & bit == 0;
+        *slot |= bit;
+        new
     }
 }
 
@@ -439,41 +564,43 @@ impl Run {
 /// ```
 #[derive(Clone)]
 pub struct WorkerContext {
-    run: Arc<Run>,
+    inner: Arc<Inner>,
+    token: StopToken,
+    runtime: SharedRuntime,
 }
 
 impl WorkerContext {
     /// The workers' shared stop token: stopped when the manager shuts down.
     pub fn token(&self) -> &StopToken {
-        &self.run.token
+        &self.token
     }
 
     /// Whether the manager is shutting down: one atomic load.
     pub fn is_stopped(&self) -> bool {
-        self.run.token.is_stopped()
+        self.token.is_stopped()
     }
 
     /// Completes once the manager is shutting down.
     pub fn stopped(&self) -> Stopped<'_> {
-        self.run.token.stopped()
+        self.token.stopped()
     }
 
     /// The runtime the manager was started on.
     pub fn runtime(&self) -> &SharedRuntime {
-        &self.run.runtime
+        &self.runtime
     }
 
     /// Reports a fatal error: the manager's first goes to its parent and
     /// stops every worker; later ones go to the hook. Returning `Err` from
     /// the worker does the same.
     pub fn throw(&self, error: impl Into<FatalError>) -> Reported {
-        self.run.throw(error.into())
+        self.inner.throw(error.into())
     }
 
     /// A handle to throw from elsewhere (a callback, a sub-task).
     pub fn throw_handle(&self) -> ThrowHandle {
         ThrowHandle {
-            run: self.run.clone(),
+            inner: self.inner.clone(),
         }
     }
 }
@@ -491,13 +618,13 @@ impl fmt::Debug for WorkerContext {
 /// hook.
 #[derive(Clone)]
 pub struct ThrowHandle {
-    run: Arc<Run>,
+    inner: Arc<Inner>,
 }
 
 impl ThrowHandle {
     /// Reports `error`; see [`WorkerContext::throw`].
     pub fn throw(&self, error: impl Into<FatalError>) -> Reported {
-        self.run.throw(error.into())
+        self.inner.throw(error.into())
     }
 }
 
@@ -520,13 +647,9 @@ pub struct ReadyHandle {
 impl ReadyHandle {
     /// Marks this worker as ready.
     pub fn ready(&self) {
-        // AcqRel: one winner per worker, whichever clone calls first.
-        if self.inner.slots[self.index].called_ready.swap(true, AcqRel) {
-            return;
-        }
-        let became_ready = self.inner.life.lock().worker_ready();
+        let became_ready = self.inner.life.lock().worker_ready(self.index);
         if became_ready {
-            self.inner.ready.set();
+            self.inner.ready.raise();
         }
     }
 }
@@ -579,13 +702,17 @@ where
 
 /// A worker task's link back to its manager.
 struct Exit {
-    run: Arc<Run>,
+    inner: Arc<Inner>,
     index: usize,
 }
 
 impl Exit {
     /// Records how the worker ended, after its future was dropped.
     fn record(self, outcome: Result<WorkerResult, JoinError>) {
+        // The task will not be polled again: free its waker (and with it,
+        // on most executors, the task's memory) now rather than at the
+        // manager's drop.
+        drop(self.inner.waker(self.index).take());
         let error = match outcome {
             Ok(Ok(())) | Err(JoinError::Aborted | JoinError::Dropped) => None,
             Ok(Err(error)) => Some(error),
@@ -595,9 +722,9 @@ impl Exit {
             })),
         };
         if let Some(error) = error {
-            self.run.throw(error);
+            self.inner.throw(error);
         }
-        self.run.exit();
+        self.inner.exit();
     }
 }
 
@@ -633,9 +760,9 @@ where
         else {
             return Poll::Ready(());
         };
-        let inner = &exit.run.inner;
+        let inner = &exit.inner;
         // Register before reading the flag: `abort` sets it, then wakes.
-        inner.slots[exit.index].task.register(cx.waker());
+        inner.waker(exit.index).register(cx.waker());
         let outcome = if inner.aborted.load(Acquire) {
             Err(JoinError::Aborted)
         } else {

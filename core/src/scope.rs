@@ -71,6 +71,11 @@ impl Scope {
         self.fatal.report(error.into())
     }
 
+    /// The runtime, the token and the fatal slot, by value.
+    pub fn into_parts(self) -> (SharedRuntime, StopToken, FatalSlot) {
+        (self.runtime, self.token, self.fatal)
+    }
+
     /// The same scope with another stop token (typically a child of this
     /// one's).
     pub fn with_token(&self, token: StopToken) -> Scope {

@@ -27,7 +27,7 @@ use alloc::collections::VecDeque;
 use core::fmt;
 use core::time::Duration;
 
-use crate::runtime::Instant;
+use crate::runtime::{Instant, SharedRuntime};
 
 /// How soon and how often to restart; see the [module docs](self).
 ///
@@ -210,6 +210,19 @@ impl RestartBudget {
             policy,
             recent: VecDeque::new(),
             rng: fastrand::Rng::with_seed(seed),
+        }
+    }
+
+    /// The runtime's clock, read only if the policy looks at time (the
+    /// immediate policy does not, which keeps a restart storm off the clock).
+    pub(crate) fn now(&self, runtime: &SharedRuntime) -> Instant {
+        let timeless = self.policy.intensity.is_none()
+            && self.policy.reset_after.is_zero()
+            && self.policy.initial.is_zero();
+        if timeless {
+            Instant::default()
+        } else {
+            runtime.now()
         }
     }
 

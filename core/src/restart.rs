@@ -335,7 +335,7 @@ where
             };
             let scope = parent.child();
             let slot = FatalSlot::with_hook(self.hook.clone());
-            let started = runtime.now();
+            let started = budget.now(&runtime);
             let start = instance.start(Scope::new(runtime.clone(), scope.token(), slot.clone()));
             if let Err(error) = start {
                 scope.stop();
@@ -378,7 +378,7 @@ where
                     }
                 }
             }
-            let Some(delay) = budget.restart(started, runtime.now()) else {
+            let Some(delay) = budget.restart(started, budget.now(&runtime)) else {
                 return RunOutcome::RestartsExhausted {
                     error: failure.error,
                     attempt,
@@ -400,6 +400,9 @@ where
         attempt: u32,
         error: Option<&FatalError>,
     ) -> Option<RunOutcome> {
+        if done.is_set() {
+            return None; // the common case: no timer needed
+        }
         let Some(timeout) = self.stop_timeout else {
             done.wait().await;
             return None;

@@ -18,6 +18,7 @@
 //! stack instead of recursion (embedded stacks are small). Lock order is
 //! parent before child; no path holds a child's lock while taking its parent's.
 
+use alloc::boxed::Box;
 use alloc::sync::{Arc, Weak};
 use alloc::vec::Vec;
 use core::fmt;
@@ -86,8 +87,12 @@ struct Node {
 
 struct NodeState {
     cause: Option<StopCause>,
-    children: Slab<Weak<Node>>,
+    /// Boxed: most nodes (a worker group's scope) never have children, and
+    /// an empty slab would cost them 40 bytes each.
+    children: Option<Box<Children>>,
 }
+
+type Children = Slab<Weak<Node>>;
 
 impl HasFlag for Node {
     type State = NodeState;
@@ -101,7 +106,7 @@ impl Node {
         Self {
             flag: Flag::new(NodeState {
                 cause: None,
-                children: Slab::new(),
+                children: None,
             }),
             parent,
             key,
@@ -113,9 +118,10 @@ impl Node {
             if stopped {
                 return None;
             }
-            let key = state.children.vacant_key();
+            let children = state.children.get_or_insert_with(Box::default);
+            let key = children.vacant_key();
             let child = Arc::new(Node::new(Some(self.clone()), Some(key)));
-            state.children.insert(Arc::downgrade(&child));
+            children.insert(Arc::downgrade(&child));
             Some(child)
         });
         registered.unwrap_or_else(|| {
@@ -135,7 +141,7 @@ impl Node {
         // One pass per list: each child is stopped as soon as it is upgraded
         // (its memory is hot once), and only non-empty lists of grandchildren
         // wait on the stack.
-        let mut pending: Vec<Slab<Weak<Node>>> = Vec::new();
+        let mut pending: Vec<Box<Children>> = Vec::new();
         let mut current = children;
         loop {
             for node in alive(current) {
@@ -143,12 +149,12 @@ impl Node {
                     state.cause = Some(StopCause::ParentStopped);
                     core::mem::take(&mut state.children)
                 });
-                if let Some(grandchildren) = grandchildren.filter(|list| !list.is_empty()) {
+                if let Some(grandchildren) = grandchildren.flatten() {
                     pending.push(grandchildren);
                 }
             }
             match pending.pop() {
-                Some(next) => current = next,
+                Some(next) => current = Some(next),
                 None => return true,
             }
         }
@@ -163,15 +169,17 @@ impl Node {
 
     #[cfg(test)]
     fn child_count(&self) -> usize {
-        self.flag.with_state(|_, state| state.children.len())
+        self.flag
+            .with_state(|_, state| state.children.as_ref().map_or(0, |list| list.len()))
     }
 }
 
 /// The children still alive; a child whose last handle is being dropped right
 /// now fails to upgrade and needs no stop.
-fn alive(children: Slab<Weak<Node>>) -> impl Iterator<Item = Arc<Node>> {
+fn alive(children: Option<Box<Children>>) -> impl Iterator<Item = Arc<Node>> {
     children
         .into_iter()
+        .flat_map(|list| list.into_iter())
         .filter_map(|(_, child)| child.upgrade())
 }
 
@@ -191,7 +199,9 @@ impl Drop for Node {
                     // takes new ones), so `key` can only still be ours while
                     // it runs.
                     if !stopped {
-                        state.children.try_remove(key);
+                        if let Some(children) = &mut state.children {
+                            children.try_remove(key);
+                        }
                     }
                 });
             }

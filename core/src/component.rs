@@ -23,6 +23,62 @@ use crate::scope::Scope;
 ///
 /// [`ComponentManager`](crate::ComponentManager) implements it for a set of
 /// async workers; implement it by hand to wrap anything else.
+///
+/// # Example: a component by hand
+///
+/// ```
+/// use std::sync::atomic::{AtomicBool, Ordering};
+/// use lifecycle::{Component, FatalSlot, Latch, RuntimeExt, Scope, Signal, StartError, StopSource};
+/// # use lifecycle::{BoxFuture, Instant, Runtime};
+/// # use std::{sync::Arc, time::Duration};
+/// # struct Threads;
+/// # impl Runtime for Threads {
+/// #     fn spawn_detached(&self, task: BoxFuture) {
+/// #         std::thread::spawn(move || futures_executor::block_on(task));
+/// #     }
+/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+///
+/// /// Ready at once; runs until its scope stops.
+/// #[derive(Default)]
+/// struct Idle {
+///     started: AtomicBool,
+///     ready: Latch,
+///     shutdown: Latch,
+///     done: Latch,
+/// }
+///
+/// impl Component for Idle {
+///     fn start(&self, scope: Scope) -> Result<(), StartError> {
+///         if self.started.swap(true, Ordering::AcqRel) {
+///             return Err(StartError::AlreadyStarted);
+///         }
+///         let (ready, shutdown, done) = (self.ready.clone(), self.shutdown.clone(), self.done.clone());
+///         let token = scope.token().clone();
+///         drop(scope.runtime().spawn(async move {
+///             ready.set();
+///             token.stopped().await;
+///             shutdown.set();
+///             done.set();
+///         }));
+///         Ok(())
+///     }
+///     fn ready(&self) -> Signal { self.ready.signal() }
+///     fn shutdown_signal(&self) -> Signal { self.shutdown.signal() }
+///     fn done(&self) -> Signal { self.done.signal() }
+/// }
+///
+/// # futures_executor::block_on(async {
+/// let idle = Idle::default();
+/// let stop = StopSource::new();
+/// idle.start(Scope::new(Arc::new(Threads), stop.token(), FatalSlot::new()))?;
+/// idle.ready().wait().await;
+/// stop.stop();
+/// idle.done().wait().await;
+/// # Ok::<(), StartError>(())
+/// # }).unwrap();
+/// ```
 pub trait Component: Send + Sync + 'static {
     /// Launches the component's work in `scope` and returns at once.
     ///
@@ -48,6 +104,30 @@ pub trait Component: Send + Sync + 'static {
 }
 
 /// Why [`Component::start`] failed.
+///
+/// # Example
+///
+/// ```
+/// use lifecycle::{Component, ComponentManager, FatalSlot, Scope, StartError, StopSource};
+/// # use lifecycle::{BoxFuture, Instant, Runtime};
+/// # use std::{sync::Arc, time::Duration};
+/// # struct Nothing;
+/// # impl Runtime for Nothing {
+/// #     fn spawn_detached(&self, _: BoxFuture) {}
+/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+/// let manager = ComponentManager::builder().build();
+/// let stop = StopSource::new();
+/// let scope = Scope::new(Arc::new(Nothing), stop.token(), FatalSlot::new());
+/// assert!(manager.start(scope.clone()).is_ok());
+/// let again = manager.start(scope).unwrap_err();
+/// assert!(matches!(again, StartError::AlreadyStarted));
+/// assert_eq!(
+///     again.to_string(),
+///     "component already started: a component starts once; build a fresh instance"
+/// );
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum StartError {

@@ -185,7 +185,27 @@ impl fmt::Debug for ComponentManagerBuilder {
 /// - With zero workers: ready, shutdown signal and done right at start.
 ///
 /// Clones are handles to the same manager. See [`ComponentManagerBuilder`]
-/// for an example.
+/// for a manager with a worker.
+///
+/// # Example
+///
+/// ```
+/// use lifecycle::{Component, ComponentManager, FatalSlot, Scope, StopSource};
+/// # use lifecycle::{BoxFuture, Instant, Runtime};
+/// # use std::{sync::Arc, time::Duration};
+/// # struct Nothing;
+/// # impl Runtime for Nothing {
+/// #     fn spawn_detached(&self, _: BoxFuture) {}
+/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+/// let manager = ComponentManager::builder().build(); // no workers
+/// let done = manager.done(); // signals exist before start
+/// let stop = StopSource::new();
+/// manager.start(Scope::new(Arc::new(Nothing), stop.token(), FatalSlot::new())).unwrap();
+/// assert!(manager.ready().is_set() && done.is_set()); // nothing to wait for
+/// assert!(!stop.is_stopped()); // a component never stops its parent
+/// ```
 #[derive(Clone)]
 pub struct ComponentManager {
     inner: Arc<Inner>,
@@ -615,7 +635,7 @@ impl fmt::Debug for WorkerContext {
 
 /// Reports fatal errors into a running manager from anywhere: a callback, a
 /// sub-task, another thread. A throw after the manager is done goes to the
-/// hook.
+/// hook. See [`WorkerContext`] for an example.
 #[derive(Clone)]
 pub struct ThrowHandle {
     inner: Arc<Inner>,
@@ -638,6 +658,25 @@ impl fmt::Debug for ThrowHandle {
 /// and calls on clones, are ignored. A handle kept and called after its
 /// worker returned still counts, unless the manager is done by then (ready
 /// is never set after done).
+///
+/// # Example: ready once a sub-task has connected
+///
+/// ```
+/// use lifecycle::{ComponentManager, RuntimeExt};
+///
+/// let manager = ComponentManager::builder()
+///     .add_worker(|ctx, ready| async move {
+///         let connector = ctx.runtime().spawn(async move {
+///             // ...connect...
+///             ready.ready(); // the handle moves to whoever knows
+///         });
+///         let _ = connector.await;
+///         ctx.stopped().await;
+///         Ok(())
+///     })
+///     .build();
+/// # drop(manager);
+/// ```
 #[derive(Clone)]
 pub struct ReadyHandle {
     inner: Arc<Inner>,
@@ -664,6 +703,17 @@ impl fmt::Debug for ReadyHandle {
 
 /// A worker that panicked (with the `std` feature): a fatal error of its
 /// manager, carrying the panic message.
+///
+/// # Example
+///
+/// ```
+/// use lifecycle::{FatalError, WorkerPanic};
+///
+/// let error = FatalError::new(WorkerPanic { worker: 1, message: "index out of bounds".into() });
+/// assert_eq!(error.to_string(), "worker 1 panicked: index out of bounds");
+/// let panic = error.downcast_ref::<WorkerPanic>().unwrap();
+/// assert_eq!(panic.worker, 1);
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct WorkerPanic {
     /// The worker's position in the builder, from 0.

@@ -40,6 +40,33 @@ use crate::stop::{StopCause, StopToken};
 use crate::wait::wait_error_or_done;
 
 /// What an error handler decides about a failed instance.
+///
+/// # Example: a handler
+///
+/// ```
+/// use lifecycle::{Failure, Verdict};
+///
+/// #[derive(Debug)]
+/// struct BadConfig;
+/// impl std::fmt::Display for BadConfig {
+///     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+///         f.write_str("bad config")
+///     }
+/// }
+/// impl std::error::Error for BadConfig {}
+///
+/// fn handler(failure: &Failure) -> Verdict {
+///     if failure.error.downcast_ref::<BadConfig>().is_some() {
+///         Verdict::Shutdown // a restart cannot fix the configuration
+///     } else if failure.attempt >= 10 {
+///         Verdict::Stop
+///     } else {
+///         Verdict::Restart
+///     }
+/// }
+/// # let _ = handler;
+/// assert_eq!(Verdict::StopParents.to_string(), "stop parents");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Verdict {
     /// Build a fresh instance and start it (subject to the restart policy).
@@ -66,7 +93,8 @@ impl fmt::Display for Verdict {
     }
 }
 
-/// A failed instance, as its error handler sees it.
+/// A failed instance, as its error handler sees it; see [`Verdict`] for a
+/// handler.
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Failure {
@@ -77,6 +105,23 @@ pub struct Failure {
 }
 
 /// Why [`run_component`] returned.
+///
+/// # Example: an exit code
+///
+/// ```
+/// use lifecycle::{RunOutcome, Verdict};
+///
+/// fn exit_code(outcome: &RunOutcome) -> i32 {
+///     match outcome {
+///         _ if outcome.is_clean() => 0,
+///         RunOutcome::Failed { verdict: Verdict::Shutdown, .. } => 1,
+///         RunOutcome::RestartsExhausted { .. } => 3,
+///         _ => 2,
+///     }
+/// }
+/// assert_eq!(exit_code(&RunOutcome::Completed), 0);
+/// assert_eq!(exit_code(&RunOutcome::Cancelled), 0);
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum RunOutcome {

@@ -1,27 +1,4 @@
 //! [`RestartPolicy`]: how soon and how often a failed component is restarted.
-//!
-//! Two independent limits, as in systemd and Erlang/OTP:
-//! - **Backoff**: the delay before restart `n` grows from `initial` by
-//!   `factor` up to `max`, with up to `jitter` (a fraction) added or removed
-//!   at random so that many components failing together do not restart in
-//!   lockstep. An instance that ran for `reset_after` before failing counts
-//!   as stable: the next delay starts from `initial` again.
-//! - **Intensity**: at most `max_restarts` restarts within any window of
-//!   `within`. One more and the budget is spent: the loop stops restarting
-//!   and reports the error as
-//!   [`RunOutcome::RestartsExhausted`](crate::RunOutcome::RestartsExhausted).
-//!
-//! The default ([`RestartPolicy::default`]) follows systemd's defaults for
-//! the budget and a cautious exponential backoff:
-//!
-//! | setting | default |
-//! |---|---|
-//! | backoff | 100 ms, doubling, up to 30 s, ±10 % jitter |
-//! | reset after a stable run of | 30 s |
-//! | intensity | at most 5 restarts within 10 s |
-//!
-//! Go's behaviour (restart at once, forever) is
-//! [`RestartPolicy::immediate`]: it must be chosen explicitly.
 
 use alloc::collections::VecDeque;
 use core::fmt;
@@ -29,7 +6,30 @@ use core::time::Duration;
 
 use crate::runtime::{Instant, SharedRuntime};
 
-/// How soon and how often to restart; see the [module docs](self).
+/// How soon and how often to restart a failed component.
+///
+/// Two independent limits, as in systemd and Erlang/OTP:
+/// - **Backoff**: the delay before restart `n` grows from `initial` by
+///   `factor` up to `max`, with up to `jitter` (a fraction) added or removed
+///   at random so that many components failing together do not restart in
+///   lockstep. An instance that ran for `reset_after` before failing counts
+///   as stable: the next delay starts from `initial` again.
+/// - **Intensity**: at most `max_restarts` restarts within any window of
+///   `within`. One more and the budget is spent: the loop stops restarting
+///   and reports the error as
+///   [`RunOutcome::RestartsExhausted`](crate::RunOutcome::RestartsExhausted).
+///
+/// The default ([`RestartPolicy::default`]) follows systemd's defaults for
+/// the budget and a cautious exponential backoff:
+///
+/// | setting | default |
+/// |---|---|
+/// | backoff | 100 ms, doubling, up to 30 s, ±10 % jitter |
+/// | reset after a stable run of | 30 s |
+/// | intensity | at most 5 restarts within 10 s |
+///
+/// Go's behaviour (restart at once, forever) is
+/// [`RestartPolicy::immediate`]: it must be chosen explicitly.
 ///
 /// # Example
 ///

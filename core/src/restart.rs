@@ -1,28 +1,5 @@
 //! [`run_component`]: run a component, restarting it on failure as its error
 //! handler and [`RestartPolicy`] decide.
-//!
-//! One round of the loop:
-//!
-//! ```text
-//!  parent stopped? ──yes──▶ Cancelled
-//!        │ no
-//!  factory() ──Err──▶ FactoryFailed
-//!        │ Ok(instance)
-//!  start(instance, fresh child scope, fresh fatal slot) ──Err──▶ StartFailed
-//!        │
-//!  wait for: first fatal error (preferred) │ done │ parent stop
-//!        │                                   │        └─▶ stop, wait done ─▶ Cancelled
-//!        │                                   └─▶ Completed
-//!  stop instance, wait until done, then handler(error)
-//!        ├─ Restart ─▶ budget left? ─no─▶ RestartsExhausted
-//!        │               └─yes─▶ sleep backoff (or Cancelled) ─▶ next round
-//!        └─ Stop / StopParents / Shutdown / SpinHalt ─▶ Failed { verdict }
-//! ```
-//!
-//! Every wait for done is bounded by the stop timeout: an instance that
-//! overruns it is aborted ([`Component::abort`]) and the loop ends with
-//! [`RunOutcome::StopTimedOut`] naming the instance. The instance's scope is
-//! stopped on every exit path.
 
 use core::fmt;
 use core::future::{poll_fn, Future};
@@ -247,7 +224,30 @@ impl fmt::Display for RunOutcome {
 /// Returns a [`RestartLoop`] to configure (policy, stop timeout, hook) and
 /// [`run`](RestartLoop::run). The handler runs only after the failed
 /// instance is done, once per instance (later errors of the same instance go
-/// to the hook). See the [module docs](self) for the whole loop.
+/// to the hook).
+///
+/// One round of the loop:
+///
+/// ```text
+///  parent stopped? ──yes──▶ Cancelled
+///        │ no
+///  factory() ──Err──▶ FactoryFailed
+///        │ Ok(instance)
+///  start(instance, fresh child scope, fresh fatal slot) ──Err──▶ StartFailed
+///        │
+///  wait for: first fatal error (preferred) │ done │ parent stop
+///        │                                   │        └─▶ stop, wait done ─▶ Cancelled
+///        │                                   └─▶ Completed
+///  stop instance, wait until done, then handler(error)
+///        ├─ Restart ─▶ budget left? ─no─▶ RestartsExhausted
+///        │               └─yes─▶ sleep backoff (or Cancelled) ─▶ next round
+///        └─ Stop / StopParents / Shutdown / SpinHalt ─▶ Failed { verdict }
+/// ```
+///
+/// Every wait for done is bounded by the stop timeout: an instance that
+/// overruns it is aborted ([`Component::abort`]) and the loop ends with
+/// [`RunOutcome::StopTimedOut`] naming the instance. The instance's scope is
+/// stopped on every exit path.
 ///
 /// # Example
 ///

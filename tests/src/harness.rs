@@ -11,7 +11,7 @@ use lifecycle::{RuntimeExt, SharedRuntime};
 use lifecycle_smol::SmolRuntime;
 use lifecycle_tokio::TokioRuntime;
 
-use crate::CountingRuntime;
+use crate::{CountingRuntime, VirtualTimeExecutor};
 
 /// How long a scenario may run, on the runtime's own clock, before it fails.
 ///
@@ -125,6 +125,31 @@ where
     let executor = Arc::new(smol::Executor::new());
     let counting = CountingRuntime::new(SmolRuntime::on(executor.clone()).shared());
     smol::block_on(executor.run(run_scenario("smol", counting, scenario)));
+    drop(executor);
+    watchdog.disarm();
+}
+
+/// Runs `scenario` on a [`VirtualTimeExecutor`]: one thread, virtual time.
+///
+/// The scenario and every task it spawns share the test thread; the clock
+/// moves only when nothing is ready, straight to the next timer, so sleeps
+/// take no real time and the run is the same on every execution.
+/// [`SCENARIO_TIME_LIMIT`] and [`SETTLE_TIME_LIMIT`] are measured on the
+/// virtual clock. See [`run_scenario`] for what is checked.
+///
+/// # Panics
+///
+/// If the scenario panics, does not finish in time, leaves a task alive, or
+/// can make no progress at all (see [`VirtualTimeExecutor::block_on`]).
+pub fn virtual_time<F, Fut>(scenario: F)
+where
+    F: FnOnce(SharedRuntime) -> Fut,
+    Fut: Future<Output = ()>,
+{
+    let watchdog = Watchdog::arm("virtual time");
+    let executor = VirtualTimeExecutor::new();
+    let counting = CountingRuntime::new(executor.runtime());
+    executor.block_on(run_scenario("virtual time", counting, scenario));
     drop(executor);
     watchdog.disarm();
 }

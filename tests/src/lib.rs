@@ -10,13 +10,14 @@
 //! | [`tokio_multi_thread`] | tokio, multi-thread runtime with two workers |
 //! | [`async_std`](fn@async_std) | async-std's global executor |
 //! | [`smol`](fn@smol) | a `smol::Executor` owned by the test |
+//! | [`virtual_time`] | a [`VirtualTimeExecutor`]: one thread, deterministic, virtual clock |
 //!
 //! Every harness wraps the runtime in a [`CountingRuntime`], runs the
 //! scenario under a time limit on the runtime's own clock (a lost wakeup
 //! fails with a message instead of hanging), and then requires that every
 //! task the scenario spawned is gone: a scenario joins what it spawns.
 //!
-//! [`conformance!`] turns a list of scenarios into tests, four per scenario.
+//! [`conformance!`] turns a list of scenarios into tests, five per scenario.
 //! The scenarios of the suite itself are in this crate's `tests/` folder.
 //!
 //! # Example
@@ -32,12 +33,13 @@
 //! }
 //!
 //! // In a test file, `conformance!(set_wakes_a_spawned_waiter);` makes these
-//! // four runs four tests.
+//! // five runs five tests.
 //! fn main() {
 //!     lifecycle_conformance::tokio_current_thread(set_wakes_a_spawned_waiter);
 //!     lifecycle_conformance::tokio_multi_thread(set_wakes_a_spawned_waiter);
 //!     lifecycle_conformance::async_std(set_wakes_a_spawned_waiter);
 //!     lifecycle_conformance::smol(set_wakes_a_spawned_waiter);
+//!     lifecycle_conformance::virtual_time(set_wakes_a_spawned_waiter);
 //! }
 //! ```
 //!
@@ -52,6 +54,9 @@
 //! - Assert orderings and lower bounds, never upper time bounds: the suite
 //!   must pass on a slow, loaded machine. Sleep only where an ordering needs
 //!   time to show, and briefly.
+//! - Never wait for time to pass by yielding in a loop: on the virtual-time
+//!   harness the clock stands still while any task is ready. Sleep on the
+//!   runtime instead (as [`eventually`] does).
 
 /// The README's examples, compiled and run as doctests of this crate.
 #[doc = include_str!("../../README.md")]
@@ -62,18 +67,21 @@ mod counting;
 mod harness;
 mod record;
 mod util;
+mod virtual_time;
 
 pub use counting::CountingRuntime;
 pub use harness::{
-    async_std, run_scenario, smol, tokio_current_thread, tokio_multi_thread, SCENARIO_TIME_LIMIT,
-    SETTLE_TIME_LIMIT, WATCHDOG_TIME_LIMIT,
+    async_std, run_scenario, smol, tokio_current_thread, tokio_multi_thread, virtual_time,
+    SCENARIO_TIME_LIMIT, SETTLE_TIME_LIMIT, WATCHDOG_TIME_LIMIT,
 };
 pub use record::{when_set, Events, ManualComponent, WhenSet};
 pub use util::{eventually, yield_now, DropProbe, Held, YieldNow, EVENTUALLY_TIME_LIMIT};
+pub use virtual_time::{VirtualTimeExecutor, VirtualTimeRuntime, BUSY_POLL_LIMIT, IDLE_WAIT_LIMIT};
 
 /// Generates the tests of one or more scenarios: for each, a module named
 /// like the scenario function, with one `#[test]` per executor harness:
-/// `tokio_current_thread`, `tokio_multi_thread`, `async_std` and `smol`.
+/// `tokio_current_thread`, `tokio_multi_thread`, `async_std`, `smol` and
+/// `virtual_time`.
 ///
 /// Each scenario is a function in scope where the macro is invoked, taking a
 /// [`SharedRuntime`](lifecycle::SharedRuntime) and returning a future with
@@ -117,6 +125,11 @@ macro_rules! conformance {
                 #[test]
                 fn smol() {
                     $crate::smol(super::$scenario);
+                }
+
+                #[test]
+                fn virtual_time() {
+                    $crate::virtual_time(super::$scenario);
                 }
             }
         )+

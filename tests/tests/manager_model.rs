@@ -52,7 +52,7 @@
 //! ```
 //!
 //! where `<test>` is the failing test (`tokio_current_thread`,
-//! `tokio_multi_thread`, `async_std` or `smol`); the exact command is
+//! `tokio_multi_thread`, `async_std`, `smol` or `virtual_time`); the exact command is
 //! printed too. A failure on a multi-threaded executor may depend on timing
 //! and need a few runs to show again.
 //!
@@ -122,6 +122,13 @@ fn async_std() {
 fn smol() {
     run_model("smol", "smol", |case, coverage| {
         lifecycle_conformance::smol(move |rt| run_case(rt, case, coverage));
+    });
+}
+
+#[test]
+fn virtual_time() {
+    run_model("virtual_time", "virtual time", |case, coverage| {
+        lifecycle_conformance::virtual_time(move |rt| run_case(rt, case, coverage));
     });
 }
 

@@ -11,7 +11,8 @@ use crate::flag::{Flag, Waiter};
 /// A one-shot broadcast signal: unset until [`set`](Latch::set) is called
 /// once, set forever after. The Rust form of Go's "closed channel".
 ///
-/// - [`is_set`](Latch::is_set) is a single atomic load, never a lock.
+/// - [`is_set`](Latch::is_set) is a single atomic load (behind one call that
+///   finds the flag in whichever allocation holds it), never a lock.
 /// - [`wait`](Latch::wait) is a future that completes once the latch is set (at
 ///   once if it already is), for any number of waiters. It is cancel-safe: a
 ///   waiter dropped before completion removes itself.

@@ -75,7 +75,9 @@ pub use harness::{
     SCENARIO_TIME_LIMIT, SETTLE_TIME_LIMIT, WATCHDOG_TIME_LIMIT,
 };
 pub use record::{when_set, Events, ManualComponent, WhenSet};
-pub use util::{eventually, yield_now, DropProbe, Held, YieldNow, EVENTUALLY_TIME_LIMIT};
+pub use util::{
+    eventually, let_others_run, scope, yield_now, DropProbe, Held, YieldNow, EVENTUALLY_TIME_LIMIT,
+};
 pub use virtual_time::{VirtualTimeExecutor, VirtualTimeRuntime, BUSY_POLL_LIMIT, IDLE_WAIT_LIMIT};
 
 /// Generates the tests of one or more scenarios: for each, a module named

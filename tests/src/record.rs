@@ -132,8 +132,10 @@ struct ManualInner {
     ready: Latch,
     shutdown: Latch,
     done: Latch,
+    /// The scope of the first `start`; `Some` also claims the start.
     scope: Mutex<Option<Scope>>,
-    started: Mutex<bool>,
+    /// Set once `scope` holds the first start's scope.
+    started: Latch,
     start_error: Option<FatalError>,
     done_on_abort: bool,
     done_on_stop: bool,
@@ -188,6 +190,21 @@ impl ManualComponent {
         lock(&self.inner.scope).clone()
     }
 
+    /// Waits for the first `start` (successful or not) and returns its
+    /// scope.
+    pub async fn started(&self) -> Scope {
+        self.inner.started.wait().await;
+        self.scope()
+            .expect("`started` is set only after the scope is stored")
+    }
+
+    /// A factory for `run_component` that hands out this very component on
+    /// every call (so a second build is a start error).
+    pub fn factory(&self) -> impl FnMut() -> Result<ManualComponent, FatalError> + Send + 'static {
+        let component = self.clone();
+        move || Ok(component.clone())
+    }
+
     /// How many times `start` was called, successfully or not.
     pub fn start_calls(&self) -> usize {
         self.inner.start_calls.load(SeqCst)
@@ -218,13 +235,13 @@ impl Component for ManualComponent {
     fn start(&self, scope: Scope) -> Result<(), StartError> {
         self.inner.start_calls.fetch_add(1, SeqCst);
         {
-            let mut started = lock(&self.inner.started);
-            if *started {
+            let mut first = lock(&self.inner.scope);
+            if first.is_some() {
                 return Err(StartError::AlreadyStarted);
             }
-            *started = true;
+            *first = Some(scope.clone());
         }
-        *lock(&self.inner.scope) = Some(scope.clone());
+        self.inner.started.set();
         if let Some(error) = &self.inner.start_error {
             return Err(StartError::Failed(error.clone()));
         }

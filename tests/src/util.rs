@@ -5,7 +5,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use lifecycle::{Latch, SharedRuntime};
+use lifecycle::{FatalSlot, Latch, Scope, SharedRuntime, StopSource};
 
 /// How long [`eventually`] waits for its condition before failing.
 pub const EVENTUALLY_TIME_LIMIT: Duration = Duration::from_secs(10);
@@ -61,6 +61,22 @@ pub async fn eventually(rt: &SharedRuntime, what: &str, mut condition: impl FnMu
         );
         rt.sleep(Duration::from_millis(1)).await;
     }
+}
+
+/// Gives tasks that should not make progress every chance to make it
+/// wrongly: a short sleep on the runtime, then a few yields. For negative
+/// checks only ("still not ready"); a positive check waits for its signal.
+pub async fn let_others_run(rt: &SharedRuntime) {
+    rt.sleep(Duration::from_millis(20)).await;
+    for _ in 0..10 {
+        yield_now().await;
+    }
+}
+
+/// The scope a scenario starts a component in: `rt`, stopped by `stop`,
+/// reporting into `slot`.
+pub fn scope(rt: &SharedRuntime, stop: &StopSource, slot: &FatalSlot) -> Scope {
+    Scope::new(rt.clone(), stop.token(), slot.clone())
 }
 
 /// A value that sets a [`Latch`] when it is dropped: move it into a task to

@@ -7,13 +7,12 @@ use std::future::pending;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::Arc;
-use std::time::Duration;
 
 use lifecycle::{
-    Component, ComponentManager, ComponentManagerBuilder, FatalSlot, Latch, Scope, SharedRuntime,
-    Signal, StartError, StopSource,
+    Component, ComponentManager, ComponentManagerBuilder, FatalSlot, Latch, SharedRuntime, Signal,
+    StartError, StopSource,
 };
-use lifecycle_conformance::{conformance, yield_now, DropProbe, Events};
+use lifecycle_conformance::{conformance, let_others_run, scope, DropProbe, Events};
 
 conformance!(
     signals_exist_before_start_and_stay_the_same,
@@ -23,18 +22,6 @@ conformance!(
     builder_builds_independent_managers,
     hung_worker_keeps_done_unset_until_abort,
 );
-
-/// Gives tasks that should not make progress every chance to make it wrongly.
-async fn let_others_run(rt: &SharedRuntime) {
-    rt.sleep(Duration::from_millis(20)).await;
-    for _ in 0..10 {
-        yield_now().await;
-    }
-}
-
-fn scope(rt: &SharedRuntime, stop: &StopSource, slot: &FatalSlot) -> Scope {
-    Scope::new(rt.clone(), stop.token(), slot.clone())
-}
 
 /// Workers that call ready, count their runs, and serve until stopped.
 fn serving_workers(workers: usize, runs: &Arc<AtomicUsize>) -> ComponentManagerBuilder {

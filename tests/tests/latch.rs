@@ -10,7 +10,7 @@ use std::time::Duration;
 use futures_util::future::{self, Either};
 use futures_util::FutureExt;
 use lifecycle::{JoinError, Latch, RuntimeExt, SharedRuntime};
-use lifecycle_conformance::{conformance, eventually, yield_now};
+use lifecycle_conformance::{conformance, eventually, let_others_run, yield_now};
 
 conformance!(
     set_before_wait,
@@ -19,14 +19,6 @@ conformance!(
     dropped_waiters,
     writes_before_set_are_visible,
 );
-
-/// Gives tasks that should not complete every chance to complete wrongly.
-async fn let_others_run(rt: &SharedRuntime) {
-    rt.sleep(Duration::from_millis(20)).await;
-    for _ in 0..10 {
-        yield_now().await;
-    }
-}
 
 async fn set_before_wait(rt: SharedRuntime) {
     let latch = Latch::new();

@@ -10,11 +10,10 @@ use std::time::Duration;
 
 use lifecycle::{
     Component, ComponentManager, FatalError, FatalHook, FatalSlot, JoinHandle, Latch, ReadyHandle,
-    Reported, RuntimeExt, Scope, SharedRuntime, Signal, StopCause, StopSource, ThrowHandle,
-    WorkerPanic,
+    Reported, RuntimeExt, SharedRuntime, Signal, StopCause, StopSource, ThrowHandle, WorkerPanic,
 };
 use lifecycle_conformance::{
-    conformance, eventually, when_set, yield_now, DropProbe, Events, WhenSet,
+    conformance, eventually, let_others_run, scope, when_set, yield_now, DropProbe, Events, WhenSet,
 };
 
 conformance!(
@@ -36,18 +35,6 @@ conformance!(
     error_shutdown_done_order_over_a_thousand_runs,
     ready_racing_done_is_set_before_done_or_never,
 );
-
-/// Gives tasks that should not make progress every chance to make it wrongly.
-async fn let_others_run(rt: &SharedRuntime) {
-    rt.sleep(Duration::from_millis(20)).await;
-    for _ in 0..10 {
-        yield_now().await;
-    }
-}
-
-fn scope(rt: &SharedRuntime, stop: &StopSource, slot: &FatalSlot) -> Scope {
-    Scope::new(rt.clone(), stop.token(), slot.clone())
-}
 
 /// A hook that only counts: for runs that expect errors to reach it and do
 /// not need their text.

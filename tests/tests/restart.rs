@@ -371,20 +371,11 @@ async fn parent_stop_cancels_an_instance_that_stops_at_once(rt: SharedRuntime) {
     };
     let stop = StopSource::new();
     let run = rt.spawn(
-        run_component(
-            {
-                let component = component.clone();
-                move || Ok::<_, FatalError>(component.clone())
-            },
-            handler,
-        )
-        .policy(RestartPolicy::immediate())
-        .run(rt.clone(), stop.token()),
+        run_component(component.factory(), handler)
+            .policy(RestartPolicy::immediate())
+            .run(rt.clone(), stop.token()),
     );
-    eventually(&rt, "the component was started", || {
-        component.scope().is_some()
-    })
-    .await;
+    component.started().await;
     component.ready_latch().set();
     stop.stop();
     assert!(component.done().is_set());
@@ -1085,21 +1076,11 @@ async fn stop_timeout_with_a_component_that_cannot_abort(rt: SharedRuntime) {
     let component = ManualComponent::new();
     let stop = StopSource::new();
     let run = rt.spawn(
-        run_component(
-            {
-                let component = component.clone();
-                move || Ok::<_, FatalError>(component.clone())
-            },
-            |_: &Failure| Verdict::Restart,
-        )
-        .stop_timeout(TIMEOUT)
-        .run(rt.clone(), stop.token()),
+        run_component(component.factory(), |_: &Failure| Verdict::Restart)
+            .stop_timeout(TIMEOUT)
+            .run(rt.clone(), stop.token()),
     );
-    eventually(&rt, "the component was started", || {
-        component.scope().is_some()
-    })
-    .await;
-    let scope = component.scope().unwrap();
+    let scope = component.started().await;
     scope.throw(FatalError::msg("gave up"));
     let outcome = run.await.unwrap();
     assert!(
@@ -1124,20 +1105,11 @@ async fn stop_timeout_with_a_component_that_cannot_abort(rt: SharedRuntime) {
     // The same component, but its abort works.
     let component = ManualComponent::done_on_abort();
     let run = rt.spawn(
-        run_component(
-            {
-                let component = component.clone();
-                move || Ok::<_, FatalError>(component.clone())
-            },
-            |_: &Failure| Verdict::Restart,
-        )
-        .stop_timeout(TIMEOUT)
-        .run(rt.clone(), stop.token()),
+        run_component(component.factory(), |_: &Failure| Verdict::Restart)
+            .stop_timeout(TIMEOUT)
+            .run(rt.clone(), stop.token()),
     );
-    eventually(&rt, "the component was started", || {
-        component.scope().is_some()
-    })
-    .await;
+    component.started().await;
     stop.stop();
     let outcome = run.await.unwrap();
     assert!(
@@ -1204,20 +1176,11 @@ async fn instance_scope_is_released_on_every_exit(rt: SharedRuntime) {
     ) -> (RunOutcome, bool) {
         let stop = StopSource::new();
         let run = rt.spawn(
-            run_component(
-                {
-                    let component = component.clone();
-                    move || Ok::<_, FatalError>(component.clone())
-                },
-                move |_: &Failure| verdict,
-            )
-            .policy(RestartPolicy::immediate())
-            .run(rt.clone(), stop.token()),
+            run_component(component.factory(), move |_: &Failure| verdict)
+                .policy(RestartPolicy::immediate())
+                .run(rt.clone(), stop.token()),
         );
-        eventually(rt, "the component was started", || {
-            component.scope().is_some()
-        })
-        .await;
+        component.started().await;
         drive(&component);
         let outcome = run.await.unwrap();
         let released = component.scope().unwrap().token().is_stopped();
@@ -1287,10 +1250,10 @@ async fn error_wins_over_a_simultaneous_parent_stop(rt: SharedRuntime) {
                 .policy(RestartPolicy::immediate())
                 .run(rt.clone(), stop.token()),
         );
-        eventually(&rt, "the component was started", || first.scope().is_some()).await;
+        let scope = first.started().await;
         // The error first, the parent's stop right after: on a single thread
         // both are there when the loop looks.
-        first.scope().unwrap().throw(FatalError::msg("failed"));
+        scope.throw(FatalError::msg("failed"));
         stop.stop();
         let outcome = run.await.unwrap();
         assert_eq!(

@@ -11,7 +11,7 @@ use futures_util::FutureExt;
 use lifecycle::{
     FatalError, JoinError, Latch, RuntimeExt, SharedRuntime, StopCause, StopSource, StopToken,
 };
-use lifecycle_conformance::{conformance, eventually, yield_now};
+use lifecycle_conformance::{conformance, eventually, let_others_run, yield_now};
 
 conformance!(
     cause_propagates_down_the_tree,
@@ -22,14 +22,6 @@ conformance!(
     stop_races_with_child_churn,
     expired_timeout_leaves_nothing_behind,
 );
-
-/// Gives tasks that should not complete every chance to complete wrongly.
-async fn let_others_run(rt: &SharedRuntime) {
-    rt.sleep(Duration::from_millis(20)).await;
-    for _ in 0..10 {
-        yield_now().await;
-    }
-}
 
 fn is_parent_stopped(cause: Option<StopCause>) -> bool {
     matches!(cause, Some(StopCause::ParentStopped))

@@ -1,28 +1,18 @@
 //! The wait helpers on every executor: `wait_all`, `wait_signal_or_stop` and
 //! `wait_error_or_done`, with their preferences when both sides are there.
 
-use std::time::Duration;
-
 use futures_util::FutureExt;
 use lifecycle::{
     wait_all, wait_error_or_done, wait_signal_or_stop, FatalError, FatalSlot, Latch, RuntimeExt,
     SharedRuntime, SignalOrStop, StopSource,
 };
-use lifecycle_conformance::{conformance, yield_now};
+use lifecycle_conformance::{conformance, let_others_run};
 
 conformance!(
     wait_all_waits_for_every_signal,
     wait_signal_or_stop_prefers_the_signal,
     wait_error_or_done_prefers_the_error,
 );
-
-/// Gives tasks that should not complete every chance to complete wrongly.
-async fn let_others_run(rt: &SharedRuntime) {
-    rt.sleep(Duration::from_millis(10)).await;
-    for _ in 0..10 {
-        yield_now().await;
-    }
-}
 
 async fn wait_all_waits_for_every_signal(rt: SharedRuntime) {
     assert_eq!(

@@ -57,9 +57,7 @@ fn components_10k(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1));
+    config = lifecycle_benches::criterion_config(Duration::from_secs(3));
     targets = components_10k
 }
 criterion_main!(benches);

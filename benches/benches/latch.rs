@@ -135,9 +135,7 @@ fn multi_thread(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .measurement_time(Duration::from_secs(2))
-        .warm_up_time(Duration::from_secs(1));
+    config = lifecycle_benches::criterion_config(Duration::from_secs(2));
     targets = same_thread, multi_thread
 }
 criterion_main!(benches);

@@ -35,9 +35,7 @@ fn manager_cycle(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .measurement_time(Duration::from_secs(2))
-        .warm_up_time(Duration::from_secs(1));
+    config = lifecycle_benches::criterion_config(Duration::from_secs(2));
     targets = manager_cycle
 }
 criterion_main!(benches);

@@ -63,9 +63,7 @@ fn reads(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .measurement_time(Duration::from_secs(2))
-        .warm_up_time(Duration::from_millis(500));
+    config = lifecycle_benches::criterion_config(Duration::from_secs(2));
     targets = reads
 }
 criterion_main!(benches);

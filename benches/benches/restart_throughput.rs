@@ -44,9 +44,7 @@ fn restart_throughput(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .measurement_time(Duration::from_secs(2))
-        .warm_up_time(Duration::from_secs(1));
+    config = lifecycle_benches::criterion_config(Duration::from_secs(2));
     targets = restart_throughput
 }
 criterion_main!(benches);

@@ -72,9 +72,7 @@ fn fan_outs(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .measurement_time(Duration::from_secs(3))
-        .warm_up_time(Duration::from_secs(1));
+    config = lifecycle_benches::criterion_config(Duration::from_secs(3));
     targets = fan_outs
 }
 criterion_main!(benches);

@@ -189,6 +189,15 @@ pub fn fan_out<S: Signal>(runtime: &Runtime, waiters: usize) -> Duration {
     end.saturating_duration_since(start)
 }
 
+/// The criterion settings every bench shares: `measure` per benchmark after
+/// a one-second warm-up, short enough that the whole suite runs in a few
+/// minutes on two cores.
+pub fn criterion_config(measure: std::time::Duration) -> criterion::Criterion {
+    criterion::Criterion::default()
+        .measurement_time(measure)
+        .warm_up_time(std::time::Duration::from_secs(1))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

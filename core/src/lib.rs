@@ -18,6 +18,8 @@
 //! | [`Component`] | the contract: start once in a [`Scope`]; ready, shutdown signal, done |
 //! | [`ComponentManager`] | a component made of async workers, with fatal-error and panic capture |
 //! | [`run_component`] | the restart loop: a [`Verdict`] per failure, a [`RestartPolicy`], a stop timeout |
+//! | [`Service`] / [`StartStop`] | a restartable start/stop service and the base that implements it, generation by generation |
+//! | [`service_fn`], [`start_all`], [`stop_all`], [`wait_all_started`] | closure services and groups of services |
 //! | [`wait_all`], [`wait_signal_or_stop`], [`wait_error_or_done`] | small waits over signals, tokens and slots |
 //!
 //! Executors are bound by the adapter crates `lifecycle-tokio`,
@@ -93,6 +95,7 @@ mod policy;
 mod restart;
 mod runtime;
 mod scope;
+mod service;
 mod stop;
 mod sync;
 mod task;
@@ -111,6 +114,10 @@ pub use policy::{PolicyError, RestartPolicy};
 pub use restart::{run_component, Failure, RestartLoop, RunOutcome, Verdict, DEFAULT_STOP_TIMEOUT};
 pub use runtime::{BoxFuture, Elapsed, Instant, Runtime, RuntimeExt, SharedRuntime, Timeout};
 pub use scope::Scope;
+pub use service::{
+    service_fn, start_all, stop_all, wait_all_started, Generation, Service, ServiceFn,
+    ServiceFuture, StartOutcome, StartStop, StartedHandle, StopGuard, StoppedHandle,
+};
 pub use stop::{StopCause, StopSource, StopToken, Stopped, StoppedOwned, WakeOnStop};
 pub use task::{JoinError, JoinHandle};
 pub use wait::{wait_all, wait_error_or_done, wait_signal_or_stop, SignalOrStop};

@@ -55,6 +55,10 @@ pub enum StopCause {
     Fatal(FatalError),
     /// A deadline passed.
     Timeout,
+    /// The service owning this scope was stopped through its own stop (see
+    /// [`StartStop`](crate::StartStop)): a requested end of one generation,
+    /// told apart from a parent's stop or a failure.
+    ServiceStopped,
 }
 
 impl StopCause {
@@ -74,6 +78,7 @@ impl fmt::Display for StopCause {
             StopCause::ParentStopped => f.write_str("parent stopped"),
             StopCause::Fatal(error) => write!(f, "fatal error: {error}"),
             StopCause::Timeout => f.write_str("timed out"),
+            StopCause::ServiceStopped => f.write_str("service stopped"),
         }
     }
 }
@@ -493,6 +498,7 @@ mod tests {
             StopCause::ParentStopped => "parent",
             StopCause::Fatal(_) => "fatal",
             StopCause::Timeout => "timeout",
+            StopCause::ServiceStopped => "service",
         })
     }
 

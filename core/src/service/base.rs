@@ -1,0 +1,618 @@
+//! [`StartStop`]: the generation state machine every service embeds.
+//!
+//! ```text
+//!            begin                       stop_init
+//!   Idle ───────────────▶ Running(gen) ─────────────▶ Stopping(gen)
+//!    ▲                     │    ▲                      │      │
+//!    │   begin after the   │    │   finalize(false),   │      │ finalize(true)
+//!    │   work exited:      │    └── or the guard ──────┘      │
+//!    │   a new gen ◀───────┘        dropped                   │
+//!    └────────────────────────────────────────────────────────┘
+//! ```
+//!
+//! - `Idle`: no generation (never started, or the last stop completed).
+//!   Latches asked for now are kept and adopted by the next `begin`.
+//! - `Running`: a generation began. Its work may still run, or may have
+//!   exited (its stopped latch is set: a failed start, a parent stop, the
+//!   work returning), or its stop may have been abandoned (its scope is
+//!   stopped but the stop was never completed).
+//! - `Stopping`: a two-phase stop is open. `begin` and `stop_init` wait for
+//!   it to close; the latch accessors and `is_running` do not.
+//!
+//! Every transition happens under one short lock that never runs user code:
+//! stop sources are stopped and latches set after the lock is released,
+//! because both wake wakers, and a waker may do anything.
+//!
+//! A generation's handles hold their own latches, never a slot of the base,
+//! so a late or repeated call on a handle can only touch its own generation.
+
+use alloc::sync::Arc;
+use core::fmt;
+use core::future::Future;
+use core::mem;
+use core::time::Duration;
+
+use crate::latch::{Latch, Signal};
+use crate::runtime::{Elapsed, RuntimeExt, SharedRuntime};
+use crate::scope::Scope;
+use crate::stop::{StopCause, StopSource};
+use crate::sync::Mutex;
+use crate::task::JoinHandle;
+
+/// The restartable start/stop base a service embeds: it begins generations,
+/// stops them, and hands out their latches.
+///
+/// A service author writes only the start body (see [`Service`] for a
+/// complete service):
+///
+/// 1. [`begin`](StartStop::begin) a generation; `None` means one is running
+///    already, so the start is a no-op.
+/// 2. Spawn the work in [`Generation::scope`]; call
+///    [`started.set()`](StartedHandle::set) once it runs and
+///    [`stopped.set()`](StoppedHandle::set) when it exits (dropping the
+///    last [`StoppedHandle`] does the same, so a task that panics or is
+///    aborted still ends its generation).
+/// 3. On a setup error, drop the handles (or call `stopped.set()`) and
+///    return the error: a later start begins a new generation.
+///
+/// The behaviour the base keeps:
+///
+/// | call | when | effect |
+/// |---|---|---|
+/// | `begin` | idle, or the work exited | a new generation in a child scope of the given one, adopting latches asked for early |
+/// | `begin` | the work runs | `None`; the caller's scope is not used |
+/// | `begin`, `stop_init`, `stop` | a two-phase stop is open | wait until it closes, then act |
+/// | `begin` | the given scope is stopped | a generation born stopped: its work sees its scope stopped at once |
+/// | `stop` | idle | returns at once |
+/// | `stop` | a generation exists | stops its scope with [`StopCause::ServiceStopped`], waits for its stopped latch, resets to idle |
+/// | `started`, `stopped` | idle | a latch for the coming generation |
+/// | `started`, `stopped` | a generation exists | that generation's latch (set already after a failed start) |
+///
+/// The generation's scope tells a stop through the service apart from
+/// anything else: its [`cause`](crate::StopToken::cause) is
+/// [`StopCause::ServiceStopped`]; if the parent scope stopped first it is
+/// [`StopCause::ParentStopped`], and
+/// [`origin_cause`](crate::StopToken::origin_cause) gives the parent's.
+///
+/// [`Service`]: crate::Service
+///
+/// # Example
+///
+/// ```
+/// use std::sync::Arc;
+/// use lifecycle::{FatalSlot, RuntimeExt, Scope, StartStop, StopCause, StopSource};
+/// # use lifecycle::{BoxFuture, Instant, Runtime};
+/// # use std::time::Duration;
+/// # struct Threads;
+/// # impl Runtime for Threads {
+/// #     fn spawn_detached(&self, task: BoxFuture) {
+/// #         std::thread::spawn(move || futures_executor::block_on(task));
+/// #     }
+/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+/// # futures_executor::block_on(async {
+/// let base = StartStop::new();
+/// let parent = StopSource::new();
+/// let scope = Scope::new(Arc::new(Threads), parent.token(), FatalSlot::new());
+///
+/// let early = base.stopped(); // asked for before the start: adopted by it
+/// let generation = base.begin(&scope).await.expect("idle, so it begins");
+/// assert!(base.begin(&scope).await.is_none(), "running: a second start is a no-op");
+///
+/// let token = generation.scope.token().clone();
+/// let stopped = generation.stopped;
+/// drop(scope.runtime().spawn(async move {
+///     token.stopped().await;
+///     stopped.set();
+/// }));
+/// generation.started.set();
+///
+/// base.stop().await;
+/// assert!(early.is_set());
+/// assert!(matches!(generation.scope.token().cause(), Some(StopCause::ServiceStopped)));
+/// assert!(!base.is_running());
+/// # });
+/// ```
+pub struct StartStop {
+    state: Mutex<State>,
+}
+
+enum State {
+    Idle(Idle),
+    Running(Gen),
+    Stopping {
+        gen: Gen,
+        /// Set when the stop closes; made by the first caller that waits.
+        closed: Option<Latch>,
+    },
+}
+
+/// What an idle base keeps between generations.
+#[derive(Default)]
+struct Idle {
+    /// Asked for before the next start, which adopts them.
+    started: Option<Latch>,
+    stopped: Option<Latch>,
+    /// The last generation's, for [`StartStop::stopped_unchecked`].
+    last_stopped: Option<Latch>,
+}
+
+/// One generation, as the base remembers it.
+struct Gen {
+    /// Counts generations, so a guard can only close the stop it opened.
+    number: u64,
+    source: StopSource,
+    runtime: SharedRuntime,
+    started: Latch,
+    stopped: Latch,
+}
+
+impl Gen {
+    fn exited(&self) -> bool {
+        self.stopped.is_set()
+    }
+}
+
+/// What a call does once the lock is released.
+enum After<T> {
+    Return(T),
+    WaitFor(Latch),
+}
+
+impl StartStop {
+    /// An idle base: no generation yet.
+    pub fn new() -> Self {
+        Self {
+            state: Mutex::new(State::Idle(Idle::default())),
+        }
+    }
+
+    /// Begins a generation in a child scope of `scope`, or returns `None` if
+    /// one is running (its work has not exited). If the last generation's
+    /// work has exited (a failed start, a parent stop, the work returning),
+    /// its scope is stopped and a new generation begins.
+    ///
+    /// Waits while a two-phase stop is open, then begins.
+    pub async fn begin(&self, scope: &Scope) -> Option<Generation> {
+        loop {
+            let after = {
+                let mut state = self.state.lock();
+                match &mut *state {
+                    State::Stopping { closed, .. } => {
+                        After::WaitFor(closed.get_or_insert_with(Latch::new).clone())
+                    }
+                    State::Running(gen) if !gen.exited() => After::Return(None),
+                    _ => After::Return(Some(self.next_generation(&mut state, scope))),
+                }
+            };
+            match after {
+                After::WaitFor(closed) => closed.wait_owned().await,
+                After::Return(None) => return None,
+                After::Return(Some((generation, exited))) => {
+                    // The old work is gone; stopping its scope ends whatever
+                    // it left below it. Outside the lock: stopping wakes.
+                    if let Some(exited) = exited {
+                        exited.stop_with(StopCause::ServiceStopped);
+                    }
+                    return Some(generation);
+                }
+            }
+        }
+    }
+
+    /// Replaces an idle state or an exited generation with a new generation.
+    /// Returns it and the exited generation's stop source, if any.
+    fn next_generation(
+        &self,
+        state: &mut State,
+        scope: &Scope,
+    ) -> (Generation, Option<StopSource>) {
+        let (started, stopped, number, exited) =
+            match mem::replace(state, State::Idle(Idle::default())) {
+                State::Idle(idle) => (
+                    idle.started.unwrap_or_default(),
+                    idle.stopped.unwrap_or_default(),
+                    0,
+                    None,
+                ),
+                State::Running(old) | State::Stopping { gen: old, .. } => {
+                    (Latch::new(), Latch::new(), old.number + 1, Some(old.source))
+                }
+            };
+        // A child of a stopped token is born stopped: the generation of a
+        // start with a stopped parent ends as soon as its work looks.
+        let source = scope.token().child();
+        let generation = Generation {
+            scope: scope.with_token(source.token()),
+            started: StartedHandle(started.clone()),
+            stopped: StoppedHandle(Arc::new(StoppedOnDrop {
+                started: started.clone(),
+                stopped: stopped.clone(),
+            })),
+        };
+        *state = State::Running(Gen {
+            number,
+            source,
+            runtime: scope.runtime().clone(),
+            started,
+            stopped,
+        });
+        (generation, exited)
+    }
+
+    /// Opens a two-phase stop: stops the generation's scope with
+    /// [`StopCause::ServiceStopped`] and returns the guard that closes the
+    /// stop, or `None` if there is no generation to stop.
+    ///
+    /// Waits while another two-phase stop is open. While this one is open,
+    /// [`begin`](StartStop::begin), `stop_init` and [`stop`](StartStop::stop)
+    /// wait for it; the latch accessors and
+    /// [`is_running`](StartStop::is_running) do not.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use lifecycle::{FatalSlot, Scope, StartStop, StopSource};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # use std::time::Duration;
+    /// # struct Nothing;
+    /// # impl Runtime for Nothing {
+    /// #     fn spawn_detached(&self, _: BoxFuture) {}
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    /// # futures_executor::block_on(async {
+    /// # let scope = Scope::new(Arc::new(Nothing), StopSource::new().token(), FatalSlot::new());
+    /// let base = StartStop::new();
+    /// assert!(base.stop_init().await.is_none(), "nothing to stop");
+    ///
+    /// let generation = base.begin(&scope).await.unwrap();
+    /// let guard = base.stop_init().await.expect("a generation to stop");
+    /// assert!(generation.scope.token().is_stopped());
+    ///
+    /// // The work has not exited: give up on this stop for now.
+    /// guard.finalize(false);
+    /// assert!(base.begin(&scope).await.is_none(), "the old work still runs");
+    ///
+    /// drop(generation); // the work exits: its last stopped handle is gone
+    /// let guard = base.stop_init().await.unwrap();
+    /// guard.stopped().wait().await;
+    /// guard.finalize(true); // now idle
+    /// assert!(base.stop_init().await.is_none());
+    /// # });
+    /// ```
+    pub async fn stop_init(&self) -> Option<StopGuard<'_>> {
+        loop {
+            let after = {
+                let mut state = self.state.lock();
+                match mem::replace(&mut *state, State::Idle(Idle::default())) {
+                    idle @ State::Idle(_) => {
+                        *state = idle;
+                        After::Return(None)
+                    }
+                    State::Stopping { gen, mut closed } => {
+                        let wait = closed.get_or_insert_with(Latch::new).clone();
+                        *state = State::Stopping { gen, closed };
+                        After::WaitFor(wait)
+                    }
+                    State::Running(gen) => {
+                        let opened = (gen.number, gen.source.clone(), gen.stopped.signal());
+                        *state = State::Stopping { gen, closed: None };
+                        After::Return(Some(opened))
+                    }
+                }
+            };
+            match after {
+                After::WaitFor(closed) => closed.wait_owned().await,
+                After::Return(None) => return None,
+                After::Return(Some((number, source, stopped))) => {
+                    source.stop_with(StopCause::ServiceStopped);
+                    return Some(StopGuard {
+                        base: self,
+                        number: Some(number),
+                        stopped,
+                    });
+                }
+            }
+        }
+    }
+
+    /// Stops the generation and returns once its work has exited (its
+    /// stopped latch is set); at once if there is no generation. Concurrent
+    /// callers all return once the generation has stopped.
+    ///
+    /// Dropping the future before it completes abandons the stop, as
+    /// [`StopGuard::finalize`]`(false)` does.
+    pub async fn stop(&self) {
+        if let Some(guard) = self.stop_init().await {
+            guard.stopped().wait().await;
+            guard.finalize(true);
+        }
+    }
+
+    /// [`stop`](StartStop::stop) with a deadline on the runtime of the
+    /// generation's scope. When the time runs out, the stop is abandoned as
+    /// [`StopGuard::finalize`]`(false)` does: the scope stays stopped, a
+    /// later stop completes normally.
+    ///
+    /// # Errors
+    ///
+    /// [`Elapsed`] if the generation was not stopped within `timeout`,
+    /// counting any wait for another stop in progress.
+    pub async fn stop_within(&self, timeout: Duration) -> Result<(), Elapsed> {
+        let runtime = match &*self.state.lock() {
+            State::Idle(_) => return Ok(()),
+            State::Running(gen) | State::Stopping { gen, .. } => gen.runtime.clone(),
+        };
+        runtime.timeout(timeout, self.stop()).await
+    }
+
+    /// The started latch of the current generation, or of the coming one if
+    /// there is none (kept and adopted by the next start). Set once startup
+    /// finished, or failed and stopped. Never waits.
+    pub fn started(&self) -> Signal {
+        match &mut *self.state.lock() {
+            State::Idle(idle) => idle.started.get_or_insert_with(Latch::new).signal(),
+            State::Running(gen) | State::Stopping { gen, .. } => gen.started.signal(),
+        }
+    }
+
+    /// The stopped latch of the current generation, or of the coming one if
+    /// there is none (kept and adopted by the next start). Take it before
+    /// calling [`stop`](StartStop::stop): after a completed stop this is the
+    /// next generation's. Never waits.
+    pub fn stopped(&self) -> Signal {
+        match &mut *self.state.lock() {
+            State::Idle(idle) => idle.stopped.get_or_insert_with(Latch::new).signal(),
+            State::Running(gen) | State::Stopping { gen, .. } => gen.stopped.signal(),
+        }
+    }
+
+    /// The stopped latch of the current generation, without making one: one
+    /// asked for early if a start is coming, else the last generation's,
+    /// and `None` before the first start. Never waits.
+    pub fn stopped_unchecked(&self) -> Option<Signal> {
+        match &*self.state.lock() {
+            State::Idle(idle) => idle
+                .stopped
+                .as_ref()
+                .or(idle.last_stopped.as_ref())
+                .map(Latch::signal),
+            State::Running(gen) | State::Stopping { gen, .. } => Some(gen.stopped.signal()),
+        }
+    }
+
+    /// Whether a generation began and its work has not exited yet, also
+    /// while it is being stopped. Never waits.
+    pub fn is_running(&self) -> bool {
+        match &*self.state.lock() {
+            State::Idle(_) => false,
+            State::Running(gen) | State::Stopping { gen, .. } => !gen.exited(),
+        }
+    }
+
+    /// Closes the two-phase stop of generation `number`: to idle if the
+    /// generation stopped, else back to running with its scope stopped.
+    fn close_stop(&self, number: u64, did_stop: bool) {
+        let closed = {
+            let mut state = self.state.lock();
+            match mem::replace(&mut *state, State::Idle(Idle::default())) {
+                State::Stopping { gen, closed } if gen.number == number => {
+                    *state = if did_stop {
+                        State::Idle(Idle {
+                            last_stopped: Some(gen.stopped),
+                            ..Idle::default()
+                        })
+                    } else {
+                        State::Running(gen)
+                    };
+                    closed
+                }
+                // Unreachable by construction (a guard is the only way out of
+                // the stop it opened); leave any other state as it is.
+                other => {
+                    *state = other;
+                    None
+                }
+            }
+        };
+        if let Some(closed) = closed {
+            closed.set();
+        }
+    }
+}
+
+impl Default for StartStop {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl fmt::Debug for StartStop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let state = match &*self.state.lock() {
+            State::Idle(_) => "idle",
+            State::Running(gen) if gen.exited() => "exited",
+            State::Running(_) => "running",
+            State::Stopping { .. } => "stopping",
+        };
+        f.debug_struct("StartStop").field("state", &state).finish()
+    }
+}
+
+/// A generation that just began: its scope and the handles its work uses to
+/// say it started and it stopped.
+///
+/// The handles belong to this generation only: called late or twice, they
+/// do nothing, and never signal another generation.
+#[derive(Debug)]
+pub struct Generation {
+    /// The generation's scope: a child of the scope passed to `begin`,
+    /// stopped by the service's stop or by the parent.
+    pub scope: Scope,
+    /// Call once the work runs.
+    pub started: StartedHandle,
+    /// Call when the work exits; dropping the last clone does the same.
+    pub stopped: StoppedHandle,
+}
+
+impl Generation {
+    /// Spawns the generation's work on its scope's runtime and ends the
+    /// generation when the work returns (or panics, or is aborted): the
+    /// task holds the stopped handle. `work` receives the scope and the
+    /// started handle; it should call `started.set()` once it runs and
+    /// return when the scope's token stops.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use lifecycle::{FatalSlot, Scope, StartStop, StopSource};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # use std::time::Duration;
+    /// # struct Threads;
+    /// # impl Runtime for Threads {
+    /// #     fn spawn_detached(&self, task: BoxFuture) {
+    /// #         std::thread::spawn(move || futures_executor::block_on(task));
+    /// #     }
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    /// # futures_executor::block_on(async {
+    /// # let scope = Scope::new(Arc::new(Threads), StopSource::new().token(), FatalSlot::new());
+    /// let base = StartStop::new();
+    /// let generation = base.begin(&scope).await.unwrap();
+    /// let work = generation.spawn(|scope, started| async move {
+    ///     started.set();
+    ///     scope.token().stopped().await;
+    ///     "served"
+    /// });
+    /// base.started().wait().await;
+    /// base.stop().await;
+    /// assert_eq!(work.await, Ok("served"));
+    /// # });
+    /// ```
+    pub fn spawn<F, Fut>(self, work: F) -> JoinHandle<Fut::Output>
+    where
+        F: FnOnce(Scope, StartedHandle) -> Fut,
+        Fut: Future + Send + 'static,
+        Fut::Output: Send + 'static,
+    {
+        let Generation {
+            scope,
+            started,
+            stopped,
+        } = self;
+        let runtime = scope.runtime().clone();
+        let work = work(scope, started);
+        runtime.spawn(async move {
+            let output = work.await;
+            stopped.set();
+            output
+        })
+    }
+}
+
+/// Says that a generation finished starting.
+#[derive(Clone, Debug)]
+pub struct StartedHandle(Latch);
+
+impl StartedHandle {
+    /// Sets the generation's started latch. Later calls do nothing.
+    pub fn set(&self) {
+        self.0.set();
+    }
+}
+
+/// Says that a generation's work exited. Setting it also sets the started
+/// latch, so waiters on a start that failed are released.
+///
+/// Dropping the last clone sets it too: a generation ends when its work's
+/// task ends, also by a panic or an abort, and a start that drops its
+/// handles on a setup error leaves the service restartable. So move it into
+/// the task that runs the work.
+#[derive(Clone, Debug)]
+pub struct StoppedHandle(Arc<StoppedOnDrop>);
+
+#[derive(Debug)]
+struct StoppedOnDrop {
+    started: Latch,
+    stopped: Latch,
+}
+
+impl StoppedOnDrop {
+    fn set(&self) {
+        // Started first: whoever sees the generation stopped also sees it
+        // done starting.
+        self.started.set();
+        self.stopped.set();
+    }
+}
+
+impl Drop for StoppedOnDrop {
+    fn drop(&mut self) {
+        self.set();
+    }
+}
+
+impl StoppedHandle {
+    /// Sets the generation's started and stopped latches. Later calls do
+    /// nothing.
+    pub fn set(&self) {
+        self.0.set();
+    }
+}
+
+/// An open two-phase stop, from [`StartStop::stop_init`]. Close it with
+/// [`finalize`](StopGuard::finalize); it can be closed only once.
+///
+/// Dropping it without finalizing closes it as `finalize(false)`: the stop
+/// is abandoned (the scope stays stopped, a later stop completes it).
+/// Nothing waits forever on a dropped guard. A guard that is leaked with
+/// `mem::forget` never closes, and starts and stops wait behind it.
+#[must_use = "the stop stays open until the guard is finalized or dropped"]
+pub struct StopGuard<'a> {
+    base: &'a StartStop,
+    /// The generation whose stop this is; `None` once closed.
+    number: Option<u64>,
+    stopped: Signal,
+}
+
+impl StopGuard<'_> {
+    /// The stopped latch of the generation being stopped: wait on it before
+    /// finalizing with `true`.
+    pub fn stopped(&self) -> &Signal {
+        &self.stopped
+    }
+
+    /// Closes the stop. `did_stop = true` resets the base to idle: the next
+    /// start begins a new generation. `did_stop = false` abandons the stop
+    /// (say, a deadline passed): the generation stays, its scope stopped; a
+    /// later stop completes normally, and a later start is a no-op while the
+    /// old work runs and a real restart once it has exited.
+    pub fn finalize(mut self, did_stop: bool) {
+        self.close(did_stop);
+    }
+
+    fn close(&mut self, did_stop: bool) {
+        if let Some(number) = self.number.take() {
+            self.base.close_stop(number, did_stop);
+        }
+    }
+}
+
+impl Drop for StopGuard<'_> {
+    fn drop(&mut self) {
+        self.close(false);
+    }
+}
+
+impl fmt::Debug for StopGuard<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StopGuard")
+            .field("stopped", &self.stopped)
+            .finish_non_exhaustive()
+    }
+}

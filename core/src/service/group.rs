@@ -1,0 +1,87 @@
+//! Groups of services: [`start_all`], [`stop_all`], [`wait_all_started`].
+
+use alloc::vec::Vec;
+use core::future::Future;
+
+use futures_util::future::join_all;
+
+use super::{Service, StartOutcome};
+use crate::fatal::FatalError;
+use crate::scope::Scope;
+use crate::wait::wait_all;
+
+/// Starts `services` one after the other in `scope`.
+///
+/// On the first error, the services this call started (not those that were
+/// running already) are stopped, concurrently, and the error is returned
+/// unchanged. No services: `Ok(())`.
+///
+/// # Errors
+///
+/// The first start error, as the failing service returned it.
+///
+/// # Example
+///
+/// ```
+/// use std::sync::Arc;
+/// use lifecycle::{service_fn, start_all, stop_all, wait_all_started};
+/// use lifecycle::{FatalError, FatalSlot, Scope, Service, StopSource};
+/// # use lifecycle::{BoxFuture, Instant, Runtime};
+/// # use std::time::Duration;
+/// # struct Nothing;
+/// # impl Runtime for Nothing {
+/// #     fn spawn_detached(&self, _: BoxFuture) {}
+/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+///
+/// // Services whose work is done at once; the last one fails to start.
+/// let quick = || service_fn(|generation| async move { drop(generation); Ok(()) });
+/// let broken = service_fn(|generation| async move {
+///     drop(generation);
+///     Err(FatalError::msg("no config"))
+/// });
+/// let services: Vec<Box<dyn Service>> = vec![Box::new(quick()), Box::new(quick()), Box::new(broken)];
+///
+/// # futures_executor::block_on(async {
+/// let scope = Scope::new(Arc::new(Nothing), StopSource::new().token(), FatalSlot::new());
+/// start_all(&services[..2], &scope).await?;
+/// wait_all_started(&services[..2]).await;
+/// stop_all(&services).await;
+///
+/// let error = start_all(&services, &scope).await.unwrap_err();
+/// assert_eq!(error.to_string(), "no config");
+/// # Ok::<(), FatalError>(())
+/// # }).unwrap();
+/// ```
+pub async fn start_all<S: Service>(services: &[S], scope: &Scope) -> Result<(), FatalError> {
+    let mut started_here = Vec::new();
+    for service in services {
+        match service.start(scope).await {
+            Ok(StartOutcome::Started) => started_here.push(service),
+            Ok(StartOutcome::AlreadyRunning) => {}
+            Err(error) => {
+                stop_all(&started_here).await;
+                return Err(error);
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Stops every service concurrently and returns once all have stopped.
+/// Services that never started return at once.
+pub async fn stop_all<S: Service>(services: &[S]) {
+    join_all(services.iter().map(Service::stop)).await;
+}
+
+/// Completes once every service's started latch is set; a failed start
+/// counts (its started latch is set too). No services: at once.
+///
+/// The latches are taken when this is called, so services not started yet
+/// are waited for in their coming generation. The future owns what it waits
+/// on and spawns nothing: race it against a timeout and drop it, and
+/// nothing is left behind.
+pub fn wait_all_started<S: Service>(services: &[S]) -> impl Future<Output = ()> + Send + 'static {
+    wait_all(services.iter().map(Service::started).collect::<Vec<_>>())
+}

@@ -616,3 +616,95 @@ impl fmt::Debug for StopGuard<'_> {
             .finish_non_exhaustive()
     }
 }
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::fatal::FatalSlot;
+    use crate::testing::Dropper;
+    use core::pin::pin;
+    use futures_executor::block_on;
+    use futures_util::FutureExt;
+
+    fn scope() -> (StopSource, Scope) {
+        let parent = StopSource::new();
+        let scope = Scope::new(Arc::new(Dropper), parent.token(), FatalSlot::new());
+        (parent, scope)
+    }
+
+    #[test]
+    fn generations_begin_once_and_stop_to_idle() {
+        let (_parent, scope) = scope();
+        let base = StartStop::new();
+        let early = base.stopped();
+        let first = block_on(base.begin(&scope)).unwrap();
+        assert!(block_on(base.begin(&scope)).is_none());
+        assert!(base.is_running());
+
+        let mut stop = pin!(base.stop());
+        assert!(
+            stop.as_mut().now_or_never().is_none(),
+            "the work still holds its handle"
+        );
+        assert!(first.scope.token().is_stopped());
+        drop(first);
+        assert!(stop.now_or_never().is_some());
+        assert!(early.is_set());
+        assert!(!base.is_running());
+        assert!(block_on(base.stop_init()).is_none(), "idle");
+        assert!(
+            !base.stopped().same_as(&early),
+            "the next generation's latch"
+        );
+    }
+
+    #[test]
+    fn begin_waits_for_an_open_stop() {
+        let (_parent, scope) = scope();
+        let base = StartStop::new();
+        let first = block_on(base.begin(&scope)).unwrap();
+        let guard = block_on(base.stop_init()).unwrap();
+        {
+            let mut begin = pin!(base.begin(&scope));
+            assert!(begin.as_mut().now_or_never().is_none());
+            drop(first);
+            assert!(begin.as_mut().now_or_never().is_none(), "still open");
+            guard.finalize(true);
+            let second = begin.now_or_never().unwrap().unwrap();
+            assert!(!second.scope.token().is_stopped());
+        }
+        block_on(base.stop());
+    }
+
+    #[test]
+    fn an_abandoned_stop_keeps_the_generation() {
+        let (_parent, scope) = scope();
+        let base = StartStop::new();
+        let first = block_on(base.begin(&scope)).unwrap();
+        drop(block_on(base.stop_init()).unwrap()); // as finalize(false)
+        assert!(block_on(base.begin(&scope)).is_none(), "the old work runs");
+        assert!(first.scope.token().is_stopped());
+        drop(first);
+        let second = block_on(base.begin(&scope)).unwrap();
+        assert!(!second.scope.token().is_stopped());
+        drop(second);
+        block_on(base.stop());
+    }
+
+    #[test]
+    fn stale_handles_touch_only_their_generation() {
+        let (_parent, scope) = scope();
+        let base = StartStop::new();
+        let first = block_on(base.begin(&scope)).unwrap();
+        let (stale_started, stale_stopped) = (first.started.clone(), first.stopped.clone());
+        first.stopped.set(); // the work exits; its clones live on
+        drop(first);
+        drop(block_on(base.stop_init()));
+        let _second = block_on(base.begin(&scope)).unwrap();
+        stale_started.set();
+        stale_stopped.set();
+        drop(stale_stopped);
+        assert!(!base.started().is_set() && !base.stopped().is_set());
+        assert!(base.is_running());
+    }
+}

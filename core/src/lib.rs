@@ -19,6 +19,7 @@
 //! | [`ComponentManager`] | a component made of async workers, with fatal-error and panic capture |
 //! | [`run_component`] | the restart loop: a [`Verdict`] per failure, a [`RestartPolicy`], a stop timeout |
 //! | [`Service`] / [`StartStop`] | a restartable start/stop service and the base that implements it, generation by generation |
+//! | [`Supervisor`] / [`Node`] | a dependency graph of nodes: readiness-gated start, reverse-order stop, verdicts, restart budgets, events and status |
 //! | [`service_fn`], [`start_all`], [`stop_all`], [`wait_all_started`] | closure services and groups of services |
 //! | [`wait_all`], [`wait_signal_or_stop`], [`wait_error_or_done`] | small waits over signals, tokens and slots |
 //!
@@ -97,6 +98,7 @@ mod runtime;
 mod scope;
 mod service;
 mod stop;
+mod supervisor;
 mod sync;
 mod task;
 #[cfg(all(test, not(loom)))]
@@ -119,5 +121,10 @@ pub use service::{
     ServiceFuture, StartOutcome, StartStop, StartedHandle, StopGuard, StoppedHandle,
 };
 pub use stop::{StopCause, StopSource, StopToken, Stopped, StoppedOwned, WakeOnStop};
+pub use supervisor::{
+    BuildError, EventKind, Node, NodeError, NodeFailed, NodeState, NodeStatus, StartTimedOut,
+    StatusBoard, StopReason, Supervisor, SupervisorBuilder, SupervisorEnd, SupervisorEvent,
+    SupervisorOutcome, TerminateRequests,
+};
 pub use task::{JoinError, JoinHandle};
 pub use wait::{wait_all, wait_error_or_done, wait_signal_or_stop, SignalOrStop};

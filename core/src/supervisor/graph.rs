@@ -1,0 +1,448 @@
+//! Building a supervisor: [`Node`], [`SupervisorBuilder`], the validation of
+//! the dependency graph and [`BuildError`].
+
+use alloc::boxed::Box;
+use alloc::collections::BTreeMap;
+use alloc::string::String;
+use alloc::sync::Arc;
+use alloc::vec;
+use alloc::vec::Vec;
+use core::fmt;
+use core::time::Duration;
+
+use super::observe::{EventHook, SupervisorEvent};
+use super::{Supervisor, TerminateRequests};
+use crate::component::Component;
+use crate::fatal::{FatalError, FatalHook};
+use crate::policy::{PolicyError, RestartPolicy};
+use crate::restart::{Failure, Verdict, DEFAULT_STOP_TIMEOUT};
+
+pub(super) type Factory = Box<dyn FnMut() -> Result<Box<dyn Component>, FatalError> + Send>;
+pub(super) type Handler = Box<dyn FnMut(&Failure) -> Verdict + Send>;
+
+/// One named node of a supervisor: a component factory and how to treat
+/// its failures.
+///
+/// Defaults: no dependencies; every failure is [`Verdict::Restart`] under
+/// [`RestartPolicy::default`]; a spent restart budget escalates to
+/// [`Verdict::Shutdown`]; no start timeout; a stop timeout of
+/// [`DEFAULT_STOP_TIMEOUT`]; transient (a clean exit is not restarted);
+/// dependents keep running when it completes.
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use lifecycle::{ComponentManager, FatalError, Node, RestartPolicy, Verdict};
+///
+/// let api = Node::new("api", || Ok::<_, FatalError>(ComponentManager::builder().build()))
+///     .depends_on(["db", "cache"])
+///     .handler(|failure| if failure.attempt < 3 { Verdict::Restart } else { Verdict::Stop })
+///     .policy(RestartPolicy::default().intensity(10, Duration::from_secs(60)))
+///     .start_timeout(Duration::from_secs(30))
+///     .restart_dependents();
+/// # let _ = api;
+/// ```
+pub struct Node {
+    pub(super) name: Arc<str>,
+    pub(super) dependencies: Vec<Arc<str>>,
+    pub(super) factory: Factory,
+    pub(super) handler: Handler,
+    pub(super) policy: RestartPolicy,
+    pub(super) on_exhausted: Verdict,
+    pub(super) start_timeout: Option<Duration>,
+    pub(super) stop_timeout: Option<Duration>,
+    pub(super) restart_dependents: bool,
+    pub(super) required: bool,
+    pub(super) permanent: bool,
+}
+
+impl Node {
+    /// A node named `name` whose instances `factory` builds: once at start
+    /// and once per restart.
+    pub fn new<F, C>(name: impl Into<String>, mut factory: F) -> Node
+    where
+        F: FnMut() -> Result<C, FatalError> + Send + 'static,
+        C: Component,
+    {
+        Node {
+            name: Arc::from(name.into()),
+            dependencies: Vec::new(),
+            factory: Box::new(move || factory().map(|c| Box::new(c) as Box<dyn Component>)),
+            handler: Box::new(|_| Verdict::Restart),
+            policy: RestartPolicy::default(),
+            on_exhausted: Verdict::Shutdown,
+            start_timeout: None,
+            stop_timeout: Some(DEFAULT_STOP_TIMEOUT),
+            restart_dependents: false,
+            required: false,
+            permanent: false,
+        }
+    }
+
+    /// Adds nodes this one depends on: it starts only once they are all
+    /// ready, and they stop only once it is done. Repeated names are fine.
+    pub fn depends_on<I, N>(mut self, names: I) -> Node
+    where
+        I: IntoIterator<Item = N>,
+        N: Into<String>,
+    {
+        self.dependencies
+            .extend(names.into_iter().map(|name| Arc::from(name.into())));
+        self
+    }
+
+    /// Decides what a failure of this node leads to (default: always
+    /// [`Verdict::Restart`]). Called once per failed instance, after it is
+    /// done; never for errors the node reports while the supervisor is
+    /// stopping it.
+    pub fn handler<H>(mut self, handler: H) -> Node
+    where
+        H: FnMut(&Failure) -> Verdict + Send + 'static,
+    {
+        self.handler = Box::new(handler);
+        self
+    }
+
+    /// The restart policy: backoff and intensity (default:
+    /// [`RestartPolicy::default`]).
+    pub fn policy(mut self, policy: RestartPolicy) -> Node {
+        self.policy = policy;
+        self
+    }
+
+    /// What a restart becomes once the policy's budget is spent (default:
+    /// [`Verdict::Shutdown`], as an OTP supervisor gives up). `Restart` is
+    /// not allowed here.
+    pub fn on_exhausted(mut self, verdict: Verdict) -> Node {
+        self.on_exhausted = verdict;
+        self
+    }
+
+    /// An instance not ready within `timeout` of its start fails with
+    /// [`StartTimedOut`](super::StartTimedOut) (default: no limit).
+    pub fn start_timeout(mut self, timeout: Duration) -> Node {
+        self.start_timeout = Some(timeout);
+        self
+    }
+
+    /// An instance not done within `timeout` of being told to stop is
+    /// aborted and named in the outcome (default:
+    /// [`DEFAULT_STOP_TIMEOUT`]).
+    pub fn stop_timeout(mut self, timeout: Duration) -> Node {
+        self.stop_timeout = Some(timeout);
+        self
+    }
+
+    /// Waits for an instance to stop without a limit.
+    pub fn no_stop_timeout(mut self) -> Node {
+        self.stop_timeout = None;
+        self
+    }
+
+    /// On a restart of this node, its dependents stop first and start
+    /// again once it is ready again.
+    pub fn restart_dependents(mut self) -> Node {
+        self.restart_dependents = true;
+        self
+    }
+
+    /// When this node completes (ends cleanly), its dependents stop too, as
+    /// with systemd's `BindsTo=`. By default they keep running.
+    pub fn required_while_running(mut self) -> Node {
+        self.required = true;
+        self
+    }
+
+    /// A clean exit is restarted too, under the restart policy, as an OTP
+    /// `permanent` child. By default (transient) a clean exit is final.
+    pub fn permanent(mut self) -> Node {
+        self.permanent = true;
+        self
+    }
+}
+
+impl fmt::Debug for Node {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node")
+            .field("name", &self.name)
+            .field("dependencies", &self.dependencies)
+            .field("policy", &self.policy)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why [`SupervisorBuilder::build`] refused a graph. The checks run in this
+/// order, each over the nodes in declaration order, so the same input gives
+/// the same error.
+#[derive(Clone, Debug, PartialEq)]
+#[non_exhaustive]
+pub enum BuildError {
+    /// Two nodes have this name.
+    DuplicateName(String),
+    /// `node` depends on `dependency`, which no node is called.
+    UnknownDependency {
+        /// The node with the bad dependency.
+        node: String,
+        /// The missing name.
+        dependency: String,
+    },
+    /// The nodes on a dependency cycle, in dependency order: each depends
+    /// on the next, and the last on the first. A node depending on itself
+    /// is a cycle of one.
+    Cycle(Vec<String>),
+    /// A node's restart policy has a bad setting.
+    InvalidPolicy {
+        /// The node.
+        node: String,
+        /// What is wrong.
+        error: PolicyError,
+    },
+    /// A node's [`on_exhausted`](Node::on_exhausted) verdict is `Restart`.
+    RestartOnExhausted(String),
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BuildError::DuplicateName(name) => write!(f, "two nodes are named {name:?}"),
+            BuildError::UnknownDependency { node, dependency } => write!(
+                f,
+                "node {node:?} depends on {dependency:?}, which is not a node"
+            ),
+            BuildError::Cycle(nodes) => {
+                f.write_str("dependency cycle: ")?;
+                for name in nodes {
+                    write!(f, "{name:?} -> ")?;
+                }
+                write!(f, "{:?}", nodes.first().map_or("", |name| name.as_str()))
+            }
+            BuildError::InvalidPolicy { node, error } => {
+                write!(f, "node {node:?} has an invalid restart policy: {error}")
+            }
+            BuildError::RestartOnExhausted(node) => write!(
+                f,
+                "node {node:?} escalates a spent restart budget to another restart"
+            ),
+        }
+    }
+}
+
+impl core::error::Error for BuildError {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        match self {
+            BuildError::InvalidPolicy { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// Collects the nodes and settings of a [`Supervisor`]; see
+/// [`Supervisor::builder`].
+#[derive(Default)]
+pub struct SupervisorBuilder {
+    nodes: Vec<Node>,
+    shutdown_budget: Option<Duration>,
+    terminate: Option<Arc<dyn TerminateRequests>>,
+    events: Option<EventHook>,
+    hook: Option<FatalHook>,
+}
+
+impl SupervisorBuilder {
+    /// Adds a node. Declaration order is the start order among nodes that
+    /// become startable at the same moment.
+    pub fn node(mut self, node: Node) -> Self {
+        self.nodes.push(node);
+        self
+    }
+
+    /// Bounds the whole stop (after a parent stop, a terminate request,
+    /// `Shutdown` or `SpinHalt`): nodes not done when it runs out are
+    /// aborted and named in the outcome. Default: none (each node's stop
+    /// timeout still applies).
+    pub fn shutdown_budget(mut self, budget: Duration) -> Self {
+        self.shutdown_budget = Some(budget);
+        self
+    }
+
+    /// Where terminate requests come from (SIGTERM, in the adapters). A
+    /// request stops the supervisor gracefully, and it is the only thing
+    /// that releases a spin-halt. Listened to from the start of the run and
+    /// released when the run returns.
+    pub fn terminate_on(mut self, requests: impl TerminateRequests) -> Self {
+        self.terminate = Some(Arc::new(requests));
+        self
+    }
+
+    /// Calls `hook` with every node transition, from the supervisor's task;
+    /// keep it quick.
+    pub fn on_event<H>(mut self, hook: H) -> Self
+    where
+        H: Fn(&SupervisorEvent) + Send + Sync + 'static,
+    {
+        self.events = Some(Arc::new(hook));
+        self
+    }
+
+    /// The hook for fatal errors nobody handles (a node's errors after its
+    /// first); default: [`FatalHook::default`].
+    pub fn fatal_hook(mut self, hook: FatalHook) -> Self {
+        self.hook = Some(hook);
+        self
+    }
+
+    /// Validates the graph and builds the supervisor.
+    ///
+    /// # Errors
+    ///
+    /// A [`BuildError`] naming the culprit: a duplicate name, an unknown
+    /// dependency, a cycle, a bad policy or escalation.
+    pub fn build(self) -> Result<Supervisor, BuildError> {
+        let graph = Graph::new(&self.nodes)?;
+        Ok(Supervisor::from_parts(super::Parts {
+            nodes: self.nodes,
+            graph,
+            shutdown_budget: self.shutdown_budget,
+            terminate: self.terminate,
+            events: self.events,
+            hook: self.hook.unwrap_or_default(),
+        }))
+    }
+}
+
+impl fmt::Debug for SupervisorBuilder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SupervisorBuilder")
+            .field("nodes", &self.nodes)
+            .field("shutdown_budget", &self.shutdown_budget)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The validated dependency graph, by node index (declaration order).
+pub(super) struct Graph {
+    /// What each node depends on, without repeats.
+    pub(super) dependencies: Vec<Vec<usize>>,
+    /// What depends on each node.
+    pub(super) dependents: Vec<Vec<usize>>,
+}
+
+impl Graph {
+    fn new(nodes: &[Node]) -> Result<Graph, BuildError> {
+        let mut index = BTreeMap::new();
+        for (at, node) in nodes.iter().enumerate() {
+            if index.insert(node.name.clone(), at).is_some() {
+                return Err(BuildError::DuplicateName(String::from(&*node.name)));
+            }
+        }
+        let mut dependencies = vec![Vec::new(); nodes.len()];
+        let mut dependents = vec![Vec::new(); nodes.len()];
+        for (at, node) in nodes.iter().enumerate() {
+            for name in &node.dependencies {
+                let Some(&on) = index.get(name) else {
+                    return Err(BuildError::UnknownDependency {
+                        node: String::from(&*node.name),
+                        dependency: String::from(&**name),
+                    });
+                };
+                if !dependencies[at].contains(&on) {
+                    dependencies[at].push(on);
+                    dependents[on].push(at);
+                }
+            }
+        }
+        for node in nodes {
+            if let Err(error) = node.policy.validate() {
+                return Err(BuildError::InvalidPolicy {
+                    node: String::from(&*node.name),
+                    error,
+                });
+            }
+            if node.on_exhausted == Verdict::Restart {
+                return Err(BuildError::RestartOnExhausted(String::from(&*node.name)));
+            }
+        }
+        let graph = Graph {
+            dependencies,
+            dependents,
+        };
+        if let Some(cycle) = graph.find_cycle() {
+            return Err(BuildError::Cycle(
+                cycle
+                    .into_iter()
+                    .map(|at| String::from(&*nodes[at].name))
+                    .collect(),
+            ));
+        }
+        Ok(graph)
+    }
+
+    /// The first cycle a depth-first search meets, visiting nodes and
+    /// dependencies in declaration order; iterative, so deep graphs do not
+    /// exhaust a small stack.
+    fn find_cycle(&self) -> Option<Vec<usize>> {
+        #[derive(Clone, Copy, PartialEq)]
+        enum Mark {
+            New,
+            OnPath,
+            Finished,
+        }
+        let mut mark = vec![Mark::New; self.dependencies.len()];
+        for root in 0..self.dependencies.len() {
+            if mark[root] != Mark::New {
+                continue;
+            }
+            // The current path: a node and how many of its dependencies
+            // have been explored.
+            let mut path: Vec<(usize, usize)> = vec![(root, 0)];
+            mark[root] = Mark::OnPath;
+            while let Some(&mut (node, ref mut next)) = path.last_mut() {
+                let Some(&on) = self.dependencies[node].get(*next) else {
+                    mark[node] = Mark::Finished;
+                    path.pop();
+                    continue;
+                };
+                *next += 1;
+                match mark[on] {
+                    Mark::New => {
+                        mark[on] = Mark::OnPath;
+                        path.push((on, 0));
+                    }
+                    Mark::OnPath => {
+                        let from = path.iter().position(|&(at, _)| at == on).unwrap_or(0);
+                        return Some(path[from..].iter().map(|&(at, _)| at).collect());
+                    }
+                    Mark::Finished => {}
+                }
+            }
+        }
+        None
+    }
+
+    /// `from` and every node that depends on it, transitively.
+    pub(super) fn dependents_of(&self, from: usize) -> Vec<usize> {
+        self.closure(from, &self.dependents)
+    }
+
+    /// `from` and every node it depends on, transitively.
+    pub(super) fn dependencies_of(&self, from: usize) -> Vec<usize> {
+        self.closure(from, &self.dependencies)
+    }
+
+    fn closure(&self, from: usize, edges: &[Vec<usize>]) -> Vec<usize> {
+        let mut seen = vec![false; edges.len()];
+        let mut found = vec![from];
+        seen[from] = true;
+        let mut next = 0;
+        while let Some(&node) = found.get(next) {
+            next += 1;
+            for &other in &edges[node] {
+                if !seen[other] {
+                    seen[other] = true;
+                    found.push(other);
+                }
+            }
+        }
+        found
+    }
+}

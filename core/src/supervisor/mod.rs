@@ -1,0 +1,434 @@
+//! The [`Supervisor`]: named nodes in a dependency graph, started when
+//! their dependencies are ready, stopped in reverse order, restarted or
+//! escalated by a verdict per failure.
+//!
+//! A node is a component factory with an error handler and a restart
+//! policy ([`Node`]). The supervisor is itself a [`Component`], so
+//! supervisors nest as nodes of others.
+//!
+//! ```text
+//!     config ──▶ db ──▶ api        (api depends on db, db on config)
+//!                 └───▶ jobs
+//!     metrics                      (independent)
+//!
+//!  start:  config, metrics ─ready─▶ db ─ready─▶ api, jobs     (each once its dependencies are ready)
+//!  stop:   api, jobs, metrics ─done─▶ db ─done─▶ config        (each once its dependents are done)
+//! ```
+//!
+//! - **Start**: a node's factory is called once every node it depends on is
+//!   ready (or has completed cleanly, like a systemd oneshot). Independent
+//!   nodes start concurrently; among nodes that become startable together,
+//!   declaration order decides.
+//! - **Stop**: a node is told to stop only once every node depending on it
+//!   is done; independent branches stop concurrently. Each node has a stop
+//!   timeout (then its tasks are aborted and it is named in the outcome);
+//!   the supervisor may have a global shutdown budget.
+//! - **Verdicts** (the node's handler decides, once the failed instance is
+//!   done): [`Verdict::Restart`] under the node's [`RestartPolicy`], with
+//!   the dependents too if asked, escalating when the budget is spent;
+//!   [`Verdict::Stop`] the node and its dependents;
+//!   [`Verdict::StopParents`] also what it depends on, and what depends on
+//!   those; [`Verdict::Shutdown`] everything, then `run` returns the error;
+//!   [`Verdict::SpinHalt`] everything, then wait for a terminate request
+//!   only (the parent's stop is ignored).
+//! - Errors a node reports while the supervisor is stopping it are recorded
+//!   in the outcome, never handled and never waited on. A verdict for a
+//!   node the supervisor is already stopping is recorded in the events and
+//!   not acted on.
+//! - A node that ends cleanly is completed; its dependents keep running
+//!   unless it is [`required_while_running`](Node::required_while_running),
+//!   and it is restarted only if [`permanent`](Node::permanent).
+//!
+//! Every transition is reported to an event hook ([`SupervisorEvent`]),
+//! and a [`StatusBoard`] gives a snapshot of every node at any time.
+//!
+//! [`RestartPolicy`]: crate::RestartPolicy
+//!
+//! # Example
+//!
+//! ```
+//! use std::sync::Arc;
+//! use lifecycle::{ComponentManager, FatalError, Node, StopSource, Supervisor, SupervisorEnd};
+//! # use lifecycle::{BoxFuture, Instant, Runtime};
+//! # use std::time::Duration;
+//! # struct Threads;
+//! # impl Runtime for Threads {
+//! #     fn spawn_detached(&self, task: BoxFuture) {
+//! #         std::thread::spawn(move || futures_executor::block_on(task));
+//! #     }
+//! #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+//! #     fn now(&self) -> Instant { Instant::default() }
+//! # }
+//!
+//! /// A component that is ready at once and serves until stopped.
+//! fn serving() -> Result<ComponentManager, FatalError> {
+//!     Ok(ComponentManager::builder()
+//!         .add_worker(|ctx, ready| async move {
+//!             ready.ready();
+//!             ctx.stopped().await;
+//!             Ok(())
+//!         })
+//!         .build())
+//! }
+//!
+//! let supervisor = Supervisor::builder()
+//!     .node(Node::new("config", serving))
+//!     .node(Node::new("db", serving).depends_on(["config"]))
+//!     .node(Node::new("api", serving).depends_on(["db"]))
+//!     .node(Node::new("jobs", serving).depends_on(["db"]))
+//!     .node(Node::new("metrics", serving))
+//!     .build()?;
+//! let ready = lifecycle::Component::ready(&supervisor);
+//! let status = supervisor.status();
+//!
+//! # futures_executor::block_on(async {
+//! let stop = StopSource::new();
+//! let stopper = stop.clone();
+//! let run = supervisor.run(Arc::new(Threads), stop.token());
+//! let watch = async move {
+//!     ready.wait().await; // every node is ready
+//!     assert!(status.snapshot().iter().all(|node| node.is_ready()));
+//!     stopper.stop(); // stops api, jobs and metrics, then db, then config
+//! };
+//! let (outcome, ()) = futures_util::future::join(run, watch).await;
+//! assert!(matches!(outcome.end, SupervisorEnd::ParentStopped));
+//! assert!(outcome.is_clean());
+//! # });
+//! # Ok::<(), lifecycle::BuildError>(())
+//! ```
+
+mod engine;
+mod graph;
+mod observe;
+
+use alloc::boxed::Box;
+use alloc::sync::Arc;
+use alloc::vec::Vec;
+use core::fmt;
+use core::time::Duration;
+
+use crate::component::{Component, StartError};
+use crate::fatal::{FatalError, FatalHook};
+use crate::latch::{Latch, Signal};
+use crate::runtime::{BoxFuture, SharedRuntime};
+use crate::scope::Scope;
+use crate::stop::StopToken;
+use crate::sync::Mutex;
+
+use engine::Engine;
+pub use graph::{BuildError, Node, SupervisorBuilder};
+pub use observe::{EventKind, NodeState, NodeStatus, StatusBoard, StopReason, SupervisorEvent};
+
+/// A source of terminate requests: SIGTERM in the adapters, a latch in
+/// tests. [`listen`](TerminateRequests::listen) registers for the next
+/// request; dropping the returned future unregisters.
+///
+/// # Example
+///
+/// ```
+/// use lifecycle::{Latch, Supervisor};
+///
+/// let terminate = Latch::new(); // set it to send the request
+/// let supervisor = Supervisor::builder().terminate_on(terminate.signal()).build();
+/// # let _ = supervisor;
+/// ```
+pub trait TerminateRequests: Send + Sync + 'static {
+    /// Completes when a terminate request arrives.
+    fn listen(&self) -> BoxFuture;
+}
+
+impl TerminateRequests for Signal {
+    fn listen(&self) -> BoxFuture {
+        Box::pin(self.clone().wait_owned())
+    }
+}
+
+/// What `build` hands to the run.
+struct Parts {
+    nodes: Vec<Node>,
+    graph: graph::Graph,
+    shutdown_budget: Option<Duration>,
+    terminate: Option<Arc<dyn TerminateRequests>>,
+    events: Option<observe::EventHook>,
+    hook: FatalHook,
+}
+
+/// Supervises a graph of named nodes; see the [module docs](self) for the
+/// model and an example.
+///
+/// Run it with [`run`](Supervisor::run), or start it as a [`Component`]
+/// (as a node of another supervisor, say): ready once every node is ready
+/// (or completed), shutdown signal once it begins to stop everything, done
+/// once `run` would have returned. As a component, a `Shutdown` or
+/// `SpinHalt` verdict's error is thrown into the scope, naming the node
+/// ([`NodeFailed`]), before the nodes are stopped.
+pub struct Supervisor {
+    parts: Mutex<Option<Parts>>,
+    status: StatusBoard,
+    ready: Latch,
+    shutdown: Latch,
+    done: Latch,
+    outcome: Arc<Mutex<Option<SupervisorOutcome>>>,
+}
+
+impl Supervisor {
+    /// A builder: add nodes, then [`build`](SupervisorBuilder::build).
+    pub fn builder() -> SupervisorBuilder {
+        SupervisorBuilder::default()
+    }
+
+    fn from_parts(parts: Parts) -> Supervisor {
+        Supervisor {
+            status: StatusBoard::new(parts.nodes.iter().map(|node| node.name.clone())),
+            parts: Mutex::new(Some(parts)),
+            ready: Latch::new(),
+            shutdown: Latch::new(),
+            done: Latch::new(),
+            outcome: Arc::new(Mutex::new(None)),
+        }
+    }
+
+    /// The status of every node, readable at any time (clone it before
+    /// calling [`run`](Supervisor::run)).
+    pub fn status(&self) -> StatusBoard {
+        self.status.clone()
+    }
+
+    /// Runs the supervisor on `runtime` until it ends: stopping `parent`
+    /// stops every node in reverse dependency order. If it was started as a
+    /// component already, waits for that run and returns its outcome.
+    pub async fn run(self, runtime: SharedRuntime, parent: StopToken) -> SupervisorOutcome {
+        let parts = self.parts.lock().take();
+        let Some(parts) = parts else {
+            self.done.wait().await;
+            let outcome = self.outcome.lock().take();
+            return outcome.unwrap_or_else(SupervisorOutcome::aborted);
+        };
+        let engine = Engine::new(
+            parts,
+            runtime,
+            self.status.clone(),
+            self.ready.clone(),
+            self.shutdown.clone(),
+            None,
+        );
+        let outcome = engine.run(parent).await;
+        self.done.set();
+        outcome
+    }
+
+    /// The outcome of a run started as a component, once it is done.
+    pub fn outcome(&self) -> Option<SupervisorOutcome> {
+        self.outcome.lock().clone()
+    }
+}
+
+impl Component for Supervisor {
+    fn start(&self, scope: Scope) -> Result<(), StartError> {
+        let parts = self.parts.lock().take().ok_or(StartError::AlreadyStarted)?;
+        let (runtime, token, fatal) = scope.into_parts();
+        let engine = Engine::new(
+            parts,
+            runtime.clone(),
+            self.status.clone(),
+            self.ready.clone(),
+            self.shutdown.clone(),
+            Some(fatal),
+        );
+        let done = SetOnDrop(self.done.clone());
+        let outcome = self.outcome.clone();
+        runtime.spawn_detached(Box::pin(async move {
+            let ended = engine.run(token).await;
+            *outcome.lock() = Some(ended);
+            drop(done);
+        }));
+        Ok(())
+    }
+
+    fn ready(&self) -> Signal {
+        self.ready.signal()
+    }
+
+    fn shutdown_signal(&self) -> Signal {
+        self.shutdown.signal()
+    }
+
+    fn done(&self) -> Signal {
+        self.done.signal()
+    }
+}
+
+impl fmt::Debug for Supervisor {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Supervisor")
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Sets its latch when dropped: done is set even if the run's task is
+/// dropped by its executor.
+struct SetOnDrop(Latch);
+
+impl Drop for SetOnDrop {
+    fn drop(&mut self) {
+        self.0.set();
+    }
+}
+
+/// Why a supervisor's run ended.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub enum SupervisorEnd {
+    /// Every node ended for good on its own (completed, or stopped by
+    /// verdicts that did not stop the supervisor). An empty supervisor ends
+    /// so at once.
+    Completed,
+    /// The parent token stopped; every node was stopped in order.
+    ParentStopped,
+    /// A terminate request arrived; every node was stopped in order.
+    Terminated,
+    /// `node` failed with `error` and its verdict (or its escalation) was
+    /// [`Verdict::Shutdown`](crate::Verdict::Shutdown).
+    Shutdown {
+        /// The deciding node.
+        node: Arc<str>,
+        /// Its error.
+        error: FatalError,
+    },
+    /// `node` failed with `error` and its verdict was
+    /// [`Verdict::SpinHalt`](crate::Verdict::SpinHalt); a terminate request
+    /// released it.
+    SpinHaltReleased {
+        /// The deciding node.
+        node: Arc<str>,
+        /// Its error.
+        error: FatalError,
+    },
+    /// The run's task was dropped before it ended (an abort).
+    Aborted,
+}
+
+/// An error a node reported while the supervisor was stopping it.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct NodeError {
+    /// The node.
+    pub node: Arc<str>,
+    /// The error.
+    pub error: FatalError,
+}
+
+/// What a supervisor's run ended with.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct SupervisorOutcome {
+    /// Why it ended.
+    pub end: SupervisorEnd,
+    /// Errors nodes reported while being stopped, in the order they came.
+    pub shutdown_errors: Vec<NodeError>,
+    /// Nodes that were not done within their stop timeout (or the shutdown
+    /// budget) and were aborted.
+    pub overran: Vec<Arc<str>>,
+    /// Whether the shutdown budget ran out.
+    pub budget_spent: bool,
+}
+
+impl SupervisorOutcome {
+    fn aborted() -> Self {
+        SupervisorOutcome {
+            end: SupervisorEnd::Aborted,
+            shutdown_errors: Vec::new(),
+            overran: Vec::new(),
+            budget_spent: false,
+        }
+    }
+
+    /// Whether the run ended without a failure: completed, or stopped by the
+    /// parent or a terminate request, with no node overrunning its stop.
+    pub fn is_clean(&self) -> bool {
+        matches!(
+            self.end,
+            SupervisorEnd::Completed | SupervisorEnd::ParentStopped | SupervisorEnd::Terminated
+        ) && self.overran.is_empty()
+            && !self.budget_spent
+    }
+
+    /// The deciding error, for a Shutdown or a released SpinHalt.
+    pub fn error(&self) -> Option<&FatalError> {
+        match &self.end {
+            SupervisorEnd::Shutdown { error, .. }
+            | SupervisorEnd::SpinHaltReleased { error, .. } => Some(error),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for SupervisorOutcome {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.end {
+            SupervisorEnd::Completed => f.write_str("every node completed")?,
+            SupervisorEnd::ParentStopped => f.write_str("stopped by the parent")?,
+            SupervisorEnd::Terminated => f.write_str("stopped by a terminate request")?,
+            SupervisorEnd::Shutdown { node, error } => {
+                write!(f, "shut down after node {node} failed: {error}")?
+            }
+            SupervisorEnd::SpinHaltReleased { node, error } => write!(
+                f,
+                "spin-halt after node {node} failed ({error}), released by a terminate request"
+            )?,
+            SupervisorEnd::Aborted => f.write_str("aborted")?,
+        }
+        if !self.overran.is_empty() {
+            f.write_str("; overran their stop: ")?;
+            for (at, node) in self.overran.iter().enumerate() {
+                let gap = if at == 0 { "" } else { ", " };
+                write!(f, "{gap}{node}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A node's instance was not ready within its start timeout.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct StartTimedOut {
+    /// The node.
+    pub node: Arc<str>,
+    /// Its start timeout.
+    pub timeout: Duration,
+}
+
+impl fmt::Display for StartTimedOut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "node {} was not ready within {:?} of its start",
+            self.node, self.timeout
+        )
+    }
+}
+
+impl core::error::Error for StartTimedOut {}
+
+/// A nested supervisor's deciding failure, as its parent sees it: which of
+/// its nodes failed, and the error (the [`source`](core::error::Error::source)).
+#[derive(Debug)]
+pub struct NodeFailed {
+    /// The node.
+    pub node: Arc<str>,
+    /// Its error.
+    pub error: FatalError,
+}
+
+impl fmt::Display for NodeFailed {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "node {} failed: {}", self.node, self.error)
+    }
+}
+
+impl core::error::Error for NodeFailed {
+    fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
+        Some(&*self.error)
+    }
+}

@@ -306,6 +306,9 @@ impl Engine {
             parent.stopped_owned().await;
             Input::ParentStopped
         });
+        // Every node of an empty supervisor is ready: it is ready at once,
+        // like a manager without workers.
+        self.check_ready();
         loop {
             self.settle();
             if let Some(end) = self.finished() {
@@ -384,6 +387,9 @@ impl Engine {
                     && matches!(self.nodes[node].state, State::Backoff)
                 {
                     self.set_state(node, State::Waiting);
+                    // Only dirty nodes are settled: without this, the node
+                    // would wait for good.
+                    self.dirty.insert(node);
                 }
             }
             Input::ParentStopped => {
@@ -432,7 +438,6 @@ impl Engine {
         if !self.is_current(node, attempt) {
             return;
         }
-        let name = self.nodes[node].spec.name.clone();
         match (&self.nodes[node].state, error) {
             (State::Starting(_) | State::Ready(_), Some(error)) => self.stop_failed(node, error),
             (State::Starting(_) | State::Ready(_), None) => self.on_completed(node),
@@ -442,18 +447,7 @@ impl Engine {
                     ..
                 },
                 Some(error),
-            ) => {
-                // Fallout of a stop the supervisor asked for: recorded,
-                // never handled, never waited on.
-                self.emit(
-                    node,
-                    EventKind::ErrorDuringStop {
-                        attempt,
-                        error: error.clone(),
-                    },
-                );
-                self.shutdown_errors.push(NodeError { node: name, error });
-            }
+            ) => self.record_stop_error(node, error),
             // Done while stopping: the stop watcher reports it.
             _ => {}
         }
@@ -502,6 +496,9 @@ impl Engine {
             ));
             self.set_state(node, State::Backoff);
             self.restart(node, error);
+            // As after a failure: the node may start again at once, and
+            // what waited for it to be down may go on.
+            self.mark_neighbours(node);
             return;
         }
         let required = spec.required;
@@ -523,16 +520,42 @@ impl Engine {
         if !matches!(self.nodes[node].state, State::Stopping { .. }) {
             return;
         }
-        let State::Stopping { after, .. } =
-            core::mem::replace(&mut self.nodes[node].state, State::Waiting)
+        let State::Stopping {
+            after, instance, ..
+        } = core::mem::replace(&mut self.nodes[node].state, State::Waiting)
         else {
             return;
         };
         match after {
             AfterStop::Handle(error) => self.on_failure(node, error),
-            AfterStop::Settle => self.settle_stopped(node),
+            AfterStop::Settle => {
+                // An error reported just before done may not have reached
+                // the run watcher's input yet: the stop watcher, pushed when
+                // the stop began, can be polled first and see done. The
+                // error is then still in the slot: record it, not lose it.
+                if let Some(error) = instance.slot.take() {
+                    self.record_stop_error(node, error);
+                }
+                self.settle_stopped(node);
+            }
         }
         self.mark_neighbours(node);
+    }
+
+    /// An error the instance reported while the supervisor was stopping
+    /// it: fallout of a stop the supervisor asked for, recorded, never
+    /// handled, never waited on.
+    fn record_stop_error(&mut self, node: usize, error: FatalError) {
+        let attempt = self.nodes[node].attempt;
+        self.emit(
+            node,
+            EventKind::ErrorDuringStop {
+                attempt,
+                error: error.clone(),
+            },
+        );
+        let name = self.nodes[node].spec.name.clone();
+        self.shutdown_errors.push(NodeError { node: name, error });
     }
 
     /// A stopped instance is done: carry out the node's stop request.

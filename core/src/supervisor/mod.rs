@@ -158,8 +158,8 @@ struct Parts {
 ///
 /// Run it with [`run`](Supervisor::run), or start it as a [`Component`]
 /// (as a node of another supervisor, say): ready once every node is ready
-/// (or completed), shutdown signal once it begins to stop everything, done
-/// once `run` would have returned. As a component, a `Shutdown` or
+/// (or completed; an empty one at once), shutdown signal once it begins to
+/// stop everything, done once `run` would have returned. As a component, a `Shutdown` or
 /// `SpinHalt` verdict's error is thrown into the scope, naming the node
 /// ([`NodeFailed`]), before the nodes are stopped.
 pub struct Supervisor {

@@ -1,0 +1,1394 @@
+//! The supervisor on every executor.
+//!
+//! Covered:
+//! - Building: a duplicate name, an unknown dependency, a cycle and a
+//!   self-dependency are refused with the exact culprit, the same way every
+//!   time; repeated dependencies are harmless; an empty supervisor is valid
+//!   and its run completes at once.
+//! - Verdicts on the graph `A -> B -> C`, `A -> D`, `E` (B depends on A, C
+//!   on B, D on A): Restart, Stop, StopParents, Shutdown and SpinHalt on B
+//!   and StopParents on C, each checked by which nodes end up stopped,
+//!   which keep running and how many instances each had; a restart after a
+//!   backoff.
+//! - Start gating: a child's factory is not called before its parent is
+//!   ready.
+//! - Stop order: reverse topological, independent branches concurrently; a
+//!   terminate request stops in order too.
+//! - Shutdown returns only once every node is done; SpinHalt ignores the
+//!   parent's stop and ends on a terminate request.
+//! - Errors reported while being stopped (after a parent stop, a Shutdown,
+//!   during a SpinHalt): recorded in the outcome, never handled, never
+//!   blocking; each repeated 200 times.
+//! - Restart with dependents, a spent restart budget and its escalation, a
+//!   hung node aborted at its stop timeout, a factory error, a start
+//!   timeout, a nested supervisor, clean completion with and without
+//!   `required_while_running`, a permanent node.
+//! - The exact event sequence of a restart followed by a parent stop.
+
+use std::future::{pending, poll_fn, Future};
+use std::pin::pin;
+use std::sync::atomic::AtomicU32;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::{Arc, Mutex};
+use std::task::Poll;
+use std::time::Duration;
+
+use lifecycle::EventKind;
+use lifecycle::{
+    BuildError, Component, ComponentManager, Failure, FatalError, JoinHandle, Latch, Node,
+    NodeFailed, RestartPolicy, Runtime, RuntimeExt, SharedRuntime, Signal, StartTimedOut,
+    StatusBoard, StopSource, Supervisor, SupervisorBuilder, SupervisorEnd, SupervisorEvent,
+    SupervisorOutcome, Verdict,
+};
+use lifecycle_conformance::{conformance, eventually, let_others_run, Events};
+
+conformance!(
+    duplicate_name_is_refused,
+    unknown_dependency_is_refused,
+    cycle_is_refused_with_its_nodes,
+    self_dependency_is_a_cycle_of_one,
+    repeated_dependencies_are_harmless,
+    empty_supervisor_completes_at_once,
+    restart_on_b_restarts_only_b,
+    restart_after_a_backoff,
+    stop_on_b_stops_b_and_its_dependents,
+    stop_parents_on_b_stops_its_whole_tree,
+    stop_parents_on_c_stops_its_whole_tree,
+    shutdown_on_b_stops_everything_and_returns_the_error,
+    spin_halt_on_b_stops_everything_until_terminate,
+    child_starts_only_once_its_parent_is_ready,
+    stop_order_is_reverse_topological,
+    independent_branches_stop_concurrently,
+    terminate_request_stops_in_order,
+    shutdown_returns_once_every_node_is_done,
+    spin_halt_ignores_the_parent_stop,
+    error_while_stopping_after_a_parent_stop,
+    error_while_stopping_after_a_shutdown,
+    error_while_stopping_during_a_spin_halt,
+    restart_with_dependents,
+    spent_budget_escalates_to_the_chosen_verdict,
+    spent_budget_shuts_down_by_default,
+    hung_node_is_aborted_at_its_stop_timeout,
+    factory_error_goes_to_the_handler,
+    start_timeout_fails_the_node,
+    nested_supervisor,
+    clean_completion_keeps_dependents_running,
+    completion_of_a_required_node_stops_its_dependents,
+    permanent_node_is_restarted_after_a_clean_exit,
+    restart_then_stop_event_sequence,
+);
+
+/// Short enough to keep the suite fast, long enough to be a real wait.
+const SHORT: Duration = Duration::from_millis(5);
+
+/// How many times the racy error-while-stopping scenarios repeat.
+const REPEATS: usize = 200;
+
+/// Counts calls, shared between a closure and the scenario.
+#[derive(Clone, Default)]
+struct Counter(Arc<AtomicU32>);
+
+impl Counter {
+    /// Counts a call and returns its number, from 1.
+    fn next(&self) -> u32 {
+        self.0.fetch_add(1, SeqCst) + 1
+    }
+
+    fn get(&self) -> u32 {
+        self.0.load(SeqCst)
+    }
+}
+
+/// What a probe's worker does once told to stop.
+#[derive(Clone, Copy, PartialEq)]
+enum OnStop {
+    /// Logs "X stopped" and returns `Ok`.
+    Return,
+    /// Logs "X stopped" and returns an error.
+    Fail,
+    /// Logs "X stopped", waits a little, logs "X returned" and returns `Ok`.
+    Linger,
+    /// Logs "X stopped" and never returns (until aborted).
+    Hang,
+}
+
+/// One node's instances, driven by the scenario: each instance is a
+/// one-worker manager that becomes ready once the gate is open, then serves
+/// until told to stop, or until the scenario makes it fail or finish.
+#[derive(Clone)]
+struct Probe {
+    name: &'static str,
+    log: Events,
+    built: Counter,
+    gate: Latch,
+    on_stop: OnStop,
+    fail_at_once: bool,
+    /// The current instance's triggers.
+    fail: Arc<Mutex<Latch>>,
+    finish: Arc<Mutex<Latch>>,
+}
+
+enum Woken {
+    Stopped,
+    Failed,
+    Finished,
+}
+
+impl Probe {
+    /// A probe that is ready at once and returns when told to stop.
+    fn new(name: &'static str, log: &Events) -> Probe {
+        let gate = Latch::new();
+        gate.set();
+        Probe {
+            name,
+            log: log.clone(),
+            built: Counter::default(),
+            gate,
+            on_stop: OnStop::Return,
+            fail_at_once: false,
+            fail: Arc::default(),
+            finish: Arc::default(),
+        }
+    }
+
+    /// Ready only once [`open`](Probe::open) is called.
+    fn gated(mut self) -> Probe {
+        self.gate = Latch::new();
+        self
+    }
+
+    fn on_stop(mut self, on_stop: OnStop) -> Probe {
+        self.on_stop = on_stop;
+        self
+    }
+
+    /// Every instance fails right after calling ready.
+    fn failing_at_once(mut self) -> Probe {
+        self.fail_at_once = true;
+        self
+    }
+
+    fn open(&self) {
+        self.gate.set();
+    }
+
+    /// Makes the current instance fail with "X failed N".
+    fn fail(&self) {
+        self.fail.lock().unwrap().set();
+    }
+
+    /// Makes the current instance return `Ok` on its own.
+    fn finish(&self) {
+        self.finish.lock().unwrap().set();
+    }
+
+    fn built(&self) -> u32 {
+        self.built.get()
+    }
+
+    /// A node of this probe restarting at once when told to restart.
+    fn node(&self) -> Node {
+        Node::new(self.name, self.factory()).policy(RestartPolicy::immediate())
+    }
+
+    fn factory(&self) -> impl FnMut() -> Result<ComponentManager, FatalError> + Send + 'static {
+        let probe = self.clone();
+        move || Ok(probe.build())
+    }
+
+    fn build(&self) -> ComponentManager {
+        let instance = self.built.next();
+        let (fail, finish) = (Latch::new(), Latch::new());
+        *self.fail.lock().unwrap() = fail.clone();
+        *self.finish.lock().unwrap() = finish.clone();
+        let probe = self.clone();
+        ComponentManager::builder()
+            .add_worker(move |ctx, ready| {
+                let (probe, fail, finish) = (probe.clone(), fail.clone(), finish.clone());
+                async move {
+                    let name = probe.name;
+                    let woken = if probe.fail_at_once {
+                        ready.ready();
+                        Woken::Failed
+                    } else {
+                        let mut gate = pin!(probe.gate.wait());
+                        let mut stopped = pin!(ctx.stopped());
+                        let open = poll_fn(|cx| {
+                            if stopped.as_mut().poll(cx).is_ready() {
+                                Poll::Ready(false)
+                            } else if gate.as_mut().poll(cx).is_ready() {
+                                Poll::Ready(true)
+                            } else {
+                                Poll::Pending
+                            }
+                        })
+                        .await;
+                        if open {
+                            ready.ready();
+                            let mut fail = pin!(fail.wait());
+                            let mut finish = pin!(finish.wait());
+                            poll_fn(|cx| {
+                                if fail.as_mut().poll(cx).is_ready() {
+                                    Poll::Ready(Woken::Failed)
+                                } else if finish.as_mut().poll(cx).is_ready() {
+                                    Poll::Ready(Woken::Finished)
+                                } else if stopped.as_mut().poll(cx).is_ready() {
+                                    Poll::Ready(Woken::Stopped)
+                                } else {
+                                    Poll::Pending
+                                }
+                            })
+                            .await
+                        } else {
+                            Woken::Stopped
+                        }
+                    };
+                    match woken {
+                        Woken::Failed => Err(FatalError::msg(format!("{name} failed {instance}"))),
+                        Woken::Finished => Ok(()),
+                        Woken::Stopped => {
+                            probe.log.push(format!("{name} stopped"));
+                            match probe.on_stop {
+                                OnStop::Return => Ok(()),
+                                OnStop::Fail => {
+                                    Err(FatalError::msg(format!("{name} failed while stopping")))
+                                }
+                                OnStop::Linger => {
+                                    ctx.runtime().sleep(SHORT).await;
+                                    probe.log.push(format!("{name} returned"));
+                                    Ok(())
+                                }
+                                OnStop::Hang => pending().await,
+                            }
+                        }
+                    }
+                }
+            })
+            .build()
+    }
+}
+
+/// A supervisor's run in a task of its own, with what a scenario watches.
+struct Running {
+    stop: StopSource,
+    status: StatusBoard,
+    ready: Signal,
+    ended: Latch,
+    run: JoinHandle<SupervisorOutcome>,
+}
+
+fn launch(rt: &SharedRuntime, supervisor: Supervisor) -> Running {
+    let stop = StopSource::new();
+    let status = supervisor.status();
+    let ready = Component::ready(&supervisor);
+    let ended = Latch::new();
+    let run = supervisor.run(rt.clone(), stop.token());
+    let run = rt.spawn({
+        let ended = ended.clone();
+        async move {
+            let outcome = run.await;
+            ended.set();
+            outcome
+        }
+    });
+    Running {
+        stop,
+        status,
+        ready,
+        ended,
+        run,
+    }
+}
+
+impl Running {
+    /// Waits until the status summary is `expected`, then checks that it
+    /// stays so while everything else gets a chance to run.
+    async fn settles_to(&self, rt: &SharedRuntime, expected: &str) {
+        eventually(rt, &format!("status becomes {expected}"), || {
+            self.status.summary() == expected
+        })
+        .await;
+        let_others_run(rt).await;
+        assert_eq!(self.status.summary(), expected);
+    }
+
+    async fn outcome(self) -> SupervisorOutcome {
+        self.run.await.expect("the supervisor's run panicked")
+    }
+
+    /// Stops the parent and returns the outcome, which must be a clean
+    /// parent stop.
+    async fn stop_cleanly(self) -> SupervisorOutcome {
+        self.stop.stop();
+        let outcome = self.outcome().await;
+        assert!(
+            matches!(outcome.end, SupervisorEnd::ParentStopped),
+            "got {outcome:?}"
+        );
+        assert!(outcome.is_clean(), "got {outcome:?}");
+        outcome
+    }
+}
+
+/// A handler that records "node attempt error" and returns `verdict`.
+fn recording(
+    handled: &Events,
+    name: &'static str,
+    verdict: Verdict,
+) -> impl FnMut(&Failure) -> Verdict + Send + 'static {
+    let handled = handled.clone();
+    move |failure: &Failure| {
+        handled.push(format!("{name} {} {}", failure.attempt, failure.error));
+        verdict
+    }
+}
+
+fn names(list: &[&str]) -> Vec<String> {
+    list.iter().map(|name| name.to_string()).collect()
+}
+
+fn refused(builder: SupervisorBuilder) -> BuildError {
+    match builder.build() {
+        Ok(_) => panic!("the graph was accepted"),
+        Err(error) => error,
+    }
+}
+
+/// A node that is never run.
+fn idle(name: &str) -> Node {
+    Node::new(name, || {
+        Ok::<_, FatalError>(ComponentManager::builder().build())
+    })
+}
+
+async fn duplicate_name_is_refused(_rt: SharedRuntime) {
+    let build = || {
+        Supervisor::builder()
+            .node(idle("a"))
+            .node(idle("b"))
+            .node(idle("a"))
+            .node(idle("b"))
+    };
+    assert_eq!(refused(build()), BuildError::DuplicateName("a".to_string()));
+    assert_eq!(refused(build()), refused(build()), "deterministic");
+}
+
+async fn unknown_dependency_is_refused(_rt: SharedRuntime) {
+    let build = || {
+        Supervisor::builder()
+            .node(idle("a"))
+            .node(idle("b").depends_on(["a", "nowhere"]))
+            .node(idle("c").depends_on(["elsewhere"]))
+    };
+    assert_eq!(
+        refused(build()),
+        BuildError::UnknownDependency {
+            node: "b".to_string(),
+            dependency: "nowhere".to_string(),
+        }
+    );
+    assert_eq!(refused(build()), refused(build()), "deterministic");
+}
+
+async fn cycle_is_refused_with_its_nodes(_rt: SharedRuntime) {
+    // x -> a -> b -> c -> a: the cycle is a, b, c, not the path into it.
+    let build = || {
+        Supervisor::builder()
+            .node(idle("free"))
+            .node(idle("x").depends_on(["a"]))
+            .node(idle("a").depends_on(["b"]))
+            .node(idle("b").depends_on(["c"]))
+            .node(idle("c").depends_on(["a"]))
+    };
+    let error = refused(build());
+    assert_eq!(error, BuildError::Cycle(names(&["a", "b", "c"])));
+    assert_eq!(
+        error.to_string(),
+        r#"dependency cycle: "a" -> "b" -> "c" -> "a""#
+    );
+    assert_eq!(refused(build()), error, "deterministic");
+}
+
+async fn self_dependency_is_a_cycle_of_one(_rt: SharedRuntime) {
+    let build = || {
+        Supervisor::builder()
+            .node(idle("a"))
+            .node(idle("b").depends_on(["a", "b"]))
+    };
+    assert_eq!(refused(build()), BuildError::Cycle(names(&["b"])));
+    assert_eq!(refused(build()), refused(build()), "deterministic");
+}
+
+async fn repeated_dependencies_are_harmless(rt: SharedRuntime) {
+    let log = Events::new();
+    let (a, b) = (Probe::new("a", &log), Probe::new("b", &log));
+    let supervisor = Supervisor::builder()
+        .node(a.node())
+        .node(b.node().depends_on(["a", "a"]).depends_on(["a"]))
+        .build()
+        .unwrap();
+    let running = launch(&rt, supervisor);
+    running.ready.wait().await;
+    assert_eq!(running.status.summary(), "a=ready b=ready");
+    running.stop_cleanly().await;
+    assert_eq!(log.snapshot(), ["b stopped", "a stopped"]);
+    assert_eq!((a.built(), b.built()), (1, 1));
+}
+
+async fn empty_supervisor_completes_at_once(rt: SharedRuntime) {
+    let supervisor = Supervisor::builder().build().unwrap();
+    let ready = Component::ready(&supervisor);
+    let outcome = supervisor.run(rt.clone(), StopSource::new().token()).await;
+    assert!(
+        matches!(outcome.end, SupervisorEnd::Completed),
+        "got {outcome:?}"
+    );
+    assert!(outcome.is_clean());
+    assert!(outcome.shutdown_errors.is_empty() && outcome.overran.is_empty());
+    // Every one of its (no) nodes is ready: like a manager with no workers.
+    assert!(ready.is_set(), "an empty supervisor is ready");
+}
+
+/// The graph A -> B -> C, A -> D plus E, one probe per node.
+struct Abcde {
+    log: Events,
+    handled: Events,
+    probes: Vec<Probe>,
+}
+
+impl Abcde {
+    fn new() -> Abcde {
+        let log = Events::new();
+        let probes = ["A", "B", "C", "D", "E"]
+            .into_iter()
+            .map(|name| Probe::new(name, &log))
+            .collect();
+        Abcde {
+            log,
+            handled: Events::new(),
+            probes,
+        }
+    }
+
+    fn probe(&self, name: &str) -> &Probe {
+        self.probes
+            .iter()
+            .find(|probe| probe.name == name)
+            .expect("no such probe")
+    }
+
+    /// Every node records its failures and decides `verdict`.
+    fn supervisor(&self, verdict: Verdict) -> SupervisorBuilder {
+        self.supervisor_with(verdict, |node| node)
+    }
+
+    fn supervisor_with(&self, verdict: Verdict, tune: impl Fn(Node) -> Node) -> SupervisorBuilder {
+        let node = |name: &'static str| {
+            tune(
+                self.probe(name)
+                    .node()
+                    .handler(recording(&self.handled, name, verdict)),
+            )
+        };
+        Supervisor::builder()
+            .node(node("A"))
+            .node(node("B").depends_on(["A"]))
+            .node(node("C").depends_on(["B"]))
+            .node(node("D").depends_on(["A"]))
+            .node(node("E"))
+    }
+
+    fn built(&self) -> Vec<u32> {
+        self.probes.iter().map(Probe::built).collect()
+    }
+}
+
+const ALL_READY: &str = "A=ready B=ready C=ready D=ready E=ready";
+
+/// Starts the graph, waits until it is ready and fails `node` with its
+/// verdict.
+async fn fail_in_graph(rt: &SharedRuntime, graph: &Abcde, verdict: Verdict, node: &str) -> Running {
+    let running = launch(rt, graph.supervisor(verdict).build().unwrap());
+    running.ready.wait().await;
+    assert_eq!(running.status.summary(), ALL_READY);
+    graph.probe(node).fail();
+    running
+}
+
+async fn restart_on_b_restarts_only_b(rt: SharedRuntime) {
+    let graph = Abcde::new();
+    let running = fail_in_graph(&rt, &graph, Verdict::Restart, "B").await;
+    running
+        .settles_to(&rt, "A=ready B=ready(2) C=ready D=ready E=ready")
+        .await;
+    assert_eq!(graph.built(), [1, 2, 1, 1, 1]);
+    assert_eq!(graph.handled.snapshot(), ["B 1 B failed 1"]);
+    assert!(graph.log.is_empty(), "nothing was stopped: {:?}", graph.log);
+    let status = running.status.snapshot();
+    assert_eq!(status[1].restarts, 1);
+    assert_eq!(
+        status[1]
+            .last_error
+            .as_ref()
+            .map(ToString::to_string)
+            .as_deref(),
+        Some("B failed 1")
+    );
+    running.stop_cleanly().await;
+}
+
+async fn restart_after_a_backoff(rt: SharedRuntime) {
+    let graph = Abcde::new();
+    let policy = RestartPolicy::immediate().backoff(SHORT, SHORT);
+    let supervisor = graph
+        .supervisor_with(Verdict::Restart, |node| node.policy(policy.clone()))
+        .build()
+        .unwrap();
+    let running = launch(&rt, supervisor);
+    running.ready.wait().await;
+    let failed_at = rt.now();
+    graph.probe("B").fail();
+    running
+        .settles_to(&rt, "A=ready B=ready(2) C=ready D=ready E=ready")
+        .await;
+    assert!(
+        rt.now().saturating_duration_since(failed_at) >= SHORT,
+        "restarted before the backoff"
+    );
+    assert_eq!(graph.built(), [1, 2, 1, 1, 1]);
+    running.stop_cleanly().await;
+}
+
+async fn stop_on_b_stops_b_and_its_dependents(rt: SharedRuntime) {
+    let graph = Abcde::new();
+    let running = fail_in_graph(&rt, &graph, Verdict::Stop, "B").await;
+    running
+        .settles_to(&rt, "A=ready B=stopped C=stopped D=ready E=ready")
+        .await;
+    assert_eq!(graph.built(), [1, 1, 1, 1, 1]);
+    assert_eq!(graph.log.snapshot(), ["C stopped"]);
+    running.stop_cleanly().await;
+    assert_eq!(graph.handled.snapshot(), ["B 1 B failed 1"]);
+}
+
+async fn stop_parents_on_b_stops_its_whole_tree(rt: SharedRuntime) {
+    let graph = Abcde::new();
+    let running = fail_in_graph(&rt, &graph, Verdict::StopParents, "B").await;
+    running
+        .settles_to(&rt, "A=stopped B=stopped C=stopped D=stopped E=ready")
+        .await;
+    assert_eq!(graph.built(), [1, 1, 1, 1, 1]);
+    // A stops last: after C and D, its remaining dependents.
+    let stops = graph.log.snapshot();
+    assert_eq!(stops.len(), 3, "{stops:?}");
+    assert_eq!(stops[2], "A stopped");
+    running.stop_cleanly().await;
+    assert_eq!(graph.handled.snapshot(), ["B 1 B failed 1"]);
+}
+
+async fn stop_parents_on_c_stops_its_whole_tree(rt: SharedRuntime) {
+    let graph = Abcde::new();
+    let running = fail_in_graph(&rt, &graph, Verdict::StopParents, "C").await;
+    running
+        .settles_to(&rt, "A=stopped B=stopped C=stopped D=stopped E=ready")
+        .await;
+    assert_eq!(graph.built(), [1, 1, 1, 1, 1]);
+    let stops = graph.log.snapshot();
+    assert_eq!(stops.len(), 3, "{stops:?}");
+    assert_eq!(stops[2], "A stopped");
+    running.stop_cleanly().await;
+    assert_eq!(graph.handled.snapshot(), ["C 1 C failed 1"]);
+}
+
+/// Checks that `log` lists each of `order`'s pairs in that order.
+fn assert_before(log: &[String], pairs: &[(&str, &str)]) {
+    let at = |entry: &str| {
+        log.iter()
+            .position(|logged| logged == entry)
+            .unwrap_or_else(|| panic!("{entry:?} missing from {log:?}"))
+    };
+    for (first, second) in pairs {
+        assert!(at(first) < at(second), "{first} after {second}: {log:?}");
+    }
+}
+
+async fn shutdown_on_b_stops_everything_and_returns_the_error(rt: SharedRuntime) {
+    let graph = Abcde::new();
+    let running = fail_in_graph(&rt, &graph, Verdict::Shutdown, "B").await;
+    let status = running.status.clone();
+    let outcome = running.outcome().await;
+    match &outcome.end {
+        SupervisorEnd::Shutdown { node, error } => {
+            assert_eq!(&**node, "B");
+            assert_eq!(error.to_string(), "B failed 1");
+        }
+        other => panic!("expected a shutdown by B, got {other:?}"),
+    }
+    assert_eq!(
+        outcome.error().map(ToString::to_string).as_deref(),
+        Some("B failed 1")
+    );
+    assert!(!outcome.is_clean());
+    assert!(outcome.shutdown_errors.is_empty());
+    assert_eq!(
+        status.summary(),
+        "A=stopped B=stopped C=stopped D=stopped E=stopped"
+    );
+    let stops = graph.log.snapshot();
+    assert_eq!(stops.len(), 4, "{stops:?}");
+    assert_before(
+        &stops,
+        &[("C stopped", "A stopped"), ("D stopped", "A stopped")],
+    );
+    assert_eq!(graph.built(), [1, 1, 1, 1, 1]);
+    assert_eq!(graph.handled.snapshot(), ["B 1 B failed 1"]);
+}
+
+async fn spin_halt_on_b_stops_everything_until_terminate(rt: SharedRuntime) {
+    let graph = Abcde::new();
+    let terminate = Latch::new();
+    let supervisor = graph
+        .supervisor(Verdict::SpinHalt)
+        .terminate_on(terminate.signal())
+        .build()
+        .unwrap();
+    let running = launch(&rt, supervisor);
+    running.ready.wait().await;
+    graph.probe("B").fail();
+    running
+        .settles_to(&rt, "A=stopped B=stopped C=stopped D=stopped E=stopped")
+        .await;
+    assert!(
+        !running.ended.is_set(),
+        "a spin-halt waits for a terminate request"
+    );
+    assert_eq!(graph.built(), [1, 1, 1, 1, 1]);
+    terminate.set();
+    let outcome = running.outcome().await;
+    match &outcome.end {
+        SupervisorEnd::SpinHaltReleased { node, error } => {
+            assert_eq!(&**node, "B");
+            assert_eq!(error.to_string(), "B failed 1");
+        }
+        other => panic!("expected a released spin-halt, got {other:?}"),
+    }
+    assert!(!outcome.is_clean());
+    assert_eq!(graph.handled.snapshot(), ["B 1 B failed 1"]);
+}
+
+async fn child_starts_only_once_its_parent_is_ready(rt: SharedRuntime) {
+    let log = Events::new();
+    let parent = Probe::new("parent", &log).gated();
+    let child = Probe::new("child", &log);
+    let supervisor = Supervisor::builder()
+        .node(child.node().depends_on(["parent"]))
+        .node(parent.node())
+        .build()
+        .unwrap();
+    let running = launch(&rt, supervisor);
+    eventually(&rt, "the parent is built", || parent.built() == 1).await;
+    // The parent becomes ready only after a delay.
+    let_others_run(&rt).await;
+    assert_eq!(
+        child.built(),
+        0,
+        "the child was built before its parent was ready"
+    );
+    assert_eq!(running.status.summary(), "child=waiting parent=starting");
+    parent.open();
+    running.ready.wait().await;
+    assert_eq!(child.built(), 1);
+    running.stop_cleanly().await;
+    assert_eq!(log.snapshot(), ["child stopped", "parent stopped"]);
+}
+
+async fn stop_order_is_reverse_topological(rt: SharedRuntime) {
+    let graph = Abcde::new();
+    let running = launch(&rt, graph.supervisor(Verdict::Restart).build().unwrap());
+    running.ready.wait().await;
+    running.stop_cleanly().await;
+    let stops = graph.log.snapshot();
+    assert_eq!(stops.len(), 5, "{stops:?}");
+    assert_before(
+        &stops,
+        &[
+            ("C stopped", "B stopped"),
+            ("B stopped", "A stopped"),
+            ("D stopped", "A stopped"),
+        ],
+    );
+
+    // A chain has exactly one stop order.
+    let log = Events::new();
+    let chain: Vec<Probe> = ["one", "two", "three", "four"]
+        .into_iter()
+        .map(|name| Probe::new(name, &log))
+        .collect();
+    let mut builder = Supervisor::builder();
+    for pair in chain.windows(2).rev() {
+        builder = builder.node(pair[1].node().depends_on([pair[0].name]));
+    }
+    let running = launch(&rt, builder.node(chain[0].node()).build().unwrap());
+    running.ready.wait().await;
+    running.stop_cleanly().await;
+    assert_eq!(
+        log.snapshot(),
+        [
+            "four stopped",
+            "three stopped",
+            "two stopped",
+            "one stopped"
+        ]
+    );
+}
+
+/// A worker that, told to stop, holds until `other` was told to stop too.
+fn holding(
+    name: &'static str,
+    log: &Events,
+    told: &Latch,
+    other: &Latch,
+) -> impl FnMut() -> Result<ComponentManager, FatalError> + Send + 'static {
+    let (log, told, other) = (log.clone(), told.clone(), other.clone());
+    move || {
+        let (log, told, other) = (log.clone(), told.clone(), other.clone());
+        Ok(ComponentManager::builder()
+            .add_worker(move |ctx, ready| {
+                let (log, told, other) = (log.clone(), told.clone(), other.clone());
+                async move {
+                    ready.ready();
+                    ctx.stopped().await;
+                    log.push(format!("{name} told"));
+                    told.set();
+                    other.wait().await;
+                    log.push(format!("{name} stopped"));
+                    Ok(())
+                }
+            })
+            .build())
+    }
+}
+
+async fn independent_branches_stop_concurrently(rt: SharedRuntime) {
+    let log = Events::new();
+    let root = Probe::new("root", &log);
+    let (x_told, y_told) = (Latch::new(), Latch::new());
+    let supervisor = Supervisor::builder()
+        .node(root.node())
+        .node(Node::new("x", holding("x", &log, &x_told, &y_told)).depends_on(["root"]))
+        .node(Node::new("y", holding("y", &log, &y_told, &x_told)).depends_on(["root"]))
+        .build()
+        .unwrap();
+    let running = launch(&rt, supervisor);
+    running.ready.wait().await;
+    // If x and y were stopped one after the other, each would wait for
+    // the other for ever.
+    running.stop_cleanly().await;
+    let stops = log.snapshot();
+    assert_eq!(stops.len(), 5, "{stops:?}");
+    let mut told = stops[..2].to_vec();
+    told.sort();
+    assert_eq!(told, ["x told", "y told"]);
+    assert_eq!(stops[4], "root stopped");
+}
+
+async fn terminate_request_stops_in_order(rt: SharedRuntime) {
+    let log = Events::new();
+    let terminate = Latch::new();
+    let (a, b) = (Probe::new("a", &log), Probe::new("b", &log));
+    let supervisor = Supervisor::builder()
+        .node(a.node())
+        .node(b.node().depends_on(["a"]))
+        .terminate_on(terminate.signal())
+        .build()
+        .unwrap();
+    let running = launch(&rt, supervisor);
+    running.ready.wait().await;
+    terminate.set();
+    let outcome = running.outcome().await;
+    assert!(
+        matches!(outcome.end, SupervisorEnd::Terminated),
+        "got {outcome:?}"
+    );
+    assert!(outcome.is_clean());
+    assert_eq!(log.snapshot(), ["b stopped", "a stopped"]);
+}
+
+async fn shutdown_returns_once_every_node_is_done(rt: SharedRuntime) {
+    let log = Events::new();
+    let slow = Probe::new("slow", &log).on_stop(OnStop::Linger);
+    let slower = Probe::new("slower", &log).on_stop(OnStop::Linger);
+    let failing = Probe::new("failing", &log);
+    let supervisor = Supervisor::builder()
+        .node(slow.node())
+        .node(slower.node().depends_on(["slow"]))
+        .node(failing.node().handler(|_| Verdict::Shutdown))
+        .build()
+        .unwrap();
+    let running = launch(&rt, supervisor);
+    running.ready.wait().await;
+    failing.fail();
+    let outcome = running.outcome().await;
+    assert!(
+        matches!(outcome.end, SupervisorEnd::Shutdown { .. }),
+        "got {outcome:?}"
+    );
+    // Each lingering node returned before the next was told, and both
+    // before the run returned.
+    assert_eq!(
+        log.snapshot(),
+        [
+            "slower stopped",
+            "slower returned",
+            "slow stopped",
+            "slow returned"
+        ]
+    );
+}
+
+async fn spin_halt_ignores_the_parent_stop(rt: SharedRuntime) {
+    let log = Events::new();
+    let terminate = Latch::new();
+    let (a, b) = (Probe::new("a", &log), Probe::new("b", &log));
+    let supervisor = Supervisor::builder()
+        .node(a.node())
+        .node(b.node().depends_on(["a"]).handler(|_| Verdict::SpinHalt))
+        .terminate_on(terminate.signal())
+        .build()
+        .unwrap();
+    let shutdown = Component::shutdown_signal(&supervisor);
+    let running = launch(&rt, supervisor);
+    running.ready.wait().await;
+    b.fail();
+    running.settles_to(&rt, "a=stopped b=stopped").await;
+    assert!(shutdown.is_set());
+    // The parent's stop (an interrupt) does not release it.
+    running.stop.stop();
+    let_others_run(&rt).await;
+    assert!(
+        !running.ended.is_set(),
+        "the parent's stop ended a spin-halt"
+    );
+    assert_eq!((a.built(), b.built()), (1, 1), "nothing restarts");
+    terminate.set();
+    let outcome = running.outcome().await;
+    assert!(
+        matches!(&outcome.end, SupervisorEnd::SpinHaltReleased { node, .. } if &**node == "b"),
+        "got {outcome:?}"
+    );
+    assert_eq!(log.snapshot(), ["a stopped"]);
+}
+
+/// Checks an outcome's shutdown errors: `nodes` failed while stopping, in
+/// this order.
+fn assert_stop_errors(outcome: &SupervisorOutcome, nodes: &[&str]) {
+    let errors: Vec<(String, String)> = outcome
+        .shutdown_errors
+        .iter()
+        .map(|error| (error.node.to_string(), error.error.to_string()))
+        .collect();
+    let expected: Vec<(String, String)> = nodes
+        .iter()
+        .map(|node| (node.to_string(), format!("{node} failed while stopping")))
+        .collect();
+    assert_eq!(errors, expected, "{outcome:?}");
+}
+
+async fn error_while_stopping_after_a_parent_stop(rt: SharedRuntime) {
+    for _ in 0..REPEATS {
+        let (log, handled, events) = (Events::new(), Events::new(), Events::new());
+        let a = Probe::new("a", &log).on_stop(OnStop::Fail);
+        let b = Probe::new("b", &log).on_stop(OnStop::Fail);
+        let supervisor = Supervisor::builder()
+            .node(a.node().handler(recording(&handled, "a", Verdict::Restart)))
+            .node(
+                b.node()
+                    .depends_on(["a"])
+                    .handler(recording(&handled, "b", Verdict::Restart)),
+            )
+            .on_event({
+                let events = events.clone();
+                move |event| events.push(describe(event))
+            })
+            .build()
+            .unwrap();
+        let running = launch(&rt, supervisor);
+        running.ready.wait().await;
+        running.stop.stop();
+        let outcome = running.outcome().await;
+        assert!(
+            matches!(outcome.end, SupervisorEnd::ParentStopped),
+            "got {outcome:?}"
+        );
+        assert_eq!(outcome.shutdown_errors.len(), 2, "{events:?}");
+        assert_stop_errors(&outcome, &["b", "a"]);
+        assert!(handled.is_empty(), "handled: {handled:?}");
+        assert_eq!((a.built(), b.built()), (1, 1));
+    }
+}
+
+/// `a` <- `b` fail while stopping; `f` fails with `verdict`.
+fn failing_while_stopping(
+    log: &Events,
+    handled: &Events,
+    verdict: Verdict,
+    terminate: &Latch,
+) -> (Supervisor, Probe) {
+    let a = Probe::new("a", log).on_stop(OnStop::Fail);
+    let b = Probe::new("b", log).on_stop(OnStop::Fail);
+    let f = Probe::new("f", log);
+    let supervisor = Supervisor::builder()
+        .node(a.node().handler(recording(handled, "a", Verdict::Restart)))
+        .node(
+            b.node()
+                .depends_on(["a"])
+                .handler(recording(handled, "b", Verdict::Restart)),
+        )
+        .node(f.node().handler(recording(handled, "f", verdict)))
+        .terminate_on(terminate.signal())
+        .build()
+        .unwrap();
+    (supervisor, f)
+}
+
+async fn error_while_stopping_after_a_shutdown(rt: SharedRuntime) {
+    for _ in 0..REPEATS {
+        let (log, handled) = (Events::new(), Events::new());
+        let (supervisor, f) =
+            failing_while_stopping(&log, &handled, Verdict::Shutdown, &Latch::new());
+        let running = launch(&rt, supervisor);
+        running.ready.wait().await;
+        f.fail();
+        let outcome = running.outcome().await;
+        assert!(
+            matches!(&outcome.end, SupervisorEnd::Shutdown { node, .. } if &**node == "f"),
+            "got {outcome:?}"
+        );
+        assert_stop_errors(&outcome, &["b", "a"]);
+        assert_eq!(handled.snapshot(), ["f 1 f failed 1"]);
+    }
+}
+
+async fn error_while_stopping_during_a_spin_halt(rt: SharedRuntime) {
+    for _ in 0..REPEATS {
+        let (log, handled, terminate) = (Events::new(), Events::new(), Latch::new());
+        let (supervisor, f) = failing_while_stopping(&log, &handled, Verdict::SpinHalt, &terminate);
+        let running = launch(&rt, supervisor);
+        running.ready.wait().await;
+        f.fail();
+        // Both have logged their stop once the second one has.
+        let status = running.status.clone();
+        eventually(&rt, "every node is stopped", || {
+            status.summary() == "a=stopped b=stopped f=stopped"
+        })
+        .await;
+        running.stop.stop();
+        terminate.set();
+        let outcome = running.outcome().await;
+        assert!(
+            matches!(&outcome.end, SupervisorEnd::SpinHaltReleased { node, .. } if &**node == "f"),
+            "got {outcome:?}"
+        );
+        assert_stop_errors(&outcome, &["b", "a"]);
+        assert_eq!(handled.snapshot(), ["f 1 f failed 1"]);
+    }
+}
+
+/// A probe whose factory also logs "X built N".
+fn logging_builds(probe: &Probe) -> Node {
+    let mut build = probe.factory();
+    let (log, name, built) = (probe.log.clone(), probe.name, probe.built.clone());
+    Node::new(probe.name, move || {
+        let manager = build();
+        log.push(format!("{name} built {}", built.get()));
+        manager
+    })
+    .policy(RestartPolicy::immediate())
+}
+
+async fn restart_with_dependents(rt: SharedRuntime) {
+    let log = Events::new();
+    let (a, b, c) = (
+        Probe::new("a", &log),
+        Probe::new("b", &log),
+        Probe::new("c", &log),
+    );
+    let supervisor = Supervisor::builder()
+        .node(logging_builds(&a).restart_dependents())
+        .node(logging_builds(&b).depends_on(["a"]))
+        .node(logging_builds(&c).depends_on(["b"]))
+        .build()
+        .unwrap();
+    let running = launch(&rt, supervisor);
+    running.ready.wait().await;
+    a.fail();
+    running
+        .settles_to(&rt, "a=ready(2) b=ready(2) c=ready(2)")
+        .await;
+    running.stop_cleanly().await;
+    // The dependents stop first (in order), a comes back, then they do
+    // (each once what it depends on is ready).
+    assert_eq!(
+        log.snapshot(),
+        [
+            "a built 1",
+            "b built 1",
+            "c built 1",
+            "c stopped",
+            "b stopped",
+            "a built 2",
+            "b built 2",
+            "c built 2",
+            "c stopped",
+            "b stopped",
+            "a stopped",
+        ]
+    );
+}
+
+async fn spent_budget_escalates_to_the_chosen_verdict(rt: SharedRuntime) {
+    let log = Events::new();
+    let handled = Events::new();
+    let a = Probe::new("a", &log);
+    let b = Probe::new("b", &log).failing_at_once();
+    let c = Probe::new("c", &log);
+    let supervisor = Supervisor::builder()
+        .node(a.node())
+        .node(
+            b.node()
+                .depends_on(["a"])
+                .policy(RestartPolicy::immediate().intensity(2, Duration::from_secs(3600)))
+                .handler(recording(&handled, "b", Verdict::Restart))
+                .on_exhausted(Verdict::Stop),
+        )
+        .node(c.node().depends_on(["b"]))
+        .build()
+        .unwrap();
+    let running = launch(&rt, supervisor);
+    running
+        .settles_to(&rt, "a=ready b=stopped(3) c=stopped")
+        .await;
+    // Two restarts allowed: the third failure is the one that escalates.
+    assert_eq!(
+        handled.snapshot(),
+        ["b 1 b failed 1", "b 2 b failed 2", "b 3 b failed 3"]
+    );
+    assert_eq!((a.built(), b.built(), c.built()), (1, 3, 0));
+    running.stop_cleanly().await;
+}
+
+async fn spent_budget_shuts_down_by_default(rt: SharedRuntime) {
+    let log = Events::new();
+    let a = Probe::new("a", &log);
+    let b = Probe::new("b", &log).failing_at_once();
+    let supervisor = Supervisor::builder()
+        .node(a.node())
+        .node(b.node().depends_on(["a"]).policy(RestartPolicy::never()))
+        .build()
+        .unwrap();
+    let outcome = launch(&rt, supervisor).outcome().await;
+    match &outcome.end {
+        SupervisorEnd::Shutdown { node, error } => {
+            assert_eq!(&**node, "b");
+            assert_eq!(error.to_string(), "b failed 1");
+        }
+        other => panic!("expected a shutdown by b, got {other:?}"),
+    }
+    assert_eq!(log.snapshot(), ["a stopped"]);
+    assert_eq!(b.built(), 1);
+}
+
+async fn hung_node_is_aborted_at_its_stop_timeout(rt: SharedRuntime) {
+    let log = Events::new();
+    let a = Probe::new("a", &log);
+    let hung = Probe::new("hung", &log).on_stop(OnStop::Hang);
+    let supervisor = Supervisor::builder()
+        .node(a.node())
+        .node(hung.node().depends_on(["a"]).stop_timeout(SHORT))
+        .build()
+        .unwrap();
+    let running = launch(&rt, supervisor);
+    running.ready.wait().await;
+    let stopped_at = rt.now();
+    running.stop.stop();
+    let outcome = running.outcome().await;
+    assert!(rt.now().saturating_duration_since(stopped_at) >= SHORT);
+    assert!(
+        matches!(outcome.end, SupervisorEnd::ParentStopped),
+        "got {outcome:?}"
+    );
+    assert_eq!(
+        outcome
+            .overran
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["hung"]
+    );
+    assert!(!outcome.is_clean());
+    assert!(outcome.to_string().contains("overran their stop: hung"));
+    // a is told to stop only once the hung node is gone.
+    assert_eq!(log.snapshot(), ["hung stopped", "a stopped"]);
+}
+
+async fn factory_error_goes_to_the_handler(rt: SharedRuntime) {
+    let log = Events::new();
+    let handled = Events::new();
+    let probe = Probe::new("f", &log);
+    let calls = Counter::default();
+    let mut build = probe.factory();
+    let supervisor = Supervisor::builder()
+        .node(
+            Node::new("f", move || {
+                if calls.next() == 1 {
+                    Err(FatalError::msg("no config"))
+                } else {
+                    build()
+                }
+            })
+            .policy(RestartPolicy::immediate())
+            .handler(recording(&handled, "f", Verdict::Restart)),
+        )
+        .build()
+        .unwrap();
+    let running = launch(&rt, supervisor);
+    running.ready.wait().await;
+    assert_eq!(running.status.summary(), "f=ready(2)");
+    assert_eq!(handled.snapshot(), ["f 1 no config"]);
+    assert_eq!(probe.built(), 1);
+    running.stop_cleanly().await;
+}
+
+async fn start_timeout_fails_the_node(rt: SharedRuntime) {
+    let log = Events::new();
+    let slow = Probe::new("slow", &log).gated();
+    let child = Probe::new("child", &log);
+    let errors = Arc::new(Mutex::new(Vec::new()));
+    let supervisor = Supervisor::builder()
+        .node(slow.node().start_timeout(SHORT).handler({
+            let errors = errors.clone();
+            move |failure: &Failure| {
+                errors.lock().unwrap().push(failure.error.clone());
+                Verdict::Stop
+            }
+        }))
+        .node(child.node().depends_on(["slow"]))
+        .build()
+        .unwrap();
+    // Nothing is left once the slow node and its dependent are stopped.
+    let outcome = launch(&rt, supervisor).outcome().await;
+    assert!(
+        matches!(outcome.end, SupervisorEnd::Completed),
+        "got {outcome:?}"
+    );
+    let errors = errors.lock().unwrap();
+    assert_eq!(errors.len(), 1);
+    assert_eq!(
+        errors[0].downcast_ref::<StartTimedOut>(),
+        Some(&StartTimedOut {
+            node: "slow".into(),
+            timeout: SHORT,
+        })
+    );
+    assert_eq!(child.built(), 0);
+    assert_eq!(log.snapshot(), ["slow stopped"]);
+}
+
+async fn nested_supervisor(rt: SharedRuntime) {
+    let log = Events::new();
+    let handled = Arc::new(Mutex::new(Vec::new()));
+    let db = Probe::new("db", &log);
+    let x = Probe::new("x", &log).gated();
+    let y = Probe::new("y", &log);
+    let api = Probe::new("api", &log);
+    let inner = {
+        let (x, y) = (x.clone(), y.clone());
+        move || {
+            Supervisor::builder()
+                .node(x.node())
+                .node(y.node().depends_on(["x"]).handler(|_| Verdict::Shutdown))
+                .build()
+                .map_err(FatalError::new)
+        }
+    };
+    let supervisor = Supervisor::builder()
+        .node(db.node())
+        .node(Node::new("inner", inner).depends_on(["db"]).handler({
+            let handled = handled.clone();
+            move |failure: &Failure| {
+                handled.lock().unwrap().push(failure.clone());
+                Verdict::Stop
+            }
+        }))
+        .node(api.node().depends_on(["inner"]))
+        .build()
+        .unwrap();
+    let running = launch(&rt, supervisor);
+    eventually(&rt, "x is built", || x.built() == 1).await;
+    let_others_run(&rt).await;
+    // The inner supervisor is ready only once all its nodes are.
+    assert_eq!(y.built(), 0);
+    assert_eq!(
+        api.built(),
+        0,
+        "api started before the inner supervisor was ready"
+    );
+    x.open();
+    running.ready.wait().await;
+    assert_eq!((y.built(), api.built()), (1, 1));
+
+    // A Shutdown inside is a failure of the inner node outside.
+    y.fail();
+    running
+        .settles_to(&rt, "db=ready inner=stopped api=stopped")
+        .await;
+    {
+        let handled = handled.lock().unwrap();
+        assert_eq!(handled.len(), 1);
+        let failed = handled[0]
+            .error
+            .downcast_ref::<NodeFailed>()
+            .expect("the inner supervisor's error names its node");
+        assert_eq!(&*failed.node, "y");
+        assert_eq!(failed.error.to_string(), "y failed 1");
+    }
+    running.stop_cleanly().await;
+    // Inside, x stopped before the inner supervisor was done; outside, api
+    // stopped after the verdict on the inner node, db at the parent stop.
+    assert_eq!(log.snapshot(), ["x stopped", "api stopped", "db stopped"]);
+}
+
+async fn clean_completion_keeps_dependents_running(rt: SharedRuntime) {
+    let log = Events::new();
+    let handled = Events::new();
+    let (a, b) = (Probe::new("a", &log), Probe::new("b", &log));
+    let supervisor = Supervisor::builder()
+        .node(a.node().handler(recording(&handled, "a", Verdict::Restart)))
+        .node(b.node().depends_on(["a"]))
+        .build()
+        .unwrap();
+    let running = launch(&rt, supervisor);
+    running.ready.wait().await;
+    a.finish();
+    running.settles_to(&rt, "a=completed b=ready").await;
+    running.stop_cleanly().await;
+    assert_eq!(log.snapshot(), ["b stopped"]);
+    assert!(handled.is_empty());
+    assert_eq!((a.built(), b.built()), (1, 1));
+}
+
+async fn completion_of_a_required_node_stops_its_dependents(rt: SharedRuntime) {
+    let log = Events::new();
+    let (a, b, c) = (
+        Probe::new("a", &log),
+        Probe::new("b", &log),
+        Probe::new("c", &log),
+    );
+    let supervisor = Supervisor::builder()
+        .node(a.node().required_while_running())
+        .node(b.node().depends_on(["a"]))
+        .node(c.node().depends_on(["b"]))
+        .build()
+        .unwrap();
+    let running = launch(&rt, supervisor);
+    running.ready.wait().await;
+    let status = running.status.clone();
+    a.finish();
+    // Every node is done for good: the run completes on its own.
+    let outcome = running.outcome().await;
+    assert!(
+        matches!(outcome.end, SupervisorEnd::Completed),
+        "got {outcome:?}"
+    );
+    assert!(outcome.is_clean());
+    assert_eq!(status.summary(), "a=completed b=stopped c=stopped");
+    assert_eq!(log.snapshot(), ["c stopped", "b stopped"]);
+}
+
+async fn permanent_node_is_restarted_after_a_clean_exit(rt: SharedRuntime) {
+    let log = Events::new();
+    let handled = Events::new();
+    let (a, b) = (Probe::new("a", &log), Probe::new("b", &log));
+    let supervisor = Supervisor::builder()
+        .node(
+            a.node()
+                .permanent()
+                .handler(recording(&handled, "a", Verdict::Stop)),
+        )
+        .node(b.node().depends_on(["a"]))
+        .build()
+        .unwrap();
+    let running = launch(&rt, supervisor);
+    running.ready.wait().await;
+    a.finish();
+    running.settles_to(&rt, "a=ready(2) b=ready").await;
+    assert!(handled.is_empty(), "a clean exit is not a failure");
+    assert_eq!(running.status.snapshot()[0].restarts, 1);
+    running.stop_cleanly().await;
+    assert_eq!(log.snapshot(), ["b stopped", "a stopped"]);
+}
+
+fn describe(event: &SupervisorEvent) -> String {
+    let what = match &event.kind {
+        EventKind::Starting { attempt } => format!("starting {attempt}"),
+        EventKind::Ready { attempt } => format!("ready {attempt}"),
+        EventKind::Failed { attempt, error } => format!("failed {attempt}: {error}"),
+        EventKind::Verdict {
+            attempt,
+            verdict,
+            acted,
+        } => format!("verdict {attempt}: {verdict}, acted on: {acted}"),
+        EventKind::Restarting { attempt, delay } => {
+            format!("restarting {attempt} after {delay:?}")
+        }
+        EventKind::RestartsExhausted {
+            attempt,
+            escalation,
+        } => format!("restarts exhausted {attempt}: {escalation}"),
+        EventKind::Stopping { attempt, cause } => format!("stopping {attempt}: {cause}"),
+        EventKind::ErrorDuringStop { attempt, error } => {
+            format!("error during stop {attempt}: {error}")
+        }
+        EventKind::StopTimedOut { attempt, timeout } => {
+            format!("stop timed out {attempt} after {timeout:?}")
+        }
+        EventKind::Completed { attempt } => format!("completed {attempt}"),
+        EventKind::Stopped { attempt } => format!("stopped {attempt}"),
+        EventKind::Waiting { attempt } => format!("waiting {attempt}"),
+        other => format!("{other:?}"),
+    };
+    format!("{} {what}", event.node)
+}
+
+async fn restart_then_stop_event_sequence(rt: SharedRuntime) {
+    let log = Events::new();
+    let events = Events::new();
+    let n = Probe::new("n", &log);
+    let supervisor = Supervisor::builder()
+        .node(n.node())
+        .on_event({
+            let events = events.clone();
+            move |event| events.push(describe(event))
+        })
+        .build()
+        .unwrap();
+    let running = launch(&rt, supervisor);
+    running.ready.wait().await;
+    n.fail();
+    running.settles_to(&rt, "n=ready(2)").await;
+    running.stop_cleanly().await;
+    assert_eq!(
+        events.snapshot(),
+        [
+            "n starting 1",
+            "n ready 1",
+            "n failed 1: n failed 1",
+            "n verdict 1: restart, acted on: true",
+            "n restarting 2 after 0ns",
+            "n starting 2",
+            "n ready 2",
+            "n stopping 2: the parent stopped",
+            "n stopped 2",
+        ]
+    );
+}

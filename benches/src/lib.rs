@@ -12,7 +12,10 @@
 //! - [`multi_thread_runtime`]: the tokio runtime the timed rounds run on;
 //! - [`components`]: the component manager and restart loop rounds, each
 //!   beside the same work done by hand on the executor, on tokio
-//!   (multi-thread and current-thread) and smol.
+//!   (multi-thread and current-thread) and smol;
+//! - [`services`]: a restartable service on the `StartStop` base, started and
+//!   stopped alone and in a group, measured against the bare rounds of
+//!   [`components`].
 
 use core::future::{poll_fn, Future};
 use core::pin::pin;
@@ -26,6 +29,7 @@ use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
 
 pub mod components;
+pub mod services;
 
 /// A tokio multi-thread runtime with one worker per core (two on the machine
 /// the figures in the README come from).

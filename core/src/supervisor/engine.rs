@@ -309,6 +309,7 @@ impl Engine {
         // Every node of an empty supervisor is ready: it is ready at once,
         // like a manager without workers.
         self.check_ready();
+        let mut handled: u32 = 0;
         loop {
             self.settle();
             if let Some(end) = self.finished() {
@@ -320,6 +321,14 @@ impl Engine {
                     overran: core::mem::take(&mut self.overran),
                     budget_spent: self.budget_spent,
                 };
+            }
+            // Inputs that are ready at once (a node whose factory fails
+            // at once, restarted without a backoff) would otherwise keep
+            // this task from ever returning to its executor: yield now and
+            // then, so that timers and other tasks run.
+            handled += 1;
+            if handled % YIELD_EVERY == 0 {
+                YieldOnce(false).await;
             }
             match self.inputs.next().await {
                 Some(input) => self.handle(input),
@@ -682,7 +691,9 @@ impl Engine {
                     }
                 }
                 if delay.is_zero() {
-                    self.set_state(node, State::Waiting);
+                    // Through the input queue, so that inputs already
+                    // waiting (a parent stop) come first.
+                    self.push(core::future::ready(Input::BackoffOver { node, attempt }));
                 } else {
                     let sleep = self.runtime.sleep(delay);
                     self.push(async move {
@@ -777,16 +788,38 @@ impl Engine {
                 }
             }
             State::Starting(_) | State::Ready(_) => {
-                let dependents_down = self.graph.dependents[node]
-                    .iter()
-                    .all(|&dependent| !self.nodes[dependent].state.is_up());
-                if dependents_down {
+                if self.dependents_down(node) {
                     self.begin_stop(node);
                 }
             }
             State::Completed | State::Stopped => self.nodes[node].stop = None,
             State::Stopping { .. } => {}
         }
+    }
+
+    /// Whether nothing that depends on `node`, directly or through nodes
+    /// that are down already (a dependent that failed first), is still up:
+    /// only then may `node` be told to stop.
+    fn dependents_down(&self, node: usize) -> bool {
+        let direct = &self.graph.dependents[node];
+        if direct
+            .iter()
+            .any(|&dependent| is_up(self.nodes[dependent].public))
+        {
+            return false;
+        }
+        let mut seen = BTreeSet::new();
+        let mut below = direct.clone();
+        while let Some(dependent) = below.pop() {
+            if !seen.insert(dependent) {
+                continue;
+            }
+            if is_up(self.nodes[dependent].public) {
+                return false;
+            }
+            below.extend(self.graph.dependents[dependent].iter().copied());
+        }
+        true
     }
 
     fn begin_stop(&mut self, node: usize) {
@@ -1067,9 +1100,21 @@ impl Engine {
     fn mark_neighbours(&mut self, node: usize) {
         self.dirty.insert(node);
         self.dirty
-            .extend(self.graph.dependencies[node].iter().copied());
-        self.dirty
             .extend(self.graph.dependents[node].iter().copied());
+        // Its dependencies may now be stoppable, and so may theirs if they
+        // are down already (a failed node between them): up to the first up
+        // node on each path, which marks its own when it goes down.
+        let mut seen = BTreeSet::new();
+        let mut above = self.graph.dependencies[node].clone();
+        while let Some(on) = above.pop() {
+            if !seen.insert(on) {
+                continue;
+            }
+            self.dirty.insert(on);
+            if !is_up(self.nodes[on].public) {
+                above.extend(self.graph.dependencies[on].iter().copied());
+            }
+        }
         // A node restarting with its dependents waits for all of them.
         if self.holding == 0 {
             return;
@@ -1115,5 +1160,24 @@ impl Drop for Engine {
                 instance.component.abort();
             }
         }
+    }
+}
+
+/// How many inputs the run handles between two yields to its executor.
+const YIELD_EVERY: u32 = 64;
+
+/// Pending once, waking itself: lets the executor run other tasks.
+struct YieldOnce(bool);
+
+impl Future for YieldOnce {
+    type Output = ();
+
+    fn poll(mut self: core::pin::Pin<&mut Self>, cx: &mut core::task::Context<'_>) -> Poll<()> {
+        if self.0 {
+            return Poll::Ready(());
+        }
+        self.0 = true;
+        cx.waker().wake_by_ref();
+        Poll::Pending
     }
 }

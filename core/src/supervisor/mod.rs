@@ -110,10 +110,11 @@ use core::time::Duration;
 use crate::component::{Component, StartError};
 use crate::fatal::{FatalError, FatalHook};
 use crate::latch::{Latch, Signal};
-use crate::runtime::{BoxFuture, SharedRuntime};
+use crate::runtime::{BoxFuture, RuntimeExt, SharedRuntime};
 use crate::scope::Scope;
 use crate::stop::StopToken;
 use crate::sync::Mutex;
+use crate::task::JoinHandle;
 
 use engine::Engine;
 pub use graph::{BuildError, Node, SupervisorBuilder};
@@ -169,6 +170,8 @@ pub struct Supervisor {
     shutdown: Latch,
     done: Latch,
     outcome: Arc<Mutex<Option<SupervisorOutcome>>>,
+    /// The run's task, when started as a component.
+    run: Mutex<Option<JoinHandle<()>>>,
 }
 
 impl Supervisor {
@@ -185,6 +188,7 @@ impl Supervisor {
             shutdown: Latch::new(),
             done: Latch::new(),
             outcome: Arc::new(Mutex::new(None)),
+            run: Mutex::new(None),
         }
     }
 
@@ -217,9 +221,13 @@ impl Supervisor {
         outcome
     }
 
-    /// The outcome of a run started as a component, once it is done.
+    /// The outcome of a run started as a component, once it is done
+    /// ([`SupervisorEnd::Aborted`] after an abort).
     pub fn outcome(&self) -> Option<SupervisorOutcome> {
-        self.outcome.lock().clone()
+        if let Some(outcome) = self.outcome.lock().clone() {
+            return Some(outcome);
+        }
+        self.done.is_set().then(SupervisorOutcome::aborted)
     }
 }
 
@@ -237,12 +245,22 @@ impl Component for Supervisor {
         );
         let done = SetOnDrop(self.done.clone());
         let outcome = self.outcome.clone();
-        runtime.spawn_detached(Box::pin(async move {
+        let run = runtime.spawn(async move {
             let ended = engine.run(token).await;
             *outcome.lock() = Some(ended);
             drop(done);
-        }));
+        });
+        *self.run.lock() = Some(run);
         Ok(())
+    }
+
+    /// Drops the run at its next poll: every node's scope is stopped and
+    /// every live instance aborted, and done is set once the run is gone
+    /// (its outcome is then [`SupervisorEnd::Aborted`]).
+    fn abort(&self) {
+        if let Some(run) = self.run.lock().as_ref() {
+            run.abort();
+        }
     }
 
     fn ready(&self) -> Signal {

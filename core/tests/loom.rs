@@ -301,3 +301,351 @@ fn manager_reports_the_first_error_before_its_shutdown_signal() {
         assert!(!manager.ready().is_set());
     });
 }
+
+// ---------------------------------------------------------------------------
+// The service base's generation state machine. The models drive generations
+// by hand (`begin`, then the handles from loom threads), so nothing is ever
+// spawned.
+
+/// A runtime the service models never spawn on: a spawn is a bug in the
+/// model.
+struct NoTasks;
+
+impl lifecycle::Runtime for NoTasks {
+    fn spawn_detached(&self, _task: lifecycle::BoxFuture) {
+        panic!("the service models spawn no task");
+    }
+
+    fn sleep(&self, _duration: std::time::Duration) -> lifecycle::BoxFuture {
+        Box::pin(std::future::pending())
+    }
+
+    fn now(&self) -> lifecycle::Instant {
+        lifecycle::Instant::default()
+    }
+}
+
+fn service_scope(parent: &StopSource) -> lifecycle::Scope {
+    lifecycle::Scope::new(
+        std::sync::Arc::new(NoTasks),
+        parent.token(),
+        lifecycle::FatalSlot::new(),
+    )
+}
+
+#[test]
+fn service_concurrent_begins_begin_one_generation() {
+    use lifecycle::StartStop;
+    loom::model(|| {
+        let base = Arc::new(StartStop::new());
+        let parent = StopSource::new();
+        let scope = service_scope(&parent);
+        // Asked for before the start: the generation that begins adopts them.
+        let (started, stopped) = (base.started(), base.stopped());
+        let other = {
+            let (base, scope) = (base.clone(), scope.clone());
+            thread::spawn(move || block_on(base.begin(&scope)))
+        };
+        // Asked for during the begins: the same latches, before and after.
+        let querier = {
+            let (base, started, stopped) = (base.clone(), started.clone(), stopped.clone());
+            thread::spawn(move || {
+                assert!(base.stopped().same_as(&stopped));
+                assert!(base.started().same_as(&started));
+            })
+        };
+        let mine = block_on(base.begin(&scope));
+        let theirs = other.join().unwrap();
+        querier.join().unwrap();
+        let generation = match (mine, theirs) {
+            (Some(generation), None) | (None, Some(generation)) => generation,
+            (mine, theirs) => panic!(
+                "exactly one of two concurrent begins begins a generation: {:?} and {:?}",
+                mine.is_some(),
+                theirs.is_some()
+            ),
+        };
+        assert!(base.is_running());
+        assert!(base.started().same_as(&started) && base.stopped().same_as(&stopped));
+        generation.started.set();
+        assert!(started.is_set() && !stopped.is_set());
+        // The work's last stopped handle goes: the generation ends.
+        drop(generation);
+        assert!(stopped.is_set() && !base.is_running());
+        block_on(base.stop());
+        assert!(block_on(base.stop_init()).is_none(), "idle after the stop");
+    });
+}
+
+#[test]
+fn service_begin_during_a_stop_waits_for_it() {
+    use lifecycle::{Generation, StartStop};
+    loom::model(|| {
+        let base = Arc::new(StartStop::new());
+        let parent = StopSource::new();
+        let scope = service_scope(&parent);
+        let Generation {
+            scope: scope1,
+            started: _started1,
+            stopped: stopped1_handle,
+        } = block_on(base.begin(&scope)).unwrap();
+        let stopped1 = base.stopped();
+        // The work: returns once its scope is stopped.
+        let work = {
+            let token = scope1.token().clone();
+            thread::spawn(move || {
+                block_on(token.stopped());
+                stopped1_handle.set();
+            })
+        };
+        let stopper = {
+            let base = base.clone();
+            thread::spawn(move || block_on(base.stop()))
+        };
+        // Before the stop: a no-op while the work runs. During or after it:
+        // waits for it, then begins the next generation.
+        let second = block_on(base.begin(&scope));
+        if second.is_some() {
+            assert!(
+                stopped1.is_set(),
+                "a generation began while the last one's work ran"
+            );
+        }
+        stopper.join().unwrap();
+        work.join().unwrap();
+        assert!(stopped1.is_set(), "the stop returned before the work ended");
+        assert!(matches!(
+            scope1.token().cause(),
+            Some(StopCause::ServiceStopped)
+        ));
+        match second {
+            Some(generation) => {
+                assert!(base.is_running());
+                let stopped2 = base.stopped();
+                assert!(!stopped2.same_as(&stopped1) && !stopped2.is_set());
+                assert!(
+                    !generation.scope.token().is_stopped(),
+                    "the stop of the last generation stopped the next one"
+                );
+                drop(generation);
+                block_on(base.stop());
+                assert!(stopped2.is_set());
+            }
+            None => {
+                assert!(!base.is_running());
+                let last = base.stopped_unchecked().expect("the last generation's");
+                assert!(last.same_as(&stopped1));
+            }
+        }
+        assert!(block_on(base.stop_init()).is_none(), "idle at the end");
+    });
+}
+
+#[test]
+fn service_stale_handles_never_touch_the_next_generation_after_a_stop() {
+    use lifecycle::{Generation, StartStop};
+    loom::model(|| {
+        let base = Arc::new(StartStop::new());
+        let parent = StopSource::new();
+        let scope = service_scope(&parent);
+        let Generation {
+            scope: scope1,
+            started: started1,
+            stopped: stopped1,
+        } = block_on(base.begin(&scope)).unwrap();
+        // Generation 1's handles, called late and twice, racing with its
+        // stop and the next start. Its work ends with the first stopped
+        // call, so the stop can complete.
+        let stale = thread::spawn(move || {
+            started1.set();
+            stopped1.set();
+            started1.set();
+            stopped1.set();
+        });
+        block_on(base.stop());
+        let generation2 = block_on(base.begin(&scope)).expect("idle after the stop");
+        let (started2, stopped2) = (base.started(), base.stopped());
+        assert!(!started2.is_set() && !stopped2.is_set());
+        stale.join().unwrap();
+        assert!(
+            !started2.is_set() && !stopped2.is_set(),
+            "a stale handle set the next generation's latch"
+        );
+        assert!(base.is_running());
+        assert!(!generation2.scope.token().is_stopped());
+        assert!(matches!(
+            scope1.token().cause(),
+            Some(StopCause::ServiceStopped)
+        ));
+        drop(generation2);
+        block_on(base.stop());
+    });
+}
+
+#[test]
+fn service_stale_handles_never_touch_the_next_generation_after_an_exit() {
+    use lifecycle::{Generation, StartStop};
+    loom::model(|| {
+        let base = Arc::new(StartStop::new());
+        let parent = StopSource::new();
+        let scope = service_scope(&parent);
+        let Generation {
+            scope: scope1,
+            started: started1,
+            stopped: stopped1,
+        } = block_on(base.begin(&scope)).unwrap();
+        let exited1 = base.stopped();
+        // The work exits on its own (no stop), then its handles are called
+        // again, racing with the start that begins the next generation.
+        let work = thread::spawn(move || {
+            stopped1.set();
+            started1.set();
+            stopped1.set();
+        });
+        block_on(exited1.wait());
+        let generation2 = block_on(base.begin(&scope)).expect("the last work exited");
+        let (started2, stopped2) = (base.started(), base.stopped());
+        work.join().unwrap();
+        assert!(
+            !started2.is_set() && !stopped2.is_set(),
+            "a stale handle set the next generation's latch"
+        );
+        assert!(base.is_running());
+        // The restart stopped the exited generation's scope, and only that.
+        assert!(matches!(
+            scope1.token().cause(),
+            Some(StopCause::ServiceStopped)
+        ));
+        assert!(!generation2.scope.token().is_stopped());
+        drop(generation2);
+        block_on(base.stop());
+    });
+}
+
+/// A two-phase stop abandoned (by `finalize(false)`, or by dropping its
+/// guard) races with a start and then another stop on the main thread, while
+/// the work returns once its scope is stopped.
+fn abandoned_stop_races_a_begin_and_a_stop(drop_guard: bool) {
+    use lifecycle::{Generation, StartStop};
+    loom::model(move || {
+        let base = Arc::new(StartStop::new());
+        let parent = StopSource::new();
+        let scope = service_scope(&parent);
+        let Generation {
+            scope: scope1,
+            started: _started1,
+            stopped: stopped1_handle,
+        } = block_on(base.begin(&scope)).unwrap();
+        let stopped1 = base.stopped();
+        let work = {
+            let token = scope1.token().clone();
+            thread::spawn(move || {
+                block_on(token.stopped());
+                stopped1_handle.set();
+            })
+        };
+        // Given up at once, as when its deadline passes.
+        let abandoner = {
+            let base = base.clone();
+            thread::spawn(move || {
+                // None if the stop on the main thread completed first.
+                if let Some(guard) = block_on(base.stop_init()) {
+                    if drop_guard {
+                        drop(guard);
+                    } else {
+                        guard.finalize(false);
+                    }
+                }
+            })
+        };
+        // A start: a no-op while the work runs, else a new generation.
+        // Its generation fails at setup (the handles are dropped), so the
+        // stop below completes whichever generation it finds.
+        let second = block_on(base.begin(&scope));
+        if second.is_some() {
+            assert!(
+                stopped1.is_set(),
+                "a generation began while the last one's work ran"
+            );
+            assert!(matches!(
+                scope1.token().cause(),
+                Some(StopCause::ServiceStopped)
+            ));
+        }
+        drop(second);
+        block_on(base.stop());
+        assert!(!base.is_running());
+        abandoner.join().unwrap();
+        work.join().unwrap();
+        assert!(stopped1.is_set());
+        assert!(matches!(
+            scope1.token().cause(),
+            Some(StopCause::ServiceStopped)
+        ));
+        // The abandoned stop may close after the stop above: then the
+        // generation is back, exited, and one more stop completes it.
+        block_on(base.stop());
+        assert!(block_on(base.stop_init()).is_none(), "idle at the end");
+    });
+}
+
+#[test]
+fn service_stop_abandoned_by_finalize_races_a_begin_and_a_stop() {
+    abandoned_stop_races_a_begin_and_a_stop(false);
+}
+
+#[test]
+fn service_stop_abandoned_by_drop_races_a_begin_and_a_stop() {
+    abandoned_stop_races_a_begin_and_a_stop(true);
+}
+
+/// A start issued while a two-phase stop is open waits for it to close,
+/// then begins the next generation; the work ends racing with the start.
+fn begin_behind_an_open_stop(did_stop: bool) {
+    use lifecycle::{Generation, StartStop};
+    loom::model(move || {
+        let base = Arc::new(StartStop::new());
+        let parent = StopSource::new();
+        let scope = service_scope(&parent);
+        let Generation {
+            scope: scope1,
+            started: _started1,
+            stopped: stopped1_handle,
+        } = block_on(base.begin(&scope)).unwrap();
+        let stopped1 = base.stopped();
+        let guard = block_on(base.stop_init()).expect("a generation to stop");
+        let starter = {
+            let (base, scope) = (base.clone(), scope.clone());
+            thread::spawn(move || block_on(base.begin(&scope)))
+        };
+        let work = thread::spawn(move || stopped1_handle.set());
+        block_on(guard.stopped().wait());
+        guard.finalize(did_stop);
+        let second = starter
+            .join()
+            .unwrap()
+            .expect("the start waited for the stop, then began");
+        work.join().unwrap();
+        assert!(stopped1.is_set());
+        assert!(matches!(
+            scope1.token().cause(),
+            Some(StopCause::ServiceStopped)
+        ));
+        let stopped2 = base.stopped();
+        assert!(!stopped2.same_as(&stopped1) && !stopped2.is_set());
+        assert!(!second.scope.token().is_stopped());
+        drop(second);
+        block_on(base.stop());
+        assert!(stopped2.is_set() && !base.is_running());
+    });
+}
+
+#[test]
+fn service_begin_behind_a_completed_two_phase_stop() {
+    begin_behind_an_open_stop(true);
+}
+
+#[test]
+fn service_begin_behind_an_abandoned_two_phase_stop() {
+    begin_behind_an_open_stop(false);
+}

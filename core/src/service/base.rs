@@ -136,6 +136,8 @@ struct Idle {
     stopped: Option<Latch>,
     /// The last generation's, for [`StartStop::stopped_unchecked`].
     last_stopped: Option<Latch>,
+    /// The number the next generation gets.
+    next_number: u64,
 }
 
 /// One generation, as the base remembers it.
@@ -213,7 +215,7 @@ impl StartStop {
                 State::Idle(idle) => (
                     idle.started.unwrap_or_default(),
                     idle.stopped.unwrap_or_default(),
-                    0,
+                    idle.next_number,
                     None,
                 ),
                 State::Running(old) | State::Stopping { gen: old, .. } => {
@@ -402,6 +404,7 @@ impl StartStop {
                 State::Stopping { gen, closed } if gen.number == number => {
                     *state = if did_stop {
                         State::Idle(Idle {
+                            next_number: gen.number + 1,
                             last_stopped: Some(gen.stopped),
                             ..Idle::default()
                         })
@@ -592,6 +595,11 @@ impl StopGuard<'_> {
     /// (say, a deadline passed): the generation stays, its scope stopped; a
     /// later stop completes normally, and a later start is a no-op while the
     /// old work runs and a real restart once it has exited.
+    ///
+    /// `true` is the caller's word that the work has exited (normally after
+    /// waiting on [`stopped`](StopGuard::stopped)); the base takes it, so a
+    /// `true` given while the work still runs lets the next start run a
+    /// new generation beside the old work.
     pub fn finalize(mut self, did_stop: bool) {
         self.close(did_stop);
     }

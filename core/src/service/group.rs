@@ -55,7 +55,7 @@ use crate::wait::wait_all;
 /// # }).unwrap();
 /// ```
 pub async fn start_all<S: Service>(services: &[S], scope: &Scope) -> Result<(), FatalError> {
-    let mut started_here = Vec::new();
+    let mut started_here = Vec::with_capacity(services.len());
     for service in services {
         match service.start(scope).await {
             Ok(StartOutcome::Started) => started_here.push(service),

@@ -1,101 +1,5 @@
-//! The [`Supervisor`]: named nodes in a dependency graph, started when
-//! their dependencies are ready, stopped in reverse order, restarted or
-//! escalated by a verdict per failure.
-//!
-//! A node is a component factory with an error handler and a restart
-//! policy ([`Node`]). The supervisor is itself a [`Component`], so
-//! supervisors nest as nodes of others.
-//!
-//! ```text
-//!     config ──▶ db ──▶ api        (api depends on db, db on config)
-//!                 └───▶ jobs
-//!     metrics                      (independent)
-//!
-//!  start:  config, metrics ─ready─▶ db ─ready─▶ api, jobs     (each once its dependencies are ready)
-//!  stop:   api, jobs, metrics ─done─▶ db ─done─▶ config        (each once its dependents are done)
-//! ```
-//!
-//! - **Start**: a node's factory is called once every node it depends on is
-//!   ready (or has completed cleanly, like a systemd oneshot). Independent
-//!   nodes start concurrently; among nodes that become startable together,
-//!   declaration order decides.
-//! - **Stop**: a node is told to stop only once every node depending on it
-//!   is done; independent branches stop concurrently. Each node has a stop
-//!   timeout (then its tasks are aborted and it is named in the outcome);
-//!   the supervisor may have a global shutdown budget.
-//! - **Verdicts** (the node's handler decides, once the failed instance is
-//!   done): [`Verdict::Restart`] under the node's [`RestartPolicy`], with
-//!   the dependents too if asked, escalating when the budget is spent;
-//!   [`Verdict::Stop`] the node and its dependents;
-//!   [`Verdict::StopParents`] also what it depends on, and what depends on
-//!   those; [`Verdict::Shutdown`] everything, then `run` returns the error;
-//!   [`Verdict::SpinHalt`] everything, then wait for a terminate request
-//!   only (the parent's stop is ignored).
-//! - Errors a node reports while the supervisor is stopping it are recorded
-//!   in the outcome, never handled and never waited on. A verdict for a
-//!   node the supervisor is already stopping is recorded in the events and
-//!   not acted on.
-//! - A node that ends cleanly is completed; its dependents keep running
-//!   unless it is [`required_while_running`](Node::required_while_running),
-//!   and it is restarted only if [`permanent`](Node::permanent).
-//!
-//! Every transition is reported to an event hook ([`SupervisorEvent`]),
-//! and a [`StatusBoard`] gives a snapshot of every node at any time.
-//!
-//! [`RestartPolicy`]: crate::RestartPolicy
-//!
-//! # Example
-//!
-//! ```
-//! use std::sync::Arc;
-//! use lifecycle::{ComponentManager, FatalError, Node, StopSource, Supervisor, SupervisorEnd};
-//! # use lifecycle::{BoxFuture, Instant, Runtime};
-//! # use std::time::Duration;
-//! # struct Threads;
-//! # impl Runtime for Threads {
-//! #     fn spawn_detached(&self, task: BoxFuture) {
-//! #         std::thread::spawn(move || futures_executor::block_on(task));
-//! #     }
-//! #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-//! #     fn now(&self) -> Instant { Instant::default() }
-//! # }
-//!
-//! /// A component that is ready at once and serves until stopped.
-//! fn serving() -> Result<ComponentManager, FatalError> {
-//!     Ok(ComponentManager::builder()
-//!         .add_worker(|ctx, ready| async move {
-//!             ready.ready();
-//!             ctx.stopped().await;
-//!             Ok(())
-//!         })
-//!         .build())
-//! }
-//!
-//! let supervisor = Supervisor::builder()
-//!     .node(Node::new("config", serving))
-//!     .node(Node::new("db", serving).depends_on(["config"]))
-//!     .node(Node::new("api", serving).depends_on(["db"]))
-//!     .node(Node::new("jobs", serving).depends_on(["db"]))
-//!     .node(Node::new("metrics", serving))
-//!     .build()?;
-//! let ready = lifecycle::Component::ready(&supervisor);
-//! let status = supervisor.status();
-//!
-//! # futures_executor::block_on(async {
-//! let stop = StopSource::new();
-//! let stopper = stop.clone();
-//! let run = supervisor.run(Arc::new(Threads), stop.token());
-//! let watch = async move {
-//!     ready.wait().await; // every node is ready
-//!     assert!(status.snapshot().iter().all(|node| node.is_ready()));
-//!     stopper.stop(); // stops api, jobs and metrics, then db, then config
-//! };
-//! let (outcome, ()) = futures_util::future::join(run, watch).await;
-//! assert!(matches!(outcome.end, SupervisorEnd::ParentStopped));
-//! assert!(outcome.is_clean());
-//! # });
-//! # Ok::<(), lifecycle::BuildError>(())
-//! ```
+//! The [`Supervisor`]: a dependency graph of nodes, each started once its
+//! dependencies are ready and stopped once its dependents are done.
 
 mod engine;
 mod graph;
@@ -154,8 +58,105 @@ struct Parts {
     hook: FatalHook,
 }
 
-/// Supervises a graph of named nodes; see the [module docs](self) for the
-/// model and an example.
+/// A supervisor: named nodes in a dependency graph, started when
+/// their dependencies are ready, stopped in reverse order, restarted or
+/// escalated by a verdict per failure.
+///
+/// A node is a component factory with an error handler and a restart
+/// policy ([`Node`]). The supervisor is itself a [`Component`], so
+/// supervisors nest as nodes of others.
+///
+/// ```text
+///     config ──▶ db ──▶ api        (api depends on db, db on config)
+///                 └───▶ jobs
+///     metrics                      (independent)
+///
+///  start:  config, metrics ─ready─▶ db ─ready─▶ api, jobs     (each once its dependencies are ready)
+///  stop:   api, jobs, metrics ─done─▶ db ─done─▶ config        (each once its dependents are done)
+/// ```
+///
+/// - **Start**: a node's factory is called once every node it depends on is
+///   ready (or has completed cleanly, like a systemd oneshot). Independent
+///   nodes start concurrently; among nodes that become startable together,
+///   declaration order decides.
+/// - **Stop**: a node is told to stop only once every node depending on it
+///   is done; independent branches stop concurrently. Each node has a stop
+///   timeout (then its tasks are aborted and it is named in the outcome);
+///   the supervisor may have a global shutdown budget.
+/// - **Verdicts** (the node's handler decides, once the failed instance is
+///   done): [`Verdict::Restart`](crate::Verdict::Restart) under the node's [`RestartPolicy`](crate::RestartPolicy), with
+///   the dependents too if asked, escalating when the budget is spent;
+///   [`Verdict::Stop`](crate::Verdict::Stop) the node and its dependents;
+///   [`Verdict::StopParents`](crate::Verdict::StopParents) also what it depends on, and what depends on
+///   those; [`Verdict::Shutdown`](crate::Verdict::Shutdown) everything, then `run` returns the error;
+///   [`Verdict::SpinHalt`](crate::Verdict::SpinHalt) everything, then wait for a terminate request
+///   only (the parent's stop is ignored).
+/// - Errors a node reports while the supervisor is stopping it are recorded
+///   in the outcome, never handled and never waited on. A verdict for a
+///   node the supervisor is already stopping is recorded in the events and
+///   not acted on.
+/// - A node that ends cleanly is completed; its dependents keep running
+///   unless it is [`required_while_running`](Node::required_while_running),
+///   and it is restarted only if [`permanent`](Node::permanent).
+///
+/// Every transition is reported to an event hook ([`SupervisorEvent`]),
+/// and a [`StatusBoard`] gives a snapshot of every node at any time.
+///
+///
+/// # Example
+///
+/// ```
+/// use std::sync::Arc;
+/// use lifecycle::{ComponentManager, FatalError, Node, StopSource, Supervisor, SupervisorEnd};
+/// # use lifecycle::{BoxFuture, Instant, Runtime};
+/// # use std::time::Duration;
+/// # struct Threads;
+/// # impl Runtime for Threads {
+/// #     fn spawn_detached(&self, task: BoxFuture) {
+/// #         std::thread::spawn(move || futures_executor::block_on(task));
+/// #     }
+/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+///
+/// /// A component that is ready at once and serves until stopped.
+/// fn serving() -> Result<ComponentManager, FatalError> {
+///     Ok(ComponentManager::builder()
+///         .add_worker(|ctx, ready| async move {
+///             ready.ready();
+///             ctx.stopped().await;
+///             Ok(())
+///         })
+///         .build())
+/// }
+///
+/// let supervisor = Supervisor::builder()
+///     .node(Node::new("config", serving))
+///     .node(Node::new("db", serving).depends_on(["config"]))
+///     .node(Node::new("api", serving).depends_on(["db"]))
+///     .node(Node::new("jobs", serving).depends_on(["db"]))
+///     .node(Node::new("metrics", serving))
+///     .build()?;
+/// let ready = lifecycle::Component::ready(&supervisor);
+/// let status = supervisor.status();
+///
+/// # futures_executor::block_on(async {
+/// let stop = StopSource::new();
+/// let stopper = stop.clone();
+/// let run = supervisor.run(Arc::new(Threads), stop.token());
+/// let watch = async move {
+///     ready.wait().await; // every node is ready
+///     assert!(status.snapshot().iter().all(|node| node.is_ready()));
+///     stopper.stop(); // stops api, jobs and metrics, then db, then config
+/// };
+/// let (outcome, ()) = futures_util::future::join(run, watch).await;
+/// assert!(matches!(outcome.end, SupervisorEnd::ParentStopped));
+/// assert!(outcome.is_clean());
+/// # });
+/// # Ok::<(), lifecycle::BuildError>(())
+/// ```
+///
+/// # Running
 ///
 /// Run it with [`run`](Supervisor::run), or start it as a [`Component`]
 /// (as a node of another supervisor, say): ready once every node is ready

@@ -462,9 +462,8 @@ impl Engine {
         }
     }
 
-    /// The instance failed with `error`: stop it, and hand the error to the
-    /// handler once it is done.
-    fn stop_failed(&mut self, node: usize, error: FatalError) {
+    /// Shows a failure in the status and the events.
+    fn record_failure(&self, node: usize, error: &FatalError) {
         let attempt = self.nodes[node].attempt;
         self.status
             .update(node, |status| status.last_error = Some(error.clone()));
@@ -475,6 +474,12 @@ impl Engine {
                 error: error.clone(),
             },
         );
+    }
+
+    /// The instance failed with `error`: stop it, and hand the error to the
+    /// handler once it is done.
+    fn stop_failed(&mut self, node: usize, error: FatalError) {
+        self.record_failure(node, &error);
         let Some(instance) = self.take_live_instance(node) else {
             return;
         };
@@ -901,16 +906,7 @@ impl Engine {
     /// A factory or start error: a failure of the node, with no instance to
     /// stop.
     fn fail_before_start(&mut self, node: usize, error: FatalError) {
-        let attempt = self.nodes[node].attempt;
-        self.status
-            .update(node, |status| status.last_error = Some(error.clone()));
-        self.emit(
-            node,
-            EventKind::Failed {
-                attempt,
-                error: error.clone(),
-            },
-        );
+        self.record_failure(node, &error);
         self.set_state(node, State::Waiting);
         self.on_failure(node, error);
         self.mark_neighbours(node);

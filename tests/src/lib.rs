@@ -65,6 +65,7 @@ pub struct ReadmeDoctests;
 
 mod counting;
 mod harness;
+mod model;
 mod record;
 mod util;
 mod virtual_time;
@@ -74,6 +75,7 @@ pub use harness::{
     async_std, run_scenario, smol, tokio_current_thread, tokio_multi_thread, virtual_time,
     SCENARIO_TIME_LIMIT, SETTLE_TIME_LIMIT, WATCHDOG_TIME_LIMIT,
 };
+pub use model::{run_model, within, ModelRun};
 pub use record::{when_set, Events, ManualComponent, WhenSet};
 pub use util::{
     eventually, let_others_run, scope, yield_now, DropProbe, Held, YieldNow, EVENTUALLY_TIME_LIMIT,

@@ -77,28 +77,25 @@
 //! `LIFECYCLE_PROPTEST_CASES=<n>` changes the number of cases (256 by
 //! default) per executor.
 
-use std::collections::hash_map::RandomState;
 use std::collections::HashMap;
 use std::fmt;
 use std::future::{poll_fn, Future};
-use std::hash::BuildHasher;
 use std::pin::pin;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::Poll;
-use std::time::{Duration, SystemTime};
+use std::time::Duration;
 
 use lifecycle::{
     FatalError, FatalSlot, JoinHandle, Latch, RuntimeExt, Scope, Service, ServiceFuture,
     SharedRuntime, Signal, StartOutcome, StartStop, StartedHandle, StopCause, StopSource,
     StopToken, StoppedHandle,
 };
-use lifecycle_conformance::yield_now;
+use lifecycle_conformance::{yield_now, ModelRun};
 use proptest::prelude::*;
 use proptest::sample::SizeRange;
 use proptest::strategy::Union;
-use proptest::test_runner::{Config, RngSeed, TestRunner};
 
 /// How long a positive check waits for what the model says must happen.
 /// Generous: it only turns a lost wakeup or a deadlock into a failure.
@@ -377,53 +374,18 @@ impl fmt::Display for Coverage {
 
 /// Runs the cases of test `test` on `executor`, each through `run`.
 fn run_model(test: &str, executor: &str, run: impl Fn(Case, Arc<Coverage>)) {
-    let seed = match std::env::var("LIFECYCLE_PROPTEST_SEED") {
-        Ok(seed) => seed
-            .trim()
-            .parse()
-            .expect("LIFECYCLE_PROPTEST_SEED must be an unsigned 64-bit integer"),
-        Err(_) => RandomState::new().hash_one(SystemTime::now()),
+    let model = ModelRun {
+        file: "service_model",
+        test,
+        executor,
+        default_cases: 256,
     };
-    let cases = match std::env::var("LIFECYCLE_PROPTEST_CASES") {
-        Ok(cases) => cases
-            .trim()
-            .parse()
-            .expect("LIFECYCLE_PROPTEST_CASES must be a number"),
-        Err(_) => 256,
-    };
-    let reproduce = format!(
-        "LIFECYCLE_PROPTEST_SEED={seed} cargo test -p lifecycle-conformance \
-         --test service_model -- --exact {test}"
-    );
-    eprintln!(
-        "service model on {executor}: {cases} cases, seed {seed}; reproduce with {reproduce}"
-    );
-    let config = Config {
-        cases,
-        rng_seed: RngSeed::Fixed(seed),
-        failure_persistence: None,
-        max_shrink_iters: 512,
-        max_shrink_time: 60_000,
-        ..Config::default()
-    };
-    let coverage = Arc::new(Coverage::default());
-    let mut runner = TestRunner::new(config);
-    let result = runner.run(&case(), |case| {
-        run(case, coverage.clone());
-        Ok(())
-    });
-    eprintln!("service model on {executor}: {coverage}");
-    if let Err(failure) = result {
-        panic!("service model on {executor}, seed {seed} (reproduce with {reproduce}): {failure}");
-    }
+    lifecycle_conformance::run_model(model, case(), run);
 }
 
 /// Runs `future` for at most [`STEP_LIMIT`]; panics with `what` otherwise.
 async fn within<F: Future>(rt: &SharedRuntime, what: impl fmt::Display, future: F) -> F::Output {
-    match rt.timeout(STEP_LIMIT, future).await {
-        Ok(output) => output,
-        Err(_) => panic!("not within {STEP_LIMIT:?}: {what}"),
-    }
+    lifecycle_conformance::within(rt, STEP_LIMIT, what, future).await
 }
 
 /// Gives tasks that must not make progress a chance to make it wrongly,

@@ -578,9 +578,13 @@ async fn open_stop_holds_start_and_stop_but_not_queries(rt: SharedRuntime) {
 
     guard.finalize(true);
     stopping.await.unwrap();
-    starting.await.unwrap().unwrap();
+    assert_eq!(starting.await.unwrap().unwrap(), StartOutcome::Started);
+    assert_eq!(
+        service.generations(),
+        2,
+        "the waiting start began no generation"
+    );
     service.stop().await;
-    assert!(service.generations() >= 1);
 }
 
 async fn stop_within_times_out_and_abandons_the_stop(rt: SharedRuntime) {
@@ -844,7 +848,6 @@ async fn stress<S: Service + 'static>(rt: SharedRuntime, service: Arc<S>) {
         task.unwrap();
     }
     service.stop().await;
-    assert!(service.stopped().is_set() || !service.started().is_set());
 }
 
 async fn stress_on_the_base(rt: SharedRuntime) {

@@ -24,6 +24,8 @@
 //!   timeout, a nested supervisor, clean completion with and without
 //!   `required_while_running`, a permanent node.
 //! - The exact event sequence of a restart followed by a parent stop.
+//! - The shutdown budget: a node that ignores its stop, with no stop
+//!   timeout of its own, is aborted when the budget runs out and named.
 //! - A factory failing at once under an unlimited immediate policy does not
 //!   keep the supervisor from its parent's stop; a supervisor started as a
 //!   component can be aborted, and takes its nodes down with it.
@@ -46,6 +48,7 @@ use lifecycle::{
 use lifecycle_conformance::{conformance, eventually, let_others_run, Events};
 
 conformance!(
+    shutdown_budget_aborts_what_is_not_done,
     factory_failing_at_once_does_not_spin_the_supervisor,
     aborting_a_supervisor_started_as_a_component_ends_it,
     duplicate_name_is_refused,
@@ -577,23 +580,19 @@ async fn stop_on_b_stops_b_and_its_dependents(rt: SharedRuntime) {
 }
 
 async fn stop_parents_on_b_stops_its_whole_tree(rt: SharedRuntime) {
-    let graph = Abcde::new();
-    let running = fail_in_graph(&rt, &graph, Verdict::StopParents, "B").await;
-    running
-        .settles_to(&rt, "A=stopped B=stopped C=stopped D=stopped E=ready")
-        .await;
-    assert_eq!(graph.built(), [1, 1, 1, 1, 1]);
-    // A stops last: after C and D, its remaining dependents.
-    let stops = graph.log.snapshot();
-    assert_eq!(stops.len(), 3, "{stops:?}");
-    assert_eq!(stops[2], "A stopped");
-    running.stop_cleanly().await;
-    assert_eq!(graph.handled.snapshot(), ["B 1 B failed 1"]);
+    stop_parents_stops_the_whole_tree(rt, "B").await;
 }
 
 async fn stop_parents_on_c_stops_its_whole_tree(rt: SharedRuntime) {
+    stop_parents_stops_the_whole_tree(rt, "C").await;
+}
+
+/// StopParents on `failing` (B or C): everything it hangs from, and what
+/// hangs from those, stops; the independent E keeps running; A, the root,
+/// stops last.
+async fn stop_parents_stops_the_whole_tree(rt: SharedRuntime, failing: &str) {
     let graph = Abcde::new();
-    let running = fail_in_graph(&rt, &graph, Verdict::StopParents, "C").await;
+    let running = fail_in_graph(&rt, &graph, Verdict::StopParents, failing).await;
     running
         .settles_to(&rt, "A=stopped B=stopped C=stopped D=stopped E=ready")
         .await;
@@ -602,7 +601,10 @@ async fn stop_parents_on_c_stops_its_whole_tree(rt: SharedRuntime) {
     assert_eq!(stops.len(), 3, "{stops:?}");
     assert_eq!(stops[2], "A stopped");
     running.stop_cleanly().await;
-    assert_eq!(graph.handled.snapshot(), ["C 1 C failed 1"]);
+    assert_eq!(
+        graph.handled.snapshot(),
+        [format!("{failing} 1 {failing} failed 1")]
+    );
 }
 
 /// Checks that `log` lists each of `order`'s pairs in that order.
@@ -1467,4 +1469,43 @@ async fn aborting_a_supervisor_started_as_a_component_ends_it(rt: SharedRuntime)
     ));
     worker_gone.wait().await; // the node's scope was stopped with the run
     assert!(!parent.is_stopped());
+}
+
+async fn shutdown_budget_aborts_what_is_not_done(rt: SharedRuntime) {
+    let gone = Latch::new();
+    let supervisor = Supervisor::builder()
+        .node(
+            Node::new("stubborn", {
+                let gone = gone.clone();
+                move || {
+                    let gone = gone.clone();
+                    Ok::<_, FatalError>(
+                        ComponentManager::builder()
+                            .add_worker(move |_ctx, ready| {
+                                let probe = lifecycle_conformance::DropProbe::on(&gone);
+                                async move {
+                                    let _probe = probe;
+                                    ready.ready();
+                                    pending::<()>().await; // ignores its stop
+                                    Ok(())
+                                }
+                            })
+                            .build(),
+                    )
+                }
+            })
+            .no_stop_timeout(),
+        )
+        .shutdown_budget(Duration::from_millis(20))
+        .build()
+        .unwrap();
+    let running = launch(&rt, supervisor);
+    running.ready.wait().await;
+    running.stop.stop();
+    let outcome = running.outcome().await;
+    assert!(outcome.budget_spent, "got {outcome:?}");
+    assert_eq!(outcome.overran.len(), 1);
+    assert_eq!(&*outcome.overran[0], "stubborn");
+    assert!(!outcome.is_clean());
+    gone.wait().await; // the worker was aborted, not left behind
 }

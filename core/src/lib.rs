@@ -51,11 +51,12 @@
 //!
 //! - `std` (default): panics inside spawned tasks are caught and reported as
 //!   [`JoinError::Panicked`] (inside manager workers: a fatal
-//!   [`WorkerPanic`]); locks are `std::sync::Mutex`; the default
-//!   [`FatalHook`] writes to standard error. Without it the crate builds for
-//!   bare targets such as `thumbv7em-none-eabihf`; locks are spin locks, so do
-//!   not stop tokens or set latches from interrupt handlers that may preempt
-//!   a task holding one.
+//!   [`WorkerPanic`]); a thread waiting for one of the crate's (spin) locks
+//!   yields to the holder; the default [`FatalHook`] writes to standard
+//!   error. Without it the crate builds for bare targets such as
+//!   `thumbv7em-none-eabihf`, and a waiter only spins, so do not stop tokens
+//!   or set latches from interrupt handlers that may preempt a task holding
+//!   a lock.
 //!
 //! # Dependencies
 //!
@@ -66,7 +67,7 @@
 //! - `fastrand`: the jitter of restart backoff (seeded from the runtime's
 //!   clock, so virtual-time runs are reproducible);
 //! - `pin-project-lite`: safe pin projections without a proc-macro;
-//! - `spin`: the lock used without `std`.
+//! - `spin`: the lock of the manager's life.
 //!
 //! Wakeups use one small waiter list of our own (a `slab` of wakers behind a
 //! lock, drained once when the signal is set) rather than `event-listener`:

@@ -26,28 +26,28 @@
 //!   shutdown signal before done.
 //! - *Done proves the workers are gone.* A worker counts as running until its
 //!   future has been dropped (the exit is recorded after the drop).
-//! - The shutdown signal mirrors the workers' shared stop scope (a child of
-//!   the start scope's token), through [`StopToken::wake_on_stop`]: the
-//!   parent's stop, a fatal error and the end of all workers all stop that
-//!   scope.
+//! - The shutdown signal *is* the workers' shared stop scope being stopped:
+//!   the signal is that node's flag. The node is made with the manager, so
+//!   that the signal exists before start, and attached under the start
+//!   scope's token at start. The parent's stop, a fatal error and the end of
+//!   all workers all stop that scope.
 //!
 //! # Memory
 //!
-//! A manager is one allocation (`Inner`: its three signals, its life, the
-//! wakers `abort` needs) plus, once started, the child node of its stop
-//! scope and one boxed task per worker. The worker list is shared with the
-//! builder.
+//! A manager is two allocations: `Inner` (its ready and done signals, its
+//! life, the wakers `abort` needs) and the node of its workers' stop scope,
+//! plus, once started, one boxed task per worker. The worker list is shared
+//! with the builder.
 
 use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::sync::Arc;
-use alloc::task::Wake;
 use alloc::vec::Vec;
 use core::fmt;
 use core::future::Future;
 use core::pin::Pin;
 use core::sync::atomic::Ordering::{AcqRel, Acquire, Release};
-use core::task::{Context, Poll, Waker};
+use core::task::{Context, Poll};
 
 use futures_util::task::AtomicWaker;
 use pin_project_lite::pin_project;
@@ -58,7 +58,7 @@ use crate::flag::Flag;
 use crate::latch::{FlagOwner, Latch, Signal};
 use crate::runtime::{Runtime, SharedRuntime};
 use crate::scope::Scope;
-use crate::stop::{StopCause, StopSource, StopToken, Stopped, WakeOnStop};
+use crate::stop::{StopCause, StopToken, Stopped};
 use crate::sync::{AtomicBool, Mutex};
 use crate::task::{self, JoinError};
 
@@ -151,9 +151,9 @@ impl ComponentManagerBuilder {
                 workers,
                 started: AtomicBool::new(false),
                 aborted: AtomicBool::new(false),
-                ready: Flag::new(()),
-                shutdown: Flag::new(()),
-                done: Flag::new(()),
+                ready: Flag::new(),
+                done: Flag::new(),
+                scope: StopToken::root(),
                 first_waker: AtomicWaker::new(),
                 more_wakers,
             }),
@@ -228,7 +228,7 @@ impl ComponentManager {
     }
 
     fn signal(&self, which: u8) -> Signal {
-        Latch::in_owner(self.inner.clone(), which).signal()
+        Signal::from(Latch::in_owner(self.inner.clone(), which))
     }
 }
 
@@ -240,16 +240,11 @@ impl Component for ComponentManager {
             return Err(StartError::AlreadyStarted);
         }
         let (runtime, parent_token, parent) = scope.into_parts();
-        let source = parent_token.child();
-        let token = source.token();
-        let mirror = token.wake_on_stop(&Waker::from(self.inner.clone()));
+        // A parent stopped already stops the workers' scope right here.
+        self.inner.scope.attach_to(&parent_token);
         let no_workers = {
             let mut life = self.inner.life.lock();
-            life.run = Some(Running {
-                source,
-                parent,
-                _shutdown_mirror: mirror,
-            });
+            life.parent = Some(parent);
             life.start()
         };
         if let Some(finish) = no_workers {
@@ -259,7 +254,6 @@ impl Component for ComponentManager {
         for (index, worker) in self.inner.workers.iter().enumerate() {
             let context = WorkerContext {
                 inner: self.inner.clone(),
-                token: token.clone(),
                 runtime: runtime.clone(),
             };
             let ready = ReadyHandle {
@@ -303,7 +297,7 @@ impl fmt::Debug for ComponentManager {
             .field("workers", &self.inner.workers.len())
             .field("started", &self.is_started())
             .field("ready", &self.inner.ready.is_set())
-            .field("shutdown", &self.inner.shutdown.is_set())
+            .field("shutdown", &self.inner.scope.is_stopped())
             .field("done", &self.inner.done.is_set())
             .finish()
     }
@@ -313,16 +307,18 @@ const READY: u8 = 0;
 const SHUTDOWN: u8 = 1;
 const DONE: u8 = 2;
 
-/// Everything a manager is, in one allocation: its three signals, its life,
-/// and the wakers `abort` needs.
+/// Everything a manager is besides its workers' stop node: its ready and
+/// done signals, its life, and the wakers `abort` needs.
 struct Inner {
     workers: Arc<[Arc<dyn Worker>]>,
     life: Mutex<Life>,
     started: AtomicBool,
     aborted: AtomicBool,
     ready: Flag,
-    shutdown: Flag,
     done: Flag,
+    /// The workers' shared stop scope; stopped is the shutdown signal. A
+    /// root until start attaches it under the start scope's token.
+    scope: StopToken,
     /// The task waker of each worker, for `abort`: the first inline (most
     /// managers have one worker), the others in a slice.
     first_waker: AtomicWaker,
@@ -340,13 +336,11 @@ impl Inner {
     /// Reports `error` as the manager's: the first goes to the parent and
     /// stops the workers; later ones, and any after done, go to the hook.
     fn throw(&self, error: FatalError) -> Reported {
-        let (right, parent, source) = {
+        let (right, parent) = {
             let mut life = self.life.lock();
-            let right = life.begin_throw();
-            let (parent, source) = life.run_parts();
-            (right, parent, source)
+            (life.begin_throw(), life.parent.clone())
         };
-        let (Some(parent), Some(source)) = (parent, source) else {
+        let Some(parent) = parent else {
             // Not started: no scope to report into. Unreachable through the
             // public API (handles exist only after start), but never lost.
             FatalHook::default().call(&error);
@@ -361,10 +355,9 @@ impl Inner {
             }
             ThrowRight::First => {
                 // The order the parent relies on: the error is in its slot
-                // before the shutdown signal is set.
+                // before the shutdown signal (the scope stopped) is set.
                 let reported = parent.report(error.clone());
-                source.stop_with(StopCause::Fatal(error));
-                self.shutdown.raise();
+                self.scope.stop_own(StopCause::Fatal(error));
                 self.exit();
                 reported
             }
@@ -384,10 +377,9 @@ impl Inner {
         if finish.ready {
             self.ready.raise();
         }
-        if let Some(source) = finish.source {
-            source.stop();
-        }
-        self.shutdown.raise();
+        // The workers' work is over; this is also the shutdown signal, if
+        // nothing stopped the scope before.
+        self.scope.stop_own(StopCause::Requested);
         self.done.raise();
     }
 }
@@ -396,21 +388,9 @@ impl FlagOwner for Inner {
     fn flag(&self, which: u8) -> &Flag {
         match which {
             READY => &self.ready,
-            SHUTDOWN => &self.shutdown,
+            SHUTDOWN => self.scope.flag(),
             _ => &self.done,
         }
-    }
-}
-
-/// Waking the manager sets its shutdown signal: this is how the shutdown
-/// signal mirrors the workers' stop scope without a task of its own.
-impl Wake for Inner {
-    fn wake(self: Arc<Self>) {
-        self.shutdown.raise();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.shutdown.raise();
     }
 }
 
@@ -426,18 +406,9 @@ struct Life {
     done: bool,
     /// Whether the first fatal error has gone to the parent.
     delivered: bool,
-    /// What `start` set up; kept after done for late throws.
-    run: Option<Running>,
-}
-
-/// What a successful `start` set up.
-struct Running {
-    /// The workers' shared stop scope, a child of the start scope's token.
-    source: StopSource,
-    /// Where fatal errors go.
-    parent: FatalSlot,
-    /// Keeps the shutdown signal mirroring `source`.
-    _shutdown_mirror: WakeOnStop,
+    /// Where fatal errors go: the start scope's slot, set by `start` and
+    /// kept after done for late throws.
+    parent: Option<FatalSlot>,
 }
 
 /// What a throw may do, decided under the lock.
@@ -454,8 +425,6 @@ enum ThrowRight {
 struct Finish {
     /// Whether ready was decided (and must be set before done).
     ready: bool,
-    /// The workers' scope, to stop (their work is over).
-    source: Option<StopSource>,
 }
 
 impl Life {
@@ -468,11 +437,11 @@ impl Life {
             ready: workers == 0,
             done: false,
             delivered: false,
-            run: None,
+            parent: None,
         }
     }
 
-    /// `start` has set `run`. With no workers the manager is done at once.
+    /// `start` has set `parent`. With no workers the manager is done at once.
     fn start(&mut self) -> Option<Finish> {
         if self.running > 0 {
             return None;
@@ -522,17 +491,7 @@ impl Life {
     }
 
     fn finish(&self) -> Finish {
-        Finish {
-            ready: self.ready,
-            source: self.run.as_ref().map(|run| run.source.clone()),
-        }
-    }
-
-    fn run_parts(&self) -> (Option<FatalSlot>, Option<StopSource>) {
-        match &self.run {
-            Some(run) => (Some(run.parent.clone()), Some(run.source.clone())),
-            None => (None, None),
-        }
+        Finish { ready: self.ready }
     }
 }
 
@@ -585,24 +544,23 @@ impl Bits {
 #[derive(Clone)]
 pub struct WorkerContext {
     inner: Arc<Inner>,
-    token: StopToken,
     runtime: SharedRuntime,
 }
 
 impl WorkerContext {
     /// The workers' shared stop token: stopped when the manager shuts down.
     pub fn token(&self) -> &StopToken {
-        &self.token
+        &self.inner.scope
     }
 
     /// Whether the manager is shutting down: one atomic load.
     pub fn is_stopped(&self) -> bool {
-        self.token.is_stopped()
+        self.inner.scope.is_stopped()
     }
 
     /// Completes once the manager is shutting down.
     pub fn stopped(&self) -> Stopped<'_> {
-        self.token.stopped()
+        self.inner.scope.stopped()
     }
 
     /// The runtime the manager was started on.

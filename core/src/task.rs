@@ -1,7 +1,7 @@
 //! Spawned tasks: the wrapper that gives every executor the same join, abort
 //! and panic behaviour, and the [`JoinHandle`] that observes it.
 //!
-//! A task's shared state is one [`Flag`] holding its outcome (set once the
+//! A task's shared state is one [`Guarded`] flag holding its outcome (set once the
 //! future has been dropped) plus an abort bit with the task's waker. The
 //! wrapper drops the future *before* publishing the outcome, so a completed
 //! join proves the future and everything it owned are gone.
@@ -18,7 +18,7 @@ use core::task::{Context, Poll};
 use futures_util::task::AtomicWaker;
 use pin_project_lite::pin_project;
 
-use crate::flag::{Flag, HasFlag, Waiter};
+use crate::flag::{Flag, Guarded, HasFlag, Waiter};
 use crate::runtime::Runtime;
 use crate::sync::AtomicBool;
 
@@ -53,16 +53,15 @@ type Outcome<T> = Option<Result<T, JoinError>>;
 
 struct Shared<T> {
     /// Set once the future is gone; holds the outcome until it is joined.
-    finished: Flag<Outcome<T>>,
+    finished: Guarded<Outcome<T>>,
     aborted: AtomicBool,
     /// The task's waker, so that `abort` gets the task polled.
     task_waker: AtomicWaker,
 }
 
 impl<T> HasFlag for Shared<T> {
-    type State = Outcome<T>;
-    fn flag(&self) -> &Flag<Outcome<T>> {
-        &self.finished
+    fn flag(&self) -> &Flag {
+        self.finished.flag()
     }
 }
 
@@ -94,7 +93,7 @@ where
     F::Output: Send + 'static,
 {
     let shared = Arc::new(Shared {
-        finished: Flag::new(None),
+        finished: Guarded::new(None),
         aborted: AtomicBool::new(false),
         task_waker: AtomicWaker::new(),
     });

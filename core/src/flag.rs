@@ -338,6 +338,20 @@ impl<S> Guarded<S> {
         })
     }
 
+    /// Runs `f` on the state without the lock: `&mut self` proves that
+    /// nobody else can reach it (an owner's drop). Under loom the lock is
+    /// taken anyway, as loom cannot see the `Arc` count that proves it.
+    pub(crate) fn with_state_mut<R>(&mut self, f: impl FnOnce(&mut S) -> R) -> R {
+        #[cfg(not(loom))]
+        {
+            f(self.state.get_mut())
+        }
+        #[cfg(loom)]
+        {
+            self.with_state(|_, state| f(state))
+        }
+    }
+
     /// Runs `f` under the lock with the flag's current value.
     pub(crate) fn with_state<R>(&self, f: impl FnOnce(bool, &mut S) -> R) -> R {
         let lock = self.flag.lock();

@@ -257,9 +257,9 @@ impl Node {
     }
 
     /// Takes the link to the parent, for the drop.
-    fn take_parent(&self) -> (Option<Arc<Node>>, Option<usize>) {
+    fn take_parent(&mut self) -> (Option<Arc<Node>>, Option<usize>) {
         self.flag
-            .with_state(|_, state| (state.parent.take(), state.key.take()))
+            .with_state_mut(|state| (state.parent.take(), state.key.take()))
     }
 
     #[cfg(test)]
@@ -289,7 +289,7 @@ impl Drop for Node {
                 });
                 drop(removed); // a dead `Weak`: frees nothing but a count
             }
-            let Some(owned) = Arc::into_inner(node) else {
+            let Some(mut owned) = Arc::into_inner(node) else {
                 return;
             };
             (parent, key) = owned.take_parent();

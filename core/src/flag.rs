@@ -158,6 +158,11 @@ impl Drop for Lock<'_> {
 /// A waiter's place in the list: `None` until first registered.
 pub(crate) type WaitKey = Option<usize>;
 
+/// The key of a flag's first waiter. A flag that only ever has one waiter
+/// (a task's abort flag, waited on by that task) lets it use this key
+/// instead of keeping one: its waker is always in the first slot.
+pub(crate) const SOLE_WAITER: WaitKey = Some(0);
+
 impl Flag {
     pub(crate) fn new() -> Self {
         Self {

@@ -35,7 +35,7 @@
 //! # Memory
 //!
 //! A manager is two allocations: `Inner` (its ready and done signals, its
-//! life, the wakers `abort` needs) and the node of its workers' stop scope,
+//! life, the per-worker abort flags) and the node of its workers' stop scope,
 //! plus, once started, one boxed task per worker. The worker list is shared
 //! with the builder.
 
@@ -46,15 +46,14 @@ use alloc::vec::Vec;
 use core::fmt;
 use core::future::Future;
 use core::pin::Pin;
-use core::sync::atomic::Ordering::{AcqRel, Acquire, Release};
+use core::sync::atomic::Ordering::{AcqRel, Acquire};
 use core::task::{Context, Poll};
 
-use futures_util::task::AtomicWaker;
 use pin_project_lite::pin_project;
 
 use crate::component::{Component, StartError};
 use crate::fatal::{FatalError, FatalHook, FatalSlot, Reported};
-use crate::flag::Flag;
+use crate::flag::{Flag, SOLE_WAITER};
 use crate::latch::{FlagOwner, Latch, Signal};
 use crate::runtime::{Runtime, SharedRuntime};
 use crate::scope::Scope;
@@ -144,18 +143,17 @@ impl ComponentManagerBuilder {
     /// A fresh manager running every worker added so far.
     pub fn build(&self) -> ComponentManager {
         let workers = self.workers.clone();
-        let more_wakers = workers.iter().skip(1).map(|_| AtomicWaker::new()).collect();
+        let more_aborts = workers.iter().skip(1).map(|_| Flag::new()).collect();
         ComponentManager {
             inner: Arc::new(Inner {
                 life: Mutex::new(Life::new(workers.len())),
                 workers,
                 started: AtomicBool::new(false),
-                aborted: AtomicBool::new(false),
                 ready: Flag::new(),
                 done: Flag::new(),
                 scope: StopToken::root(),
-                first_waker: AtomicWaker::new(),
-                more_wakers,
+                first_abort: Flag::new(),
+                more_aborts,
             }),
         }
     }
@@ -282,11 +280,9 @@ impl Component for ComponentManager {
     }
 
     fn abort(&self) {
-        // Release pairs with the Acquire in `WorkerTask::poll`; each worker
-        // registers its waker before reading the flag, so none misses it.
-        self.inner.aborted.store(true, Release);
+        // Wakes each worker's task; it sees its flag set at its next poll.
         for index in 0..self.inner.workers.len() {
-            self.inner.waker(index).wake();
+            self.inner.abort_flag(index).raise();
         }
     }
 }
@@ -308,28 +304,28 @@ const SHUTDOWN: u8 = 1;
 const DONE: u8 = 2;
 
 /// Everything a manager is besides its workers' stop node: its ready and
-/// done signals, its life, and the wakers `abort` needs.
+/// done signals, its life, and the per-worker abort flags.
 struct Inner {
     workers: Arc<[Arc<dyn Worker>]>,
     life: Mutex<Life>,
     started: AtomicBool,
-    aborted: AtomicBool,
     ready: Flag,
     done: Flag,
     /// The workers' shared stop scope; stopped is the shutdown signal. A
     /// root until start attaches it under the start scope's token.
     scope: StopToken,
-    /// The task waker of each worker, for `abort`: the first inline (most
-    /// managers have one worker), the others in a slice.
-    first_waker: AtomicWaker,
-    more_wakers: Box<[AtomicWaker]>,
+    /// Each worker's abort: set by `abort`, and where its task's waker is
+    /// registered while it runs (the flag's sole waiter). The first inline
+    /// (most managers have one worker), the others in a slice.
+    first_abort: Flag,
+    more_aborts: Box<[Flag]>,
 }
 
 impl Inner {
-    fn waker(&self, index: usize) -> &AtomicWaker {
+    fn abort_flag(&self, index: usize) -> &Flag {
         match index.checked_sub(1) {
-            None => &self.first_waker,
-            Some(more) => &self.more_wakers[more],
+            None => &self.first_abort,
+            Some(more) => &self.more_aborts[more],
         }
     }
 
@@ -720,7 +716,8 @@ impl Exit {
         // The task will not be polled again: free its waker (and with it,
         // on most executors, the task's memory) now rather than at the
         // manager's drop.
-        drop(self.inner.waker(self.index).take());
+        let mut key = SOLE_WAITER;
+        self.inner.abort_flag(self.index).cancel_wait(&mut key);
         let error = match outcome {
             Ok(Ok(())) | Err(JoinError::Aborted | JoinError::Dropped) => None,
             Ok(Err(error)) => Some(error),
@@ -768,10 +765,11 @@ where
         else {
             return Poll::Ready(());
         };
-        let inner = &exit.inner;
-        // Register before reading the flag: `abort` sets it, then wakes.
-        inner.waker(exit.index).register(cx.waker());
-        let outcome = if inner.aborted.load(Acquire) {
+        // Reads the abort and registers (or refreshes) the task's waker in
+        // one step under the flag's lock: an abort is seen now or wakes us.
+        let abort = exit.inner.abort_flag(exit.index);
+        let mut key = SOLE_WAITER;
+        let outcome = if abort.poll_wait(&mut key, cx).is_ready() {
             Err(JoinError::Aborted)
         } else {
             match task::poll_catching_panics(future, cx) {

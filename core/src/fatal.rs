@@ -16,7 +16,7 @@ use core::pin::Pin;
 use core::sync::atomic::Ordering::Relaxed;
 use core::task::{Context, Poll};
 
-use crate::flag::{Flag, HasFlag, Waiter};
+use crate::flag::{Flag, Guarded, HasFlag, Waiter};
 use crate::sync::AtomicUsize;
 
 /// A type-erased, cheaply cloneable fatal error.
@@ -292,7 +292,7 @@ pub struct FatalSlot {
 
 struct SlotInner {
     /// Set once the first error is recorded; guards the error itself.
-    recorded: Flag<Option<FatalError>>,
+    recorded: Guarded<Option<FatalError>>,
     hook: FatalHook,
     unhandled: AtomicUsize,
 }
@@ -300,7 +300,7 @@ struct SlotInner {
 impl Default for SlotInner {
     fn default() -> Self {
         Self {
-            recorded: Flag::new(None),
+            recorded: Guarded::new(None),
             hook: FatalHook::default(),
             unhandled: AtomicUsize::new(0),
         }
@@ -308,9 +308,8 @@ impl Default for SlotInner {
 }
 
 impl HasFlag for SlotInner {
-    type State = Option<FatalError>;
-    fn flag(&self) -> &Flag<Option<FatalError>> {
-        &self.recorded
+    fn flag(&self) -> &Flag {
+        self.recorded.flag()
     }
 }
 

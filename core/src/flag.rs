@@ -1,83 +1,106 @@
 //! `Flag`: the one waiting mechanism of the crate.
 //!
-//! A flag is a boolean that goes from unset to set exactly once, a list of the
-//! wakers of tasks waiting for that, and some extra state `S` that its owner
-//! wants guarded by the same lock (a stop token keeps its cause and children
-//! there). Latches, stop tokens and fatal slots are all built on it.
+//! A flag is a bit that goes from unset to set exactly once, and the wakers
+//! of the tasks waiting for that. A [`Guarded`] flag also guards some state
+//! `S` of its owner with the flag's lock (a stop node keeps its cause and
+//! children there, a task its outcome, a fatal slot its error). Latches,
+//! stop tokens, fatal slots and task outcomes are all built on it.
+//!
+//! A flag's synchronisation is one byte, two bits:
+//!
+//! ```text
+//!   SET     the flag is set; never cleared
+//!   LOCKED  a thread holds the lock on the waiter list (and a Guarded's state)
+//!
+//!   unset ──lock──▶ unset+LOCKED ──unlock──▶ unset
+//!                        │ set: drain the waiters, then unlock and set in one store
+//!                        ▼
+//!   set ──lock──▶ set+LOCKED ──unlock──▶ set      (Guarded state only)
+//! ```
 //!
 //! Invariants:
-//! - `set` is only ever written under the lock, once, from `false` to `true`,
-//!   and the waiter list is drained in the same critical section. So a waiter
-//!   that finds the flag unset *under the lock* is guaranteed to be drained and
+//! - `SET` is only ever written by the lock holder, in the store that
+//!   releases the lock, after draining the waiter list. So a waiter that
+//!   finds the flag unset *under the lock* is guaranteed to be drained and
 //!   woken by the setter later, and nothing is ever inserted after the drain.
+//! - While `LOCKED` is in the byte, only its holder writes the byte (others
+//!   only try to swap `LOCKED` in when it is clear). So the holder knows the
+//!   byte's value and releases with a plain store: a lock and unlock cost
+//!   one atomic read-modify-write, setting the flag included. This is why
+//!   the flag has a lock of its own rather than a `Mutex` beside a bit.
 //! - Reading the flag needs no lock: one `Acquire` load, paired with the
-//!   `Release` store in [`Flag::set`], so whatever the setter wrote before
+//!   `Release` store that sets it, so whatever the setter wrote before
 //!   setting is visible to anyone who sees the flag set.
 //! - Wakers are woken after the lock is released, all at once. Waking under
 //!   the lock (as `event-listener` does) makes every woken task contend for
 //!   that lock on its next poll; with thousands of waiters that made fan-out
 //!   several times slower than tokio-util's `CancellationToken`.
+//! - The lock is a spin lock ([`Backoff`]): nothing but a waker's `clone`
+//!   or `drop` and the owner's own bookkeeping runs under it.
 
 use alloc::boxed::Box;
+use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use core::task::{Context, Poll, Waker};
 
 use slab::Slab;
 
-use crate::sync::{AtomicBool, Mutex};
-use core::sync::atomic::Ordering::{Acquire, Release};
+#[cfg(not(loom))]
+use crate::sync::Backoff;
+use crate::sync::{AtomicU8, UnsafeCell};
 
-// `repr(C)` keeps the flag, the lock and the first waiter on one cache line:
+const SET: u8 = 0b01;
+#[cfg_attr(loom, allow(dead_code))] // under loom the lock is a loom mutex
+const LOCKED: u8 = 0b10;
+
+// `repr(C)` keeps the state byte and the first waiter on one cache line:
 // stopping a fan-out of children touches exactly these per child.
 #[repr(C)]
-pub(crate) struct Flag<S = ()> {
-    set: AtomicBool,
-    locked: Mutex<Locked<S>>,
+pub(crate) struct Flag {
+    state: AtomicU8,
+    waiters: UnsafeCell<Waiters>,
+    /// Loom cannot explore a spin (every turn is another branch), so under
+    /// loom this is the lock and `LOCKED` stays clear; `SET` is published
+    /// the same way.
+    #[cfg(loom)]
+    queue: loom::sync::Mutex<()>,
 }
 
-#[repr(C)]
-struct Locked<S> {
-    waiters: Waiters,
-    state: S,
-}
+// SAFETY: the waiter list is only reached through a `Lock`, which holds the
+// `LOCKED` bit, so one thread at a time touches it; wakers are `Send` and
+// `Sync`.
+unsafe impl Sync for Flag {}
 
-/// The wakers of the waiting tasks. Most flags have one or two waiters (a
-/// child scope: its worker and its manager's shutdown mirror; a task's
-/// outcome: its joiner), so the first two live inline: no allocation to
-/// register them, no cache miss or free to wake them. More spill into a
-/// boxed slab, allocated only then. Keys 0 and 1 are the inline slots, key
-/// `k + 2` is slot `k` of the slab.
+/// The wakers of the waiting tasks. Most flags have one waiter (a stop
+/// node: its worker; a latch or a task's outcome: whoever waits for it), so
+/// the first lives inline: no allocation to register it, no cache miss or
+/// free to wake it. More spill into a boxed slab, allocated only then. Key
+/// 0 is the inline slot, key `k + 1` is slot `k` of the slab.
 #[derive(Default)]
 struct Waiters {
-    inline: [Option<Waker>; INLINE],
+    first: Option<Waker>,
     rest: Option<Box<Slab<Waker>>>,
 }
 
-const INLINE: usize = 2;
-
 impl Waiters {
     fn get_mut(&mut self, key: usize) -> Option<&mut Waker> {
-        match key.checked_sub(INLINE) {
-            None => self.inline[key].as_mut(),
+        match key.checked_sub(1) {
+            None => self.first.as_mut(),
             Some(k) => self.rest.as_mut()?.get_mut(k),
         }
     }
 
     fn insert(&mut self, waker: Waker) -> usize {
-        if let Some(key) = self.inline.iter().position(Option::is_none) {
-            self.inline[key] = Some(waker);
-            return key;
+        if self.first.is_none() {
+            self.first = Some(waker);
+            return 0;
         }
-        self.rest.get_or_insert_with(Box::default).insert(waker) + INLINE
+        self.rest.get_or_insert_with(Box::default).insert(waker) + 1
     }
 
-    fn remove(&mut self, key: usize) {
-        match key.checked_sub(INLINE) {
-            None => self.inline[key] = None,
-            Some(k) => {
-                if let Some(rest) = &mut self.rest {
-                    rest.try_remove(k);
-                }
-            }
+    fn remove(&mut self, key: usize) -> Option<Waker> {
+        match key.checked_sub(1) {
+            None => self.first.take(),
+            Some(k) => self.rest.as_mut()?.try_remove(k),
         }
     }
 
@@ -86,76 +109,148 @@ impl Waiters {
             .rest
             .into_iter()
             .flat_map(|rest| rest.into_iter().map(|(_, waker)| waker));
-        for waker in self.inline.into_iter().flatten().chain(rest) {
+        for waker in self.first.into_iter().chain(rest) {
             waker.wake();
         }
     }
 
     #[cfg(test)]
     fn len(&self) -> usize {
-        let inline = self.inline.iter().filter(|slot| slot.is_some()).count();
-        inline + self.rest.as_ref().map_or(0, |rest| rest.len())
+        usize::from(self.first.is_some()) + self.rest.as_ref().map_or(0, |rest| rest.len())
     }
 }
 
-impl Flag<()> {
-    /// Sets a flag that guards nothing; returns whether this call set it.
-    pub(crate) fn raise(&self) -> bool {
-        self.set(|()| ()).is_some()
+/// The held lock of a flag; releases it when dropped.
+struct Lock<'a> {
+    flag: &'a Flag,
+    /// The byte to store on release: as it was when locked, plus `SET` once
+    /// this holder has set the flag.
+    release: u8,
+    /// Under loom, the lock itself; released after the byte is stored
+    /// (fields drop after `drop`).
+    #[cfg(loom)]
+    _queued: loom::sync::MutexGuard<'a, ()>,
+}
+
+impl Lock<'_> {
+    fn is_set(&self) -> bool {
+        self.release & SET != 0
+    }
+
+    fn with_waiters<R>(&mut self, f: impl FnOnce(&mut Waiters) -> R) -> R {
+        self.flag.waiters.with_mut(|waiters| {
+            // SAFETY: this guard holds `LOCKED`, every access to the list
+            // goes through a guard, and `&mut self` lets one reference out
+            // at a time.
+            f(unsafe { &mut *waiters })
+        })
+    }
+}
+
+impl Drop for Lock<'_> {
+    fn drop(&mut self) {
+        // Release: publishes everything written under the lock (and before
+        // a set) to the next holder's `Acquire` and to readers of `SET`.
+        self.flag.state.store(self.release, Release);
     }
 }
 
 /// A waiter's place in the list: `None` until first registered.
 pub(crate) type WaitKey = Option<usize>;
 
-impl<S> Flag<S> {
-    pub(crate) fn new(state: S) -> Self {
+/// The key of a flag's first waiter. A flag that only ever has one waiter
+/// (a task's abort flag, waited on by that task) lets it use this key
+/// instead of keeping one: its waker is always in the first slot.
+pub(crate) const SOLE_WAITER: WaitKey = Some(0);
+
+impl Flag {
+    pub(crate) fn new() -> Self {
         Self {
-            set: AtomicBool::new(false),
-            locked: Mutex::new(Locked {
-                waiters: Waiters::default(),
-                state,
+            state: AtomicU8::new(0),
+            waiters: UnsafeCell::new(Waiters {
+                first: None,
+                rest: None,
             }),
+            #[cfg(loom)]
+            queue: loom::sync::Mutex::new(()),
         }
     }
 
-    /// One atomic load. `Acquire` pairs with the `Release` in `set`.
+    /// One atomic load. `Acquire` pairs with the `Release` store that sets
+    /// the flag.
     #[inline]
     pub(crate) fn is_set(&self) -> bool {
-        self.set.load(Acquire)
+        self.state.load(Acquire) & SET != 0
+    }
+
+    #[cfg(not(loom))]
+    fn lock(&self) -> Lock<'_> {
+        let mut backoff = Backoff::default();
+        // Relaxed: only a guess at the byte for the exchange below.
+        let mut current = self.state.load(Relaxed);
+        loop {
+            if current & LOCKED != 0 {
+                backoff.snooze();
+                // Relaxed: a guess again; the exchange acquires.
+                current = self.state.load(Relaxed);
+                continue;
+            }
+            // Acquire: pairs with the previous holder's releasing store, so
+            // its writes under the lock are visible to ours. Relaxed on
+            // failure: nothing is read then but the new guess.
+            match self
+                .state
+                .compare_exchange_weak(current, current | LOCKED, Acquire, Relaxed)
+            {
+                Ok(_) => {
+                    return Lock {
+                        flag: self,
+                        release: current,
+                    }
+                }
+                Err(actual) => current = actual,
+            }
+        }
+    }
+
+    #[cfg(loom)]
+    fn lock(&self) -> Lock<'_> {
+        let queued = self
+            .queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        Lock {
+            flag: self,
+            // Relaxed: only holders write the byte, and the mutex orders them.
+            release: self.state.load(Relaxed),
+            _queued: queued,
+        }
+    }
+
+    /// Sets a flag that guards nothing; returns whether this call set it.
+    pub(crate) fn raise(&self) -> bool {
+        self.set_with(|| ()).is_some()
     }
 
     /// Sets the flag and wakes every waiter, unless it was set already.
-    ///
-    /// `update` runs under the lock just before the flag becomes visible as set,
-    /// so what it writes into the guarded state is published together with the
-    /// flag. Returns `None` if the flag was already set (`update` not called).
-    pub(crate) fn set<R>(&self, update: impl FnOnce(&mut S) -> R) -> Option<R> {
+    /// `update` runs under the lock, before the flag becomes visible as set.
+    /// Returns `None` if the flag was already set (`update` not called).
+    fn set_with<R>(&self, update: impl FnOnce() -> R) -> Option<R> {
         if self.is_set() {
             return None; // sticky: no need for the lock
         }
         let (result, waiters) = {
-            let mut locked = self.locked.lock();
-            // Relaxed would do under the lock, but `Acquire` keeps the reasoning
-            // local: every read of the flag is an acquire.
-            if self.set.load(Acquire) {
+            let mut lock = self.lock();
+            if lock.is_set() {
                 return None;
             }
-            let result = update(&mut locked.state);
-            // Release: publishes `update`'s writes and everything the caller did
-            // before `set` to whoever loads `true`.
-            self.set.store(true, Release);
-            (result, core::mem::take(&mut locked.waiters))
+            let result = update();
+            let waiters = lock.with_waiters(core::mem::take);
+            lock.release |= SET;
+            (result, waiters)
         };
         waiters.wake_all();
         Some(result)
-    }
-
-    /// Runs `f` under the lock with the flag's current value.
-    pub(crate) fn with_state<R>(&self, f: impl FnOnce(bool, &mut S) -> R) -> R {
-        let mut locked = self.locked.lock();
-        let is_set = self.set.load(Acquire);
-        f(is_set, &mut locked.state)
     }
 
     /// The body of every wait future: ready once the flag is set, otherwise
@@ -166,19 +261,19 @@ impl<S> Flag<S> {
             *key = None;
             return Poll::Ready(());
         }
-        let mut locked = self.locked.lock();
-        if self.is_set() {
+        let mut lock = self.lock();
+        if lock.is_set() {
             *key = None;
             return Poll::Ready(());
         }
-        match key.and_then(|k| locked.waiters.get_mut(k)) {
+        lock.with_waiters(|waiters| match key.and_then(|k| waiters.get_mut(k)) {
             Some(waker) => {
                 if !waker.will_wake(cx.waker()) {
                     waker.clone_from(cx.waker());
                 }
             }
-            None => *key = Some(locked.waiters.insert(cx.waker().clone())),
-        }
+            None => *key = Some(waiters.insert(cx.waker().clone())),
+        });
         Poll::Pending
     }
 
@@ -189,28 +284,98 @@ impl<S> Flag<S> {
         if self.is_set() {
             return; // drained by the setter
         }
-        let mut locked = self.locked.lock();
-        if !self.is_set() {
-            locked.waiters.remove(k);
-        }
+        let removed = {
+            let mut lock = self.lock();
+            if lock.is_set() {
+                return;
+            }
+            lock.with_waiters(|waiters| waiters.remove(k))
+        };
+        drop(removed); // after the lock: a waker's drop is foreign code
     }
 
     #[cfg(test)]
     pub(crate) fn waiter_count(&self) -> usize {
-        self.locked.lock().waiters.len()
+        self.lock().with_waiters(|waiters| waiters.len())
+    }
+}
+
+/// A [`Flag`] that also guards state `S` of its owner with its lock.
+#[repr(C)]
+pub(crate) struct Guarded<S> {
+    flag: Flag,
+    state: UnsafeCell<S>,
+}
+
+// SAFETY: `state` is only reached under the flag's lock, so sharing a
+// `Guarded` shares `S` as a `Mutex<S>` would: it must only be `Send`.
+unsafe impl<S: Send> Sync for Guarded<S> {}
+
+impl<S> Guarded<S> {
+    pub(crate) fn new(state: S) -> Self {
+        Self {
+            flag: Flag::new(),
+            state: UnsafeCell::new(state),
+        }
+    }
+
+    pub(crate) fn flag(&self) -> &Flag {
+        &self.flag
+    }
+
+    #[inline]
+    pub(crate) fn is_set(&self) -> bool {
+        self.flag.is_set()
+    }
+
+    /// Sets the flag and wakes every waiter, unless it was set already.
+    ///
+    /// `update` runs under the lock just before the flag becomes visible as
+    /// set, so what it writes into the state is published together with the
+    /// flag. Returns `None` if the flag was already set (`update` not called).
+    pub(crate) fn set<R>(&self, update: impl FnOnce(&mut S) -> R) -> Option<R> {
+        self.flag.set_with(|| {
+            self.state.with_mut(|state| {
+                // SAFETY: `set_with` runs this under the flag's lock, and the
+                // reference does not outlive the closure.
+                update(unsafe { &mut *state })
+            })
+        })
+    }
+
+    /// Runs `f` on the state without the lock: `&mut self` proves that
+    /// nobody else can reach it (an owner's drop). Under loom the lock is
+    /// taken anyway, as loom cannot see the `Arc` count that proves it.
+    pub(crate) fn with_state_mut<R>(&mut self, f: impl FnOnce(&mut S) -> R) -> R {
+        #[cfg(not(loom))]
+        {
+            f(self.state.get_mut())
+        }
+        #[cfg(loom)]
+        {
+            self.with_state(|_, state| f(state))
+        }
+    }
+
+    /// Runs `f` under the lock with the flag's current value.
+    pub(crate) fn with_state<R>(&self, f: impl FnOnce(bool, &mut S) -> R) -> R {
+        let lock = self.flag.lock();
+        self.state.with_mut(|state| {
+            // SAFETY: `lock` holds the flag's lock until after the closure,
+            // and the reference does not outlive it.
+            f(lock.is_set(), unsafe { &mut *state })
+        })
     }
 }
 
 /// Anything that owns a [`Flag`]: lets one waiter type serve latches, stop
 /// tokens and fatal slots, borrowed or owned.
 pub(crate) trait HasFlag {
-    type State;
-    fn flag(&self) -> &Flag<Self::State>;
+    fn flag(&self) -> &Flag;
 }
 
-impl<S> HasFlag for Flag<S> {
-    type State = S;
-    fn flag(&self) -> &Flag<S> {
+impl HasFlag for Flag {
+    fn flag(&self) -> &Flag {
         self
     }
 }

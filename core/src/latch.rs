@@ -43,7 +43,7 @@ pub struct Latch {
 
 impl Default for Latch {
     fn default() -> Self {
-        Self::in_owner(Arc::new(Flag::new(())), 0)
+        Self::in_owner(Arc::new(Flag::new()), 0)
     }
 }
 

@@ -54,25 +54,28 @@
 //!
 //! - `std` (default): panics inside spawned tasks are caught and reported as
 //!   [`JoinError::Panicked`] (inside manager workers: a fatal
-//!   [`WorkerPanic`]); locks are `std::sync::Mutex`; the default
-//!   [`FatalHook`] writes to standard error. Without it the crate builds for
-//!   bare targets such as `thumbv7em-none-eabihf`; locks are spin locks, so do
-//!   not stop tokens or set latches from interrupt handlers that may preempt
-//!   a task holding one.
+//!   [`WorkerPanic`]); a thread waiting for one of the crate's (spin) locks
+//!   yields to the holder; the default [`FatalHook`] writes to standard
+//!   error. Without it the crate builds for bare targets such as
+//!   `thumbv7em-none-eabihf`, and a waiter only spins, so do not stop tokens
+//!   or set latches from interrupt handlers that may preempt a task holding
+//!   a lock.
 //!
 //! # Dependencies
 //!
 //! Each is `no_std` with default features off:
-//! - `slab`: the waiter and child lists, reusing freed slots so lists never
-//!   grow past their peak size;
-//! - `futures-util`: `AtomicWaker` for task abort;
+//! - `slab`: the waiter and child lists past their first entry (kept
+//!   inline), reusing freed slots so lists never grow past their peak size;
 //! - `fastrand`: the jitter of restart backoff (seeded from the runtime's
 //!   clock, so virtual-time runs are reproducible);
 //! - `pin-project-lite`: safe pin projections without a proc-macro;
-//! - `spin`: the lock used without `std`.
+//! - `spin`: the lock of the manager's life;
+//! - `futures-util` (feature `alloc`): `FuturesUnordered`, the supervisor's
+//!   set of instance watchers, and `join_all` for groups of services.
 //!
-//! Wakeups use one small waiter list of our own (a `slab` of wakers behind a
-//! lock, drained once when the signal is set) rather than `event-listener`:
+//! Wakeups use one small waiter list of our own (the first waker inline, more
+//! in a `slab`, behind a lock that is a bit of the signal's own state byte,
+//! drained once when the signal is set) rather than `event-listener`:
 //! `event-listener` wakes listeners while holding its list lock, so every
 //! woken task contends for that lock on its next poll, and with ten thousand
 //! waiters on one signal that measured several times slower than tokio-util's

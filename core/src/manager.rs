@@ -26,39 +26,38 @@
 //!   shutdown signal before done.
 //! - *Done proves the workers are gone.* A worker counts as running until its
 //!   future has been dropped (the exit is recorded after the drop).
-//! - The shutdown signal mirrors the workers' shared stop scope (a child of
-//!   the start scope's token), through [`StopToken::wake_on_stop`]: the
-//!   parent's stop, a fatal error and the end of all workers all stop that
-//!   scope.
+//! - The shutdown signal *is* the workers' shared stop scope being stopped:
+//!   the signal is that node's flag. The node is made with the manager, so
+//!   that the signal exists before start, and attached under the start
+//!   scope's token at start. The parent's stop, a fatal error and the end of
+//!   all workers all stop that scope.
 //!
 //! # Memory
 //!
-//! A manager is one allocation (`Inner`: its three signals, its life, the
-//! wakers `abort` needs) plus, once started, the child node of its stop
-//! scope and one boxed task per worker. The worker list is shared with the
-//! builder.
+//! A manager is two allocations: `Inner` (its ready and done signals, its
+//! life, the per-worker abort flags) and the node of its workers' stop scope,
+//! plus, once started, one boxed task per worker. The worker list is shared
+//! with the builder.
 
 use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::sync::Arc;
-use alloc::task::Wake;
 use alloc::vec::Vec;
 use core::fmt;
 use core::future::Future;
 use core::pin::Pin;
-use core::sync::atomic::Ordering::{AcqRel, Acquire, Release};
-use core::task::{Context, Poll, Waker};
+use core::sync::atomic::Ordering::{AcqRel, Acquire};
+use core::task::{Context, Poll};
 
-use futures_util::task::AtomicWaker;
 use pin_project_lite::pin_project;
 
 use crate::component::{Component, StartError};
 use crate::fatal::{FatalError, FatalHook, FatalSlot, Reported};
-use crate::flag::Flag;
+use crate::flag::{Flag, SOLE_WAITER};
 use crate::latch::{FlagOwner, Latch, Signal};
 use crate::runtime::{Runtime, SharedRuntime};
 use crate::scope::Scope;
-use crate::stop::{StopCause, StopSource, StopToken, Stopped, WakeOnStop};
+use crate::stop::{StopCause, StopToken, Stopped};
 use crate::sync::{AtomicBool, Mutex};
 use crate::task::{self, JoinError};
 
@@ -144,18 +143,17 @@ impl ComponentManagerBuilder {
     /// A fresh manager running every worker added so far.
     pub fn build(&self) -> ComponentManager {
         let workers = self.workers.clone();
-        let more_wakers = workers.iter().skip(1).map(|_| AtomicWaker::new()).collect();
+        let more_aborts = workers.iter().skip(1).map(|_| Flag::new()).collect();
         ComponentManager {
             inner: Arc::new(Inner {
                 life: Mutex::new(Life::new(workers.len())),
                 workers,
                 started: AtomicBool::new(false),
-                aborted: AtomicBool::new(false),
-                ready: Flag::new(()),
-                shutdown: Flag::new(()),
-                done: Flag::new(()),
-                first_waker: AtomicWaker::new(),
-                more_wakers,
+                ready: Flag::new(),
+                done: Flag::new(),
+                scope: StopToken::root(),
+                first_abort: Flag::new(),
+                more_aborts,
             }),
         }
     }
@@ -228,7 +226,7 @@ impl ComponentManager {
     }
 
     fn signal(&self, which: u8) -> Signal {
-        Latch::in_owner(self.inner.clone(), which).signal()
+        Signal::from(Latch::in_owner(self.inner.clone(), which))
     }
 }
 
@@ -240,16 +238,11 @@ impl Component for ComponentManager {
             return Err(StartError::AlreadyStarted);
         }
         let (runtime, parent_token, parent) = scope.into_parts();
-        let source = parent_token.child();
-        let token = source.token();
-        let mirror = token.wake_on_stop(&Waker::from(self.inner.clone()));
+        // A parent stopped already stops the workers' scope right here.
+        self.inner.scope.attach_to(&parent_token);
         let no_workers = {
             let mut life = self.inner.life.lock();
-            life.run = Some(Running {
-                source,
-                parent,
-                _shutdown_mirror: mirror,
-            });
+            life.parent = Some(parent);
             life.start()
         };
         if let Some(finish) = no_workers {
@@ -259,7 +252,6 @@ impl Component for ComponentManager {
         for (index, worker) in self.inner.workers.iter().enumerate() {
             let context = WorkerContext {
                 inner: self.inner.clone(),
-                token: token.clone(),
                 runtime: runtime.clone(),
             };
             let ready = ReadyHandle {
@@ -288,11 +280,9 @@ impl Component for ComponentManager {
     }
 
     fn abort(&self) {
-        // Release pairs with the Acquire in `WorkerTask::poll`; each worker
-        // registers its waker before reading the flag, so none misses it.
-        self.inner.aborted.store(true, Release);
+        // Wakes each worker's task; it sees its flag set at its next poll.
         for index in 0..self.inner.workers.len() {
-            self.inner.waker(index).wake();
+            self.inner.abort_flag(index).raise();
         }
     }
 }
@@ -303,7 +293,7 @@ impl fmt::Debug for ComponentManager {
             .field("workers", &self.inner.workers.len())
             .field("started", &self.is_started())
             .field("ready", &self.inner.ready.is_set())
-            .field("shutdown", &self.inner.shutdown.is_set())
+            .field("shutdown", &self.inner.scope.is_stopped())
             .field("done", &self.inner.done.is_set())
             .finish()
     }
@@ -313,40 +303,40 @@ const READY: u8 = 0;
 const SHUTDOWN: u8 = 1;
 const DONE: u8 = 2;
 
-/// Everything a manager is, in one allocation: its three signals, its life,
-/// and the wakers `abort` needs.
+/// Everything a manager is besides its workers' stop node: its ready and
+/// done signals, its life, and the per-worker abort flags.
 struct Inner {
     workers: Arc<[Arc<dyn Worker>]>,
     life: Mutex<Life>,
     started: AtomicBool,
-    aborted: AtomicBool,
     ready: Flag,
-    shutdown: Flag,
     done: Flag,
-    /// The task waker of each worker, for `abort`: the first inline (most
-    /// managers have one worker), the others in a slice.
-    first_waker: AtomicWaker,
-    more_wakers: Box<[AtomicWaker]>,
+    /// The workers' shared stop scope; stopped is the shutdown signal. A
+    /// root until start attaches it under the start scope's token.
+    scope: StopToken,
+    /// Each worker's abort: set by `abort`, and where its task's waker is
+    /// registered while it runs (the flag's sole waiter). The first inline
+    /// (most managers have one worker), the others in a slice.
+    first_abort: Flag,
+    more_aborts: Box<[Flag]>,
 }
 
 impl Inner {
-    fn waker(&self, index: usize) -> &AtomicWaker {
+    fn abort_flag(&self, index: usize) -> &Flag {
         match index.checked_sub(1) {
-            None => &self.first_waker,
-            Some(more) => &self.more_wakers[more],
+            None => &self.first_abort,
+            Some(more) => &self.more_aborts[more],
         }
     }
 
     /// Reports `error` as the manager's: the first goes to the parent and
     /// stops the workers; later ones, and any after done, go to the hook.
     fn throw(&self, error: FatalError) -> Reported {
-        let (right, parent, source) = {
+        let (right, parent) = {
             let mut life = self.life.lock();
-            let right = life.begin_throw();
-            let (parent, source) = life.run_parts();
-            (right, parent, source)
+            (life.begin_throw(), life.parent.clone())
         };
-        let (Some(parent), Some(source)) = (parent, source) else {
+        let Some(parent) = parent else {
             // Not started: no scope to report into. Unreachable through the
             // public API (handles exist only after start), but never lost.
             FatalHook::default().call(&error);
@@ -361,10 +351,9 @@ impl Inner {
             }
             ThrowRight::First => {
                 // The order the parent relies on: the error is in its slot
-                // before the shutdown signal is set.
+                // before the shutdown signal (the scope stopped) is set.
                 let reported = parent.report(error.clone());
-                source.stop_with(StopCause::Fatal(error));
-                self.shutdown.raise();
+                self.scope.stop_own(StopCause::Fatal(error));
                 self.exit();
                 reported
             }
@@ -384,10 +373,9 @@ impl Inner {
         if finish.ready {
             self.ready.raise();
         }
-        if let Some(source) = finish.source {
-            source.stop();
-        }
-        self.shutdown.raise();
+        // The workers' work is over; this is also the shutdown signal, if
+        // nothing stopped the scope before.
+        self.scope.stop_own(StopCause::Requested);
         self.done.raise();
     }
 }
@@ -396,21 +384,9 @@ impl FlagOwner for Inner {
     fn flag(&self, which: u8) -> &Flag {
         match which {
             READY => &self.ready,
-            SHUTDOWN => &self.shutdown,
+            SHUTDOWN => self.scope.flag(),
             _ => &self.done,
         }
-    }
-}
-
-/// Waking the manager sets its shutdown signal: this is how the shutdown
-/// signal mirrors the workers' stop scope without a task of its own.
-impl Wake for Inner {
-    fn wake(self: Arc<Self>) {
-        self.shutdown.raise();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        self.shutdown.raise();
     }
 }
 
@@ -426,18 +402,9 @@ struct Life {
     done: bool,
     /// Whether the first fatal error has gone to the parent.
     delivered: bool,
-    /// What `start` set up; kept after done for late throws.
-    run: Option<Running>,
-}
-
-/// What a successful `start` set up.
-struct Running {
-    /// The workers' shared stop scope, a child of the start scope's token.
-    source: StopSource,
-    /// Where fatal errors go.
-    parent: FatalSlot,
-    /// Keeps the shutdown signal mirroring `source`.
-    _shutdown_mirror: WakeOnStop,
+    /// Where fatal errors go: the start scope's slot, set by `start` and
+    /// kept after done for late throws.
+    parent: Option<FatalSlot>,
 }
 
 /// What a throw may do, decided under the lock.
@@ -454,8 +421,6 @@ enum ThrowRight {
 struct Finish {
     /// Whether ready was decided (and must be set before done).
     ready: bool,
-    /// The workers' scope, to stop (their work is over).
-    source: Option<StopSource>,
 }
 
 impl Life {
@@ -468,11 +433,11 @@ impl Life {
             ready: workers == 0,
             done: false,
             delivered: false,
-            run: None,
+            parent: None,
         }
     }
 
-    /// `start` has set `run`. With no workers the manager is done at once.
+    /// `start` has set `parent`. With no workers the manager is done at once.
     fn start(&mut self) -> Option<Finish> {
         if self.running > 0 {
             return None;
@@ -522,17 +487,7 @@ impl Life {
     }
 
     fn finish(&self) -> Finish {
-        Finish {
-            ready: self.ready,
-            source: self.run.as_ref().map(|run| run.source.clone()),
-        }
-    }
-
-    fn run_parts(&self) -> (Option<FatalSlot>, Option<StopSource>) {
-        match &self.run {
-            Some(run) => (Some(run.parent.clone()), Some(run.source.clone())),
-            None => (None, None),
-        }
+        Finish { ready: self.ready }
     }
 }
 
@@ -585,24 +540,23 @@ impl Bits {
 #[derive(Clone)]
 pub struct WorkerContext {
     inner: Arc<Inner>,
-    token: StopToken,
     runtime: SharedRuntime,
 }
 
 impl WorkerContext {
     /// The workers' shared stop token: stopped when the manager shuts down.
     pub fn token(&self) -> &StopToken {
-        &self.token
+        &self.inner.scope
     }
 
     /// Whether the manager is shutting down: one atomic load.
     pub fn is_stopped(&self) -> bool {
-        self.token.is_stopped()
+        self.inner.scope.is_stopped()
     }
 
     /// Completes once the manager is shutting down.
     pub fn stopped(&self) -> Stopped<'_> {
-        self.token.stopped()
+        self.inner.scope.stopped()
     }
 
     /// The runtime the manager was started on.
@@ -762,7 +716,8 @@ impl Exit {
         // The task will not be polled again: free its waker (and with it,
         // on most executors, the task's memory) now rather than at the
         // manager's drop.
-        drop(self.inner.waker(self.index).take());
+        let mut key = SOLE_WAITER;
+        self.inner.abort_flag(self.index).cancel_wait(&mut key);
         let error = match outcome {
             Ok(Ok(())) | Err(JoinError::Aborted | JoinError::Dropped) => None,
             Ok(Err(error)) => Some(error),
@@ -810,10 +765,11 @@ where
         else {
             return Poll::Ready(());
         };
-        let inner = &exit.inner;
-        // Register before reading the flag: `abort` sets it, then wakes.
-        inner.waker(exit.index).register(cx.waker());
-        let outcome = if inner.aborted.load(Acquire) {
+        // Reads the abort and registers (or refreshes) the task's waker in
+        // one step under the flag's lock: an abort is seen now or wakes us.
+        let abort = exit.inner.abort_flag(exit.index);
+        let mut key = SOLE_WAITER;
+        let outcome = if abort.poll_wait(&mut key, cx).is_ready() {
             Err(JoinError::Aborted)
         } else {
             match task::poll_catching_panics(future, cx) {

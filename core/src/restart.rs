@@ -3,7 +3,7 @@
 
 use core::fmt;
 use core::future::{poll_fn, Future};
-use core::pin::pin;
+use core::pin::{pin, Pin};
 use core::task::Poll;
 use core::time::Duration;
 
@@ -13,7 +13,7 @@ use crate::latch::Signal;
 use crate::policy::{PolicyError, RestartBudget, RestartPolicy};
 use crate::runtime::{RuntimeExt, SharedRuntime};
 use crate::scope::Scope;
-use crate::stop::{StopCause, StopToken};
+use crate::stop::{StopCause, StopToken, Stopped};
 use crate::wait::wait_error_or_done;
 
 /// What an error handler decides about a failed instance.
@@ -369,6 +369,10 @@ where
         let seed = runtime.now().since_origin().as_nanos() as u64;
         let mut budget = RestartBudget::new(self.policy.clone(), seed);
         let mut attempt: u32 = 0;
+        // One waiter on the parent for the whole loop: it registers once
+        // and stays registered across instances, rather than registering
+        // and unregistering with every instance.
+        let mut parent_stopped = pin!(parent.stopped());
         loop {
             if parent.is_stopped() {
                 return RunOutcome::Cancelled;
@@ -388,7 +392,7 @@ where
             }
             let done = instance.done();
 
-            let error = match first_of(&slot, &done, &parent).await {
+            let error = match first_of(&slot, &done, &parent, parent_stopped.as_mut()).await {
                 Ended::Done => {
                     scope.stop();
                     return RunOutcome::Completed;
@@ -475,9 +479,14 @@ enum Ended {
 
 /// Waits for the instance's first fatal error, its done, or the parent's
 /// stop; an error wins over the others, and a stopped parent over done.
-async fn first_of(slot: &FatalSlot, done: &Signal, parent: &StopToken) -> Ended {
+/// `stopped` is the loop's one waiter on `parent`, kept across instances.
+async fn first_of(
+    slot: &FatalSlot,
+    done: &Signal,
+    parent: &StopToken,
+    mut stopped: Pin<&mut Stopped<'_>>,
+) -> Ended {
     let mut error_or_done = pin!(wait_error_or_done(slot, done));
-    let mut stopped = pin!(parent.stopped());
     poll_fn(|cx| {
         if let Poll::Ready(error) = error_or_done.as_mut().poll(cx) {
             return Poll::Ready(match error {

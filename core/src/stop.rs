@@ -10,10 +10,12 @@
 //! - A parent holds only weak references to its children, and a child removes
 //!   itself from its parent when its last handle is dropped, so a long-lived
 //!   parent does not grow with the number of children it ever had.
-//! - A child created under an already stopped parent is born stopped.
+//! - A child created under an already stopped parent is born stopped; so is
+//!   a root attached under one (a component's scope, made when the component
+//!   is built and attached when it is started).
 //!
-//! Each node is one [`Flag`]: the stopped bit is its flag, the cause and the
-//! children live under its lock. Propagation takes each node's children out
+//! Each node is one [`Guarded`] flag: the stopped bit is its flag, the
+//! cause, the children and the link to the parent live under its lock. Propagation takes each node's children out
 //! under that node's lock and stops them after releasing it, with an explicit
 //! stack instead of recursion (embedded stacks are small). Lock order is
 //! parent before child; no path holds a child's lock while taking its parent's.
@@ -29,7 +31,7 @@ use core::task::{Context, Poll, Waker};
 use slab::Slab;
 
 use crate::fatal::FatalError;
-use crate::flag::{Flag, HasFlag, Waiter};
+use crate::flag::{Flag, Guarded, HasFlag, Waiter};
 
 /// Why a stop token was stopped. The first cause written wins.
 ///
@@ -84,37 +86,91 @@ impl fmt::Display for StopCause {
 }
 
 struct Node {
-    flag: Flag<NodeState>,
+    flag: Guarded<NodeState>,
+}
+
+struct NodeState {
+    cause: Option<StopCause>,
+    children: Children,
+    /// Set when the node is created as a child, or when a root is attached
+    /// under a parent (a component's scope made before it is started).
     parent: Option<Arc<Node>>,
     /// This node's entry in `parent`'s children; `None` if born stopped.
     key: Option<usize>,
 }
 
-struct NodeState {
-    cause: Option<StopCause>,
-    /// Boxed: most nodes (a worker group's scope) never have children, and
-    /// an empty slab would cost them 40 bytes each.
-    children: Option<Box<Children>>,
+/// A node's children, held weakly. Most nodes have none or one (a scope
+/// for one component), so the first lives inline and only more allocate a
+/// slab. Key 0 is the inline slot, key `k + 1` is slot `k` of the slab.
+#[derive(Default)]
+struct Children {
+    first: Option<Weak<Node>>,
+    rest: Option<Box<Slab<Weak<Node>>>>,
 }
 
-type Children = Slab<Weak<Node>>;
+impl Children {
+    fn insert(&mut self, child: Weak<Node>) -> usize {
+        if self.first.is_none() {
+            self.first = Some(child);
+            return 0;
+        }
+        self.rest.get_or_insert_with(Box::default).insert(child) + 1
+    }
+
+    /// The key the next `insert` returns.
+    fn vacant_key(&self) -> usize {
+        match (&self.first, &self.rest) {
+            (None, _) => 0,
+            (Some(_), None) => 1,
+            (Some(_), Some(rest)) => rest.vacant_key() + 1,
+        }
+    }
+
+    fn remove(&mut self, key: usize) -> Option<Weak<Node>> {
+        match key.checked_sub(1) {
+            None => self.first.take(),
+            Some(k) => self.rest.as_mut()?.try_remove(k),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none() && self.rest.as_ref().is_none_or(|rest| rest.is_empty())
+    }
+
+    /// The children still alive; a child whose last handle is being dropped
+    /// right now fails to upgrade and needs no stop.
+    fn alive(self) -> impl Iterator<Item = Arc<Node>> {
+        let rest = self
+            .rest
+            .into_iter()
+            .flat_map(|rest| rest.into_iter().map(|(_, child)| child));
+        self.first
+            .into_iter()
+            .chain(rest)
+            .filter_map(|child| child.upgrade())
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        usize::from(self.first.is_some()) + self.rest.as_ref().map_or(0, |rest| rest.len())
+    }
+}
 
 impl HasFlag for Node {
-    type State = NodeState;
-    fn flag(&self) -> &Flag<NodeState> {
-        &self.flag
+    fn flag(&self) -> &Flag {
+        self.flag.flag()
     }
 }
 
 impl Node {
     fn new(parent: Option<Arc<Node>>, key: Option<usize>) -> Self {
         Self {
-            flag: Flag::new(NodeState {
+            flag: Guarded::new(NodeState {
                 cause: None,
-                children: None,
+                children: Children::default(),
+                parent,
+                key,
             }),
-            parent,
-            key,
         }
     }
 
@@ -123,10 +179,9 @@ impl Node {
             if stopped {
                 return None;
             }
-            let children = state.children.get_or_insert_with(Box::default);
-            let key = children.vacant_key();
+            let key = state.children.vacant_key();
             let child = Arc::new(Node::new(Some(self.clone()), Some(key)));
-            children.insert(Arc::downgrade(&child));
+            state.children.insert(Arc::downgrade(&child));
             Some(child)
         });
         registered.unwrap_or_else(|| {
@@ -134,6 +189,29 @@ impl Node {
             child.stop(StopCause::ParentStopped);
             child
         })
+    }
+
+    /// Makes this root a child of `parent`: stopped when `parent` is (at
+    /// once if it already is). Only for roots nobody else has attached.
+    fn attach(self: &Arc<Self>, parent: &Arc<Node>) {
+        // Lock order parent before child, as everywhere.
+        let attached = parent.flag.with_state(|stopped, state| {
+            if stopped {
+                return false;
+            }
+            let key = state.children.insert(Arc::downgrade(self));
+            self.flag.with_state(|_, own| {
+                debug_assert!(own.parent.is_none(), "attached twice");
+                own.parent = Some(parent.clone());
+                own.key = Some(key);
+            });
+            true
+        });
+        if !attached {
+            self.flag
+                .with_state(|_, own| own.parent = Some(parent.clone()));
+            self.stop(StopCause::ParentStopped);
+        }
     }
 
     fn stop(&self, cause: StopCause) -> bool {
@@ -146,20 +224,22 @@ impl Node {
         // One pass per list: each child is stopped as soon as it is upgraded
         // (its memory is hot once), and only non-empty lists of grandchildren
         // wait on the stack.
-        let mut pending: Vec<Box<Children>> = Vec::new();
+        let mut pending: Vec<Children> = Vec::new();
         let mut current = children;
         loop {
-            for node in alive(current) {
+            for node in current.alive() {
                 let grandchildren = node.flag.set(|state| {
                     state.cause = Some(StopCause::ParentStopped);
                     core::mem::take(&mut state.children)
                 });
-                if let Some(grandchildren) = grandchildren.flatten() {
-                    pending.push(grandchildren);
+                if let Some(grandchildren) = grandchildren {
+                    if !grandchildren.is_empty() {
+                        pending.push(grandchildren);
+                    }
                 }
             }
             match pending.pop() {
-                Some(next) => current = Some(next),
+                Some(next) => current = next,
                 None => return true,
             }
         }
@@ -172,20 +252,25 @@ impl Node {
         self.flag.with_state(|_, state| state.cause.clone())
     }
 
+    /// The cause and the parent, read together.
+    fn cause_and_parent(&self) -> (Option<StopCause>, Option<Arc<Node>>) {
+        if !self.flag.is_set() {
+            return (None, None);
+        }
+        self.flag
+            .with_state(|_, state| (state.cause.clone(), state.parent.clone()))
+    }
+
+    /// Takes the link to the parent, for the drop.
+    fn take_parent(&mut self) -> (Option<Arc<Node>>, Option<usize>) {
+        self.flag
+            .with_state_mut(|state| (state.parent.take(), state.key.take()))
+    }
+
     #[cfg(test)]
     fn child_count(&self) -> usize {
-        self.flag
-            .with_state(|_, state| state.children.as_ref().map_or(0, |list| list.len()))
+        self.flag.with_state(|_, state| state.children.len())
     }
-}
-
-/// The children still alive; a child whose last handle is being dropped right
-/// now fails to upgrade and needs no stop.
-fn alive(children: Option<Box<Children>>) -> impl Iterator<Item = Arc<Node>> {
-    children
-        .into_iter()
-        .flat_map(|list| list.into_iter())
-        .filter_map(|(_, child)| child.upgrade())
 }
 
 impl Drop for Node {
@@ -193,28 +278,26 @@ impl Drop for Node {
     /// the parent goes too, and so on up the chain: done in a loop, because a
     /// recursive drop of a deep chain of scopes would overflow the stack.
     fn drop(&mut self) {
-        let mut parent = self.parent.take();
-        let mut key = self.key;
+        let (mut parent, mut key) = self.take_parent();
         while let Some(node) = parent {
             // A stopped parent has drained its children already: skip its
             // lock, which every child of a big fan-out would contend for.
             if let (Some(key), false) = (key, node.flag.is_set()) {
-                node.flag.with_state(|stopped, state| {
+                let removed = node.flag.with_state(|stopped, state| {
                     // A stopped parent has drained its children (and never
                     // takes new ones), so `key` can only still be ours while
                     // it runs.
-                    if !stopped {
-                        if let Some(children) = &mut state.children {
-                            children.try_remove(key);
-                        }
+                    if stopped {
+                        return None;
                     }
+                    state.children.remove(key)
                 });
+                drop(removed); // a dead `Weak`: frees nothing but a count
             }
             let Some(mut owned) = Arc::into_inner(node) else {
                 return;
             };
-            parent = owned.parent.take();
-            key = owned.key;
+            (parent, key) = owned.take_parent();
             // `owned` drops here with no parent left: no recursion.
         }
     }
@@ -343,13 +426,11 @@ impl StopToken {
     /// The cause at the top of the chain of [`StopCause::ParentStopped`]: why
     /// the ancestor that started this stop stopped.
     pub fn origin_cause(&self) -> Option<StopCause> {
-        let mut node = &self.node;
-        loop {
-            match (node.cause(), &node.parent) {
-                (Some(StopCause::ParentStopped), Some(parent)) => node = parent,
-                (cause, _) => return cause,
-            }
+        let (mut cause, mut parent) = self.node.cause_and_parent();
+        while let (Some(StopCause::ParentStopped), Some(node)) = (&cause, parent) {
+            (cause, parent) = node.cause_and_parent();
         }
+        cause
     }
 
     /// Completes once this node is stopped; at once if it already is.
@@ -411,6 +492,31 @@ impl StopToken {
     /// Whether both tokens observe the same node.
     pub fn same_as(&self, other: &StopToken) -> bool {
         Arc::ptr_eq(&self.node, &other.node)
+    }
+
+    /// A new root, for a component that hands out only tokens of it.
+    pub(crate) fn root() -> StopToken {
+        StopToken {
+            node: Arc::new(Node::new(None, None)),
+        }
+    }
+
+    /// Makes this token's node, a root nobody has attached yet, a child of
+    /// `parent`'s: a component's scope made before the component is started
+    /// in a scope of its own.
+    pub(crate) fn attach_to(&self, parent: &StopToken) {
+        self.node.attach(&parent.node);
+    }
+
+    /// Stops this node: for the crate's components, which stop the scope
+    /// they made and hand out only as tokens.
+    pub(crate) fn stop_own(&self, cause: StopCause) -> bool {
+        self.node.stop(cause)
+    }
+
+    /// The node's flag: a component's shutdown signal is its scope stopped.
+    pub(crate) fn flag(&self) -> &Flag {
+        self.node.flag.flag()
     }
 }
 

@@ -1,10 +1,11 @@
 //! Spawned tasks: the wrapper that gives every executor the same join, abort
 //! and panic behaviour, and the [`JoinHandle`] that observes it.
 //!
-//! A task's shared state is one [`Flag`] holding its outcome (set once the
-//! future has been dropped) plus an abort bit with the task's waker. The
-//! wrapper drops the future *before* publishing the outcome, so a completed
-//! join proves the future and everything it owned are gone.
+//! A task's shared state is one [`Guarded`] flag holding its outcome (set
+//! once the future has been dropped) plus an abort flag, which the task's
+//! waker waits on while the task runs. The wrapper drops the future *before*
+//! publishing the outcome, so a completed join proves the future and
+//! everything it owned are gone.
 
 use alloc::boxed::Box;
 use alloc::string::String;
@@ -12,15 +13,12 @@ use alloc::sync::Arc;
 use core::fmt;
 use core::future::Future;
 use core::pin::Pin;
-use core::sync::atomic::Ordering::{Acquire, Release};
 use core::task::{Context, Poll};
 
-use futures_util::task::AtomicWaker;
 use pin_project_lite::pin_project;
 
-use crate::flag::{Flag, HasFlag, Waiter};
+use crate::flag::{Flag, Guarded, HasFlag, Waiter, SOLE_WAITER};
 use crate::runtime::Runtime;
-use crate::sync::AtomicBool;
 
 /// Why a task did not produce its output.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -53,16 +51,15 @@ type Outcome<T> = Option<Result<T, JoinError>>;
 
 struct Shared<T> {
     /// Set once the future is gone; holds the outcome until it is joined.
-    finished: Flag<Outcome<T>>,
-    aborted: AtomicBool,
-    /// The task's waker, so that `abort` gets the task polled.
-    task_waker: AtomicWaker,
+    finished: Guarded<Outcome<T>>,
+    /// Set by `abort`. While the task runs its waker waits here (the sole
+    /// waiter), so that `abort` gets the task polled.
+    abort: Flag,
 }
 
 impl<T> HasFlag for Shared<T> {
-    type State = Outcome<T>;
-    fn flag(&self) -> &Flag<Outcome<T>> {
-        &self.finished
+    fn flag(&self) -> &Flag {
+        self.finished.flag()
     }
 }
 
@@ -94,9 +91,8 @@ where
     F::Output: Send + 'static,
 {
     let shared = Arc::new(Shared {
-        finished: Flag::new(None),
-        aborted: AtomicBool::new(false),
-        task_waker: AtomicWaker::new(),
+        finished: Guarded::new(None),
+        abort: Flag::new(),
     });
     runtime.spawn_detached(Box::pin(Task {
         future: Some(future),
@@ -113,11 +109,10 @@ impl<F: Future> Future for Task<F> {
         let Some(future) = this.future.as_mut().as_pin_mut() else {
             return Poll::Ready(());
         };
-        // Register before reading the abort bit: `abort` sets the bit and then
-        // wakes, so either we see the bit now or its wake reaches this waker.
-        this.shared.task_waker.register(cx.waker());
-        // Acquire pairs with the Release in `abort`.
-        let outcome = if this.shared.aborted.load(Acquire) {
+        // Reads the abort and registers (or refreshes) the task's waker in
+        // one step under the flag's lock: an abort is seen now or wakes us.
+        let mut key = SOLE_WAITER;
+        let outcome = if this.shared.abort.poll_wait(&mut key, cx).is_ready() {
             Err(JoinError::Aborted)
         } else {
             match poll_catching_panics(future, cx) {
@@ -132,6 +127,10 @@ impl<F: Future> Future for Task<F> {
 }
 
 fn finish<T>(shared: &Shared<T>, outcome: Result<T, JoinError>) {
+    // The task will not be polled again: free its waker (and with it, on
+    // most executors, the task's memory) now rather than at the join.
+    let mut key = SOLE_WAITER;
+    shared.abort.cancel_wait(&mut key);
     shared.finished.set(|slot| *slot = Some(outcome));
 }
 
@@ -225,10 +224,7 @@ impl<T> JoinHandle<T> {
     /// that finished already keeps its outcome. A task stuck in a blocking
     /// call cannot be interrupted; it is dropped once it yields.
     pub fn abort(&self) {
-        let shared = self.0.holder();
-        // Release pairs with the Acquire in `Task::poll`.
-        shared.aborted.store(true, Release);
-        shared.task_waker.wake();
+        self.0.holder().abort.raise();
     }
 
     /// Whether the task's future is gone (finished, aborted, panicked or

@@ -241,8 +241,8 @@ impl Component for ManualComponent {
             }
             *first = Some(scope.clone());
         }
-        self.inner.started.set();
         if let Some(error) = &self.inner.start_error {
+            self.inner.started.set();
             return Err(StartError::Failed(error.clone()));
         }
         if self.inner.done_on_stop {
@@ -252,6 +252,10 @@ impl Component for ManualComponent {
             }));
             *lock(&self.inner.on_stop) = Some(scope.token().wake_on_stop(&finish));
         }
+        // Set last: a test that stops the scope as soon as `started` is set
+        // finds the stop already wired to done, instead of racing the
+        // registration above.
+        self.inner.started.set();
         Ok(())
     }
 

@@ -21,6 +21,7 @@
 //! | [`Service`] / [`StartStop`] | a restartable start/stop service and the base that implements it, generation by generation |
 //! | [`Supervisor`] / [`Node`] | a dependency graph of nodes: readiness-gated start, reverse-order stop, verdicts, restart budgets, events and status |
 //! | [`service_fn`], [`start_all`], [`stop_all`], [`wait_all_started`] | closure services and groups of services |
+//! | [`HostRun`], [`HostSignal`], [`ExitReason`] | a supervisor as a process's main job: SIGINT/SIGTERM in, an exit code out (the adapters' `run` binds the OS signals) |
 //! | [`wait_all`], [`wait_signal_or_stop`], [`wait_error_or_done`] | small waits over signals, tokens and slots |
 //!
 //! Executors are bound by the adapter crates `lifecycle-tokio`,
@@ -93,6 +94,7 @@ extern crate std;
 mod component;
 mod fatal;
 mod flag;
+mod host;
 mod latch;
 mod manager;
 mod policy;
@@ -110,6 +112,7 @@ mod wait;
 
 pub use component::{Component, StartError};
 pub use fatal::{FatalError, FatalHook, FatalSlot, First, Reported};
+pub use host::{ExitReason, HostExit, HostNotify, HostRun, HostSignal};
 pub use latch::{Latch, Signal, Wait, WaitOwned};
 pub use manager::{
     ComponentManager, ComponentManagerBuilder, ReadyHandle, ThrowHandle, WorkerContext,

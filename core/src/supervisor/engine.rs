@@ -651,6 +651,7 @@ impl Engine {
             Verdict::SpinHalt => {
                 self.report(&name, &error);
                 self.stop_for_good(node);
+                self.status.enter_spin_halt(name.clone());
                 self.mode = Mode::SpinHalt { node: name, error };
                 self.ready_never_again();
                 self.request_for_good(0..self.nodes.len(), &reason);

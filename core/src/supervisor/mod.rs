@@ -48,6 +48,18 @@ impl TerminateRequests for Signal {
     }
 }
 
+/// Requests from either of two sources: the builder's and one added later.
+struct EitherRequests(Arc<dyn TerminateRequests>, Arc<dyn TerminateRequests>);
+
+impl TerminateRequests for EitherRequests {
+    fn listen(&self) -> BoxFuture {
+        let either = futures_util::future::select(self.0.listen(), self.1.listen());
+        Box::pin(async move {
+            either.await;
+        })
+    }
+}
+
 /// What `build` hands to the run.
 struct Parts {
     nodes: Vec<Node>,
@@ -191,6 +203,70 @@ impl Supervisor {
             outcome: Arc::new(Mutex::new(None)),
             run: Mutex::new(None),
         }
+    }
+
+    /// A supervisor of one node, `name`, built by `factory`: for running a
+    /// single component under a supervisor's stop, events and status (and
+    /// under a host's signals). The node is not restarted: its failure is a
+    /// [`Verdict::Shutdown`](crate::Verdict::Shutdown), and its clean end
+    /// completes the supervisor.
+    ///
+    /// ```
+    /// use lifecycle::{ComponentManager, Supervisor};
+    ///
+    /// let supervisor = Supervisor::of_one("app", || {
+    ///     Ok(ComponentManager::builder()
+    ///         .add_worker(|_, ready| async move {
+    ///             ready.ready();
+    ///             Ok(())
+    ///         })
+    ///         .build())
+    /// });
+    /// assert_eq!(supervisor.status().summary(), "app=waiting");
+    /// ```
+    pub fn of_one<F, C>(name: impl Into<alloc::string::String>, factory: F) -> Supervisor
+    where
+        F: FnMut() -> Result<C, FatalError> + Send + 'static,
+        C: Component,
+    {
+        let node = Node::new(name, factory).handler(|_| crate::Verdict::Shutdown);
+        match Supervisor::builder().node(node).build() {
+            Ok(supervisor) => supervisor,
+            // One node has no duplicate, no dependency and no cycle, and
+            // its policy is the (valid) default.
+            Err(error) => unreachable!("a supervisor of one node is valid: {error}"),
+        }
+    }
+
+    /// Adds a source of terminate requests to a supervisor not yet run
+    /// (beside the builder's, if any). Returns false once it has started.
+    pub(crate) fn also_terminate_on(&self, requests: Arc<dyn TerminateRequests>) -> bool {
+        let mut parts = self.parts.lock();
+        let Some(parts) = parts.as_mut() else {
+            return false;
+        };
+        parts.terminate = Some(match parts.terminate.take() {
+            Some(first) => Arc::new(EitherRequests(first, requests)),
+            None => requests,
+        });
+        true
+    }
+
+    /// Adds an event hook to a supervisor not yet run, called after the
+    /// builder's. Returns false once it has started.
+    pub(crate) fn also_on_event(&self, hook: observe::EventHook) -> bool {
+        let mut parts = self.parts.lock();
+        let Some(parts) = parts.as_mut() else {
+            return false;
+        };
+        parts.events = Some(match parts.events.take() {
+            Some(first) => Arc::new(move |event: &SupervisorEvent| {
+                first(event);
+                hook(event);
+            }),
+            None => hook,
+        });
+        true
     }
 
     /// The status of every node, readable at any time (clone it before

@@ -216,7 +216,13 @@ impl NodeStatus {
 /// across an await.
 #[derive(Clone)]
 pub struct StatusBoard {
-    nodes: Arc<Mutex<Vec<NodeStatus>>>,
+    board: Arc<Mutex<Board>>,
+}
+
+struct Board {
+    nodes: Vec<NodeStatus>,
+    /// The node whose failure put the supervisor in a spin-halt.
+    spin_halt: Option<Arc<str>>,
 }
 
 impl StatusBoard {
@@ -231,32 +237,51 @@ impl StatusBoard {
             })
             .collect();
         Self {
-            nodes: Arc::new(Mutex::new(nodes)),
+            board: Arc::new(Mutex::new(Board {
+                nodes,
+                spin_halt: None,
+            })),
         }
     }
 
     pub(super) fn update(&self, node: usize, change: impl FnOnce(&mut NodeStatus)) {
-        if let Some(status) = self.nodes.lock().get_mut(node) {
+        if let Some(status) = self.board.lock().nodes.get_mut(node) {
             change(status);
         }
     }
 
+    pub(super) fn enter_spin_halt(&self, node: Arc<str>) {
+        self.board.lock().spin_halt = Some(node);
+    }
+
     /// A copy of every node's status, in declaration order.
     pub fn snapshot(&self) -> Vec<NodeStatus> {
-        self.nodes.lock().clone()
+        self.board.lock().nodes.clone()
+    }
+
+    /// The node whose failure put the supervisor in a spin-halt (every
+    /// node stopped, waiting for a terminate request), if it is in one.
+    pub fn spin_halted_by(&self) -> Option<Arc<str>> {
+        self.board.lock().spin_halt.clone()
     }
 
     /// One line: each node's name and state, e.g.
-    /// `db=ready api=starting(2)`; the instance is shown after a restart.
+    /// `db=ready api=starting(2)`; the instance is shown after a restart,
+    /// and a spin-halt is named at the end (`spin-halt after db`).
     pub fn summary(&self) -> alloc::string::String {
         use core::fmt::Write;
         let mut line = alloc::string::String::new();
-        for (at, node) in self.nodes.lock().iter().enumerate() {
+        let board = self.board.lock();
+        for (at, node) in board.nodes.iter().enumerate() {
             let gap = if at == 0 { "" } else { " " };
             let _ = write!(line, "{gap}{}={}", node.name, node.state);
             if node.generation > 1 {
                 let _ = write!(line, "({})", node.generation);
             }
+        }
+        if let Some(node) = &board.spin_halt {
+            let gap = if line.is_empty() { "" } else { " " };
+            let _ = write!(line, "{gap}spin-halt after {node}");
         }
         line
     }
@@ -264,6 +289,8 @@ impl StatusBoard {
 
 impl fmt::Debug for StatusBoard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list().entries(self.nodes.lock().iter()).finish()
+        f.debug_list()
+            .entries(self.board.lock().nodes.iter())
+            .finish()
     }
 }

@@ -1,0 +1,383 @@
+//! Running a [`Supervisor`] as a process's main job: the host's stop
+//! requests in, an exit code out.
+
+use alloc::boxed::Box;
+use alloc::string::String;
+use alloc::sync::Arc;
+use core::fmt;
+use core::future::Future;
+use core::pin::Pin;
+use core::sync::atomic::{AtomicBool, Ordering};
+use core::task::{Context, Poll};
+use core::time::Duration;
+
+use futures_util::stream::{Stream, StreamExt};
+
+use crate::component::Component;
+use crate::latch::Latch;
+use crate::runtime::{BoxFuture, SharedRuntime};
+use crate::stop::StopSource;
+use crate::supervisor::{Supervisor, SupervisorEnd, SupervisorEvent, SupervisorOutcome};
+
+/// A stop request from the host: what SIGINT and SIGTERM mean to a run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum HostSignal {
+    /// SIGINT, Ctrl-C: stop gracefully; a second one during the stop exits
+    /// at once. Ignored during a spin-halt.
+    Interrupt,
+    /// SIGTERM: stop gracefully; the only request that releases a
+    /// spin-halt.
+    Terminate,
+}
+
+/// Why a host run ended, and the process exit code that says so.
+///
+/// | reason | code | when |
+/// |---|---|---|
+/// | [`Clean`](ExitReason::Clean) | 0 | every node completed, or a stop request stopped them all in time, with no error |
+/// | [`Fatal`](ExitReason::Fatal) | 1 | a node's failure shut the supervisor down, or a node reported an error while being stopped |
+/// | (none) | 2 | left to the program for usage errors |
+/// | [`SpinHaltReleased`](ExitReason::SpinHaltReleased) | 3 | a node's failure put the supervisor in a spin-halt, which SIGTERM released |
+/// | [`Overran`](ExitReason::Overran) | 4 | the stop overran the shutdown budget or a node's stop timeout |
+/// | [`Forced`](ExitReason::Forced) | 130 | a second SIGINT during the stop: the run was dropped at once (128 + SIGINT, as shells report it) |
+///
+/// When several apply, the first in this order wins: `Forced`, then the
+/// cause of the end (`Fatal`, `SpinHaltReleased`), then `Overran`, then an
+/// error during the stop (`Fatal`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ExitReason {
+    /// A clean end.
+    Clean,
+    /// A fatal failure, or errors during the stop.
+    Fatal,
+    /// A spin-halt released by SIGTERM.
+    SpinHaltReleased,
+    /// The stop overran its budget or a stop timeout.
+    Overran,
+    /// A second SIGINT forced the exit.
+    Forced,
+}
+
+impl ExitReason {
+    /// The process exit code.
+    pub const fn code(self) -> u8 {
+        match self {
+            ExitReason::Clean => 0,
+            ExitReason::Fatal => 1,
+            ExitReason::SpinHaltReleased => 3,
+            ExitReason::Overran => 4,
+            ExitReason::Forced => 130,
+        }
+    }
+
+    /// The reason a supervisor's outcome gives.
+    pub fn of(outcome: &SupervisorOutcome) -> ExitReason {
+        match outcome.end {
+            SupervisorEnd::Shutdown { .. } | SupervisorEnd::Aborted => ExitReason::Fatal,
+            SupervisorEnd::SpinHaltReleased { .. } => ExitReason::SpinHaltReleased,
+            _ if outcome.budget_spent || !outcome.overran.is_empty() => ExitReason::Overran,
+            _ if !outcome.shutdown_errors.is_empty() => ExitReason::Fatal,
+            _ => ExitReason::Clean,
+        }
+    }
+}
+
+impl fmt::Display for ExitReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            ExitReason::Clean => "clean stop",
+            ExitReason::Fatal => "fatal failure",
+            ExitReason::SpinHaltReleased => "spin-halt released by SIGTERM",
+            ExitReason::Overran => "the stop overran its budget",
+            ExitReason::Forced => "forced exit by a second SIGINT",
+        })
+    }
+}
+
+/// How a host run ended.
+#[derive(Clone, Debug)]
+#[non_exhaustive]
+pub struct HostExit {
+    /// Why, and the exit code.
+    pub reason: ExitReason,
+    /// The supervisor's outcome; `None` after a forced exit, which does not
+    /// wait for it.
+    pub outcome: Option<SupervisorOutcome>,
+}
+
+impl HostExit {
+    /// The process exit code ([`ExitReason::code`]).
+    pub fn code(&self) -> u8 {
+        self.reason.code()
+    }
+}
+
+impl fmt::Display for HostExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} (exit code {})", self.reason, self.code())?;
+        if let Some(outcome) = &self.outcome {
+            write!(f, ": {outcome}")?;
+            for error in &outcome.shutdown_errors {
+                write!(f, "; {} failed while stopping: {}", error.node, error.error)?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a host run tells its service manager (systemd, in the adapters'
+/// `systemd` feature). Every method is called from the run's task.
+pub trait HostNotify: Send {
+    /// Every node is ready (or completed), for the first time.
+    fn ready(&mut self);
+    /// The stop has begun.
+    fn stopping(&mut self);
+    /// A node changed state; `summary` is [`StatusBoard::summary`](crate::StatusBoard::summary).
+    fn status(&mut self, summary: &str);
+    /// How often [`alive`](HostNotify::alive) is wanted; `None` for never.
+    fn alive_every(&self) -> Option<Duration>;
+    /// The supervisor is making progress: called every
+    /// [`alive_every`](HostNotify::alive_every) by the task that drives the
+    /// supervisor, so a supervisor stuck in its own loop stops the calls.
+    fn alive(&mut self);
+}
+
+/// Runs a [`Supervisor`] under a host's stop requests, and says how it
+/// ended as an exit code. The adapters' `run` functions build one with
+/// their OS signals; tests drive one with any stream.
+///
+/// - [`HostSignal::Interrupt`] stops the supervisor gracefully (its parent
+///   stops: nodes stop in reverse dependency order). A second one while
+///   the stop is under way returns at once with [`ExitReason::Forced`],
+///   dropping the run (every node's scope stopped, its tasks aborted).
+///   During a spin-halt it is ignored.
+/// - [`HostSignal::Terminate`] is a terminate request: a graceful stop
+///   while running, the release of a spin-halt.
+/// - The shutdown budget is the supervisor's own
+///   ([`SupervisorBuilder::shutdown_budget`](crate::SupervisorBuilder::shutdown_budget)).
+///
+/// # Example
+///
+/// ```
+/// use lifecycle::{ComponentManager, ExitReason, HostRun, HostSignal, Node, Supervisor};
+/// # use lifecycle::{BoxFuture, Instant, Runtime};
+/// # use std::{sync::Arc, time::Duration};
+/// # struct Threads;
+/// # impl Runtime for Threads {
+/// #     fn spawn_detached(&self, task: BoxFuture) {
+/// #         std::thread::spawn(move || futures_executor::block_on(task));
+/// #     }
+/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+///
+/// let supervisor = Supervisor::builder()
+///     .node(Node::new("server", || {
+///         Ok(ComponentManager::builder()
+///             .add_worker(|ctx, ready| async move {
+///                 ready.ready();
+///                 ctx.stopped().await;
+///                 Ok(())
+///             })
+///             .build())
+///     }))
+///     .build()?;
+///
+/// // The host sends SIGTERM.
+/// let signals = futures_util::stream::iter([HostSignal::Terminate]);
+/// let exit = futures_executor::block_on(HostRun::new(supervisor).run(Arc::new(Threads), signals));
+/// assert_eq!(exit.reason, ExitReason::Clean);
+/// assert_eq!(exit.code(), 0);
+/// # Ok::<(), lifecycle::BuildError>(())
+/// ```
+pub struct HostRun {
+    supervisor: Supervisor,
+    notify: Option<Box<dyn HostNotify>>,
+}
+
+impl HostRun {
+    /// A run of `supervisor`, not yet started.
+    pub fn new(supervisor: Supervisor) -> HostRun {
+        HostRun {
+            supervisor,
+            notify: None,
+        }
+    }
+
+    /// Tells `notify` about readiness, the stop, every change and the
+    /// supervisor's progress.
+    pub fn notify(mut self, notify: impl HostNotify + 'static) -> HostRun {
+        self.notify = Some(Box::new(notify));
+        self
+    }
+
+    /// Runs the supervisor on `runtime` until it ends or a second
+    /// interrupt forces the exit. `signals` is polled from the run's task
+    /// and dropped when the run returns (the adapters unregister their
+    /// signal handlers then); when it ends, the run goes on without it.
+    pub async fn run<S>(self, runtime: SharedRuntime, signals: S) -> HostExit
+    where
+        S: Stream<Item = HostSignal> + Send + Unpin,
+    {
+        let HostRun { supervisor, notify } = self;
+        let terminate = Latch::new();
+        // The run has not started, so both additions take.
+        supervisor.also_terminate_on(Arc::new(terminate.signal()));
+        let changed = Arc::new(AtomicBool::new(true));
+        if notify.is_some() {
+            let flag = changed.clone();
+            // Relaxed: the flag is set and read by the same task (the
+            // supervisor's events fire while this run polls it).
+            supervisor.also_on_event(Arc::new(move |_: &SupervisorEvent| {
+                flag.store(true, Ordering::Relaxed);
+            }));
+        }
+        let status = supervisor.status();
+        let ready = Component::ready(&supervisor);
+        let shutdown = Component::shutdown_signal(&supervisor);
+        let parent = StopSource::new();
+        let alive_every = notify.as_ref().and_then(|notify| notify.alive_every());
+        let run = supervisor.run(runtime.clone(), parent.token());
+        let mut driver = Driver {
+            run: Box::pin(run),
+            signals: Some(signals),
+            parent,
+            terminate,
+            state: HostState::Running,
+            notify,
+            changed,
+            status,
+            ready,
+            shutdown,
+            told_ready: false,
+            told_stopping: false,
+            alive_timer: alive_every.map(|every| (every, runtime.sleep(every))),
+            runtime,
+        };
+        core::future::poll_fn(|cx| driver.poll(cx)).await
+    }
+}
+
+impl fmt::Debug for HostRun {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HostRun")
+            .field("supervisor", &self.supervisor)
+            .field("notify", &self.notify.is_some())
+            .finish()
+    }
+}
+
+/// Where the host's requests have got the run.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum HostState {
+    /// No stop requested by the host.
+    Running,
+    /// The host asked for a stop; a second interrupt forces the exit.
+    Stopping,
+}
+
+struct Driver<S> {
+    run: Pin<Box<dyn Future<Output = SupervisorOutcome> + Send>>,
+    signals: Option<S>,
+    parent: StopSource,
+    terminate: Latch,
+    state: HostState,
+    notify: Option<Box<dyn HostNotify>>,
+    changed: Arc<AtomicBool>,
+    status: crate::StatusBoard,
+    ready: crate::Signal,
+    shutdown: crate::Signal,
+    told_ready: bool,
+    told_stopping: bool,
+    alive_timer: Option<(Duration, BoxFuture)>,
+    runtime: SharedRuntime,
+}
+
+impl<S> Driver<S>
+where
+    S: Stream<Item = HostSignal> + Unpin,
+{
+    fn poll(&mut self, cx: &mut Context<'_>) -> Poll<HostExit> {
+        // Requests first, so that a request and the run's end in the same
+        // poll are both seen.
+        while let Some(signals) = self.signals.as_mut() {
+            match signals.poll_next_unpin(cx) {
+                Poll::Ready(Some(signal)) => {
+                    if self.on_signal(signal) {
+                        self.tell();
+                        return Poll::Ready(HostExit {
+                            reason: ExitReason::Forced,
+                            outcome: None,
+                        });
+                    }
+                }
+                Poll::Ready(None) => self.signals = None,
+                Poll::Pending => break,
+            }
+        }
+        let ended = self.run.as_mut().poll(cx);
+        self.tell();
+        if let Poll::Ready(outcome) = ended {
+            return Poll::Ready(HostExit {
+                reason: ExitReason::of(&outcome),
+                outcome: Some(outcome),
+            });
+        }
+        self.poll_alive(cx);
+        Poll::Pending
+    }
+
+    /// Acts on one request; true if it forces the exit.
+    fn on_signal(&mut self, signal: HostSignal) -> bool {
+        let halted = self.status.spin_halted_by().is_some();
+        match (signal, self.state) {
+            // A spin-halt ends only on SIGTERM.
+            (HostSignal::Interrupt, _) if halted => false,
+            (HostSignal::Interrupt, HostState::Stopping) => true,
+            (HostSignal::Interrupt, HostState::Running) => {
+                self.state = HostState::Stopping;
+                self.parent.stop();
+                false
+            }
+            (HostSignal::Terminate, _) => {
+                self.state = HostState::Stopping;
+                self.terminate.set();
+                false
+            }
+        }
+    }
+
+    /// Passes what changed since the last poll to the notifier.
+    fn tell(&mut self) {
+        let Some(notify) = self.notify.as_mut() else {
+            return;
+        };
+        if !self.told_ready && self.ready.is_set() {
+            self.told_ready = true;
+            notify.ready();
+        }
+        let stopping = self.state == HostState::Stopping || self.shutdown.is_set();
+        if !self.told_stopping && stopping {
+            self.told_stopping = true;
+            notify.stopping();
+        }
+        // Relaxed: see where the hook is installed.
+        if self.changed.swap(false, Ordering::Relaxed) {
+            let summary: String = self.status.summary();
+            notify.status(&summary);
+        }
+    }
+
+    fn poll_alive(&mut self, cx: &mut Context<'_>) {
+        let Some((every, timer)) = self.alive_timer.as_mut() else {
+            return;
+        };
+        while timer.as_mut().poll(cx).is_ready() {
+            *timer = self.runtime.sleep(*every);
+            if let Some(notify) = self.notify.as_mut() {
+                notify.alive();
+            }
+        }
+    }
+}

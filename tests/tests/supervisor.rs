@@ -663,7 +663,10 @@ async fn spin_halt_on_b_stops_everything_until_terminate(rt: SharedRuntime) {
     running.ready.wait().await;
     graph.probe("B").fail();
     running
-        .settles_to(&rt, "A=stopped B=stopped C=stopped D=stopped E=stopped")
+        .settles_to(
+            &rt,
+            "A=stopped B=stopped C=stopped D=stopped E=stopped spin-halt after B",
+        )
         .await;
     assert!(
         !running.ended.is_set(),
@@ -867,7 +870,10 @@ async fn spin_halt_ignores_the_parent_stop(rt: SharedRuntime) {
     let running = launch(&rt, supervisor);
     running.ready.wait().await;
     b.fail();
-    running.settles_to(&rt, "a=stopped b=stopped").await;
+    running
+        .settles_to(&rt, "a=stopped b=stopped spin-halt after b")
+        .await;
+    assert_eq!(running.status.spin_halted_by().as_deref(), Some("b"));
     assert!(shutdown.is_set());
     // The parent's stop (an interrupt) does not release it.
     running.stop.stop();
@@ -986,7 +992,7 @@ async fn error_while_stopping_during_a_spin_halt(rt: SharedRuntime) {
         // Both have logged their stop once the second one has.
         let status = running.status.clone();
         eventually(&rt, "every node is stopped", || {
-            status.summary() == "a=stopped b=stopped f=stopped"
+            status.summary() == "a=stopped b=stopped f=stopped spin-halt after f"
         })
         .await;
         running.stop.stop();

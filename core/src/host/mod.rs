@@ -128,6 +128,11 @@ impl fmt::Display for HostExit {
 
 /// What a host run tells its service manager (systemd, in the adapters'
 /// `systemd` feature). Every method is called from the run's task.
+///
+/// Order: a status line comes before the ready or stopping it shows;
+/// stopping is told as soon as the host's request arrives (or the
+/// supervisor begins to stop on its own), before the nodes stop; ready and
+/// stopping are told once each.
 pub trait HostNotify: Send {
     /// Every node is ready (or completed), for the first time.
     fn ready(&mut self);
@@ -304,8 +309,10 @@ where
         while let Some(signals) = self.signals.as_mut() {
             match signals.poll_next_unpin(cx) {
                 Poll::Ready(Some(signal)) => {
-                    if self.on_signal(signal) {
-                        self.tell();
+                    let forced = self.on_signal(signal);
+                    // Stopping is told before the stop runs.
+                    self.tell();
+                    if forced {
                         return Poll::Ready(HostExit {
                             reason: ExitReason::Forced,
                             outcome: None,
@@ -353,6 +360,12 @@ where
         let Some(notify) = self.notify.as_mut() else {
             return;
         };
+        // The status first, so that ready and stopping follow the line
+        // that shows them. Relaxed: see where the hook is installed.
+        if self.changed.swap(false, Ordering::Relaxed) {
+            let summary: String = self.status.summary();
+            notify.status(&summary);
+        }
         if !self.told_ready && self.ready.is_set() {
             self.told_ready = true;
             notify.ready();
@@ -361,11 +374,6 @@ where
         if !self.told_stopping && stopping {
             self.told_stopping = true;
             notify.stopping();
-        }
-        // Relaxed: see where the hook is installed.
-        if self.changed.swap(false, Ordering::Relaxed) {
-            let summary: String = self.status.summary();
-            notify.status(&summary);
         }
     }
 

@@ -61,6 +61,20 @@
 //!   `thumbv7em-none-eabihf`, and a waiter only spins, so do not stop tokens
 //!   or set latches from interrupt handlers that may preempt a task holding
 //!   a lock.
+//! - `tracing`: every transition of supervisors (each [`SupervisorEvent`],
+//!   with its cause), restart loops and managers as structured `tracing`
+//!   events, targets `lifecycle::supervisor`, `lifecycle::restart` and
+//!   `lifecycle::manager`; a node's instance starts inside a `node` span
+//!   (fields `node`, `attempt`) that its manager keeps for its own events.
+//!   Failures are `WARN` (`ERROR` for a spent restart budget), starts and
+//!   stops `DEBUG`, the rest `INFO`. Works without `std`.
+//! - `os-signals` (implies `std`; unix only): `SignalClaim`, which the
+//!   adapters' `signals()` streams hold so that SIGINT and SIGTERM end the
+//!   process again once no stream is alive. Adapters turn it on.
+//! - `systemd` (implies `std`): `Systemd`, a [`HostNotify`] that sends
+//!   `READY=1`, `STOPPING=1`, `STATUS=...` and the watchdog's `WATCHDOG=1`
+//!   to systemd when `NOTIFY_SOCKET` is set. The adapters' `run` attaches
+//!   it under their `systemd` feature.
 //!
 //! # Dependencies
 //!
@@ -72,7 +86,21 @@
 //! - `pin-project-lite`: safe pin projections without a proc-macro;
 //! - `spin`: the lock of the manager's life;
 //! - `futures-util` (feature `alloc`): `FuturesUnordered`, the supervisor's
-//!   set of instance watchers, and `join_all` for groups of services.
+//!   set of instance watchers, and `join_all` for groups of services;
+//! - `tracing` (feature `tracing`, default features off): the events above;
+//!   with no subscriber each costs one cached interest check.
+//!
+//! Behind features, unix only:
+//! - `signal-hook` and `libc` (`os-signals`): tokio and `async-signal`
+//!   register their handlers through `signal-hook-registry`, which never
+//!   restores a signal's default disposition; `signal-hook`'s low-level API
+//!   registers our fallback in that same registry and emulates the default
+//!   action async-signal-safely, so it cannot fight the adapters' handlers
+//!   over `sigaction`. `libc` reads the disposition the process started
+//!   with (an ignored SIGINT stays ignored). Both were already in the tree
+//!   of every adapter.
+//! - `sd-notify` (`systemd`): the `sd_notify(3)` datagram protocol,
+//!   including abstract socket addresses, without linking libsystemd.
 //!
 //! Wakeups use one small waiter list of our own (the first waker inline, more
 //! in a `slab`, behind a lock that is a bit of the signal's own state byte,
@@ -108,10 +136,15 @@ mod sync;
 mod task;
 #[cfg(all(test, not(loom)))]
 mod testing;
+mod trace;
 mod wait;
 
 pub use component::{Component, StartError};
 pub use fatal::{FatalError, FatalHook, FatalSlot, First, Reported};
+#[cfg(all(feature = "os-signals", unix))]
+pub use host::SignalClaim;
+#[cfg(feature = "systemd")]
+pub use host::Systemd;
 pub use host::{ExitReason, HostExit, HostNotify, HostRun, HostSignal};
 pub use latch::{Latch, Signal, Wait, WaitOwned};
 pub use manager::{

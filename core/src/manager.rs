@@ -60,6 +60,7 @@ use crate::scope::Scope;
 use crate::stop::{StopCause, StopToken, Stopped};
 use crate::sync::{AtomicBool, Mutex};
 use crate::task::{self, JoinError};
+use crate::trace;
 
 /// What a worker returns: `Ok(())` when it ends cleanly, or the fatal error
 /// that ends the whole component. Any error converts with `?`.
@@ -243,6 +244,9 @@ impl Component for ComponentManager {
         let no_workers = {
             let mut life = self.inner.life.lock();
             life.parent = Some(parent);
+            // Its events belong to whatever its starter was doing (a
+            // supervisor's node, say).
+            life.span = trace::Span::current();
             life.start()
         };
         if let Some(finish) = no_workers {
@@ -332,10 +336,11 @@ impl Inner {
     /// Reports `error` as the manager's: the first goes to the parent and
     /// stops the workers; later ones, and any after done, go to the hook.
     fn throw(&self, error: FatalError) -> Reported {
-        let (right, parent) = {
+        let (right, parent, span) = {
             let mut life = self.life.lock();
-            (life.begin_throw(), life.parent.clone())
+            (life.begin_throw(), life.parent.clone(), life.span.clone())
         };
+        trace::manager_error(&span, &error, matches!(right, ThrowRight::First));
         let Some(parent) = parent else {
             // Not started: no scope to report into. Unreachable through the
             // public API (handles exist only after start), but never lost.
@@ -370,6 +375,7 @@ impl Inner {
 
     /// Sets what is due at done, in order: ready (if decided), shutdown, done.
     fn finish(&self, finish: Finish) {
+        trace::manager_done(&finish.span, finish.ready);
         if finish.ready {
             self.ready.raise();
         }
@@ -405,6 +411,8 @@ struct Life {
     /// Where fatal errors go: the start scope's slot, set by `start` and
     /// kept after done for late throws.
     parent: Option<FatalSlot>,
+    /// Where its events go: the span current at `start`.
+    span: trace::Span,
 }
 
 /// What a throw may do, decided under the lock.
@@ -421,6 +429,8 @@ enum ThrowRight {
 struct Finish {
     /// Whether ready was decided (and must be set before done).
     ready: bool,
+    /// Where the manager's events go.
+    span: trace::Span,
 }
 
 impl Life {
@@ -434,6 +444,7 @@ impl Life {
             done: false,
             delivered: false,
             parent: None,
+            span: trace::Span::none(),
         }
     }
 
@@ -487,7 +498,10 @@ impl Life {
     }
 
     fn finish(&self) -> Finish {
-        Finish { ready: self.ready }
+        Finish {
+            ready: self.ready,
+            span: self.span.clone(),
+        }
     }
 }
 
@@ -640,8 +654,12 @@ pub struct ReadyHandle {
 impl ReadyHandle {
     /// Marks this worker as ready.
     pub fn ready(&self) {
-        let became_ready = self.inner.life.lock().worker_ready(self.index);
-        if became_ready {
+        let became_ready = {
+            let mut life = self.inner.life.lock();
+            life.worker_ready(self.index).then(|| life.span.clone())
+        };
+        if let Some(span) = became_ready {
+            trace::manager_ready(&span);
             self.inner.ready.raise();
         }
     }

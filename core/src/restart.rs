@@ -14,6 +14,7 @@ use crate::policy::{PolicyError, RestartBudget, RestartPolicy};
 use crate::runtime::{RuntimeExt, SharedRuntime};
 use crate::scope::Scope;
 use crate::stop::{StopCause, StopToken, Stopped};
+use crate::trace;
 use crate::wait::wait_error_or_done;
 
 /// What an error handler decides about a failed instance.
@@ -362,7 +363,13 @@ where
 
     /// Runs the loop on `runtime` until it ends; stopping `parent` stops the
     /// current instance and ends the loop with [`RunOutcome::Cancelled`].
-    pub async fn run(mut self, runtime: SharedRuntime, parent: StopToken) -> RunOutcome {
+    pub async fn run(self, runtime: SharedRuntime, parent: StopToken) -> RunOutcome {
+        let outcome = self.run_instances(runtime, parent).await;
+        trace::restart_ended(&outcome);
+        outcome
+    }
+
+    async fn run_instances(mut self, runtime: SharedRuntime, parent: StopToken) -> RunOutcome {
         if let Err(error) = self.policy.validate() {
             return RunOutcome::InvalidPolicy(error);
         }
@@ -378,6 +385,7 @@ where
                 return RunOutcome::Cancelled;
             }
             attempt = attempt.saturating_add(1);
+            trace::restart_starting(attempt);
             let instance = match (self.factory)() {
                 Ok(instance) => instance,
                 Err(error) => return RunOutcome::FactoryFailed { error, attempt },
@@ -417,7 +425,9 @@ where
             drop(instance);
 
             let failure = Failure { error, attempt };
-            match (self.handler)(&failure) {
+            let verdict = (self.handler)(&failure);
+            trace::restart_failed(attempt, &failure.error, verdict);
+            match verdict {
                 Verdict::Restart => {}
                 verdict => {
                     return RunOutcome::Failed {
@@ -433,6 +443,7 @@ where
                     attempt,
                 };
             };
+            trace::restart_backoff(attempt + 1, delay);
             if !delay.is_zero() && !sleep_unless_stopped(&runtime, delay, &parent).await {
                 return RunOutcome::Cancelled;
             }

@@ -51,6 +51,7 @@ use crate::restart::{Failure, Verdict};
 use crate::runtime::{BoxFuture, Instant, SharedRuntime};
 use crate::scope::Scope;
 use crate::stop::{StopCause, StopSource, StopToken};
+use crate::trace;
 use crate::wait::wait_error_or_done;
 
 /// Something the supervisor reacts to.
@@ -884,14 +885,17 @@ impl Engine {
         self.status
             .update(node, |status| status.generation = attempt);
         self.emit(node, EventKind::Starting { attempt });
-        let component = match (self.nodes[node].spec.factory)() {
+        // The factory and the start run in the node's span, which what
+        // they start (a manager, a nested supervisor) keeps as its own.
+        let span = trace::node_span(&self.nodes[node].spec.name, attempt);
+        let component = match span.in_scope(|| (self.nodes[node].spec.factory)()) {
             Ok(component) => component,
             Err(error) => return self.fail_before_start(node, error),
         };
         let source = self.root.child();
         let slot = FatalSlot::with_hook(self.hook.clone());
         let scope = Scope::new(self.runtime.clone(), source.token(), slot.clone());
-        if let Err(error) = component.start(scope) {
+        if let Err(error) = span.in_scope(|| component.start(scope)) {
             source.stop();
             return self.fail_before_start(node, FatalError::new(error));
         }
@@ -1135,11 +1139,16 @@ impl Engine {
     }
 
     fn emit(&self, node: usize, kind: EventKind) {
+        if self.events.is_none() && !cfg!(feature = "tracing") {
+            return;
+        }
+        let event = SupervisorEvent {
+            node: self.nodes[node].spec.name.clone(),
+            kind,
+        };
+        trace::supervisor_event(&event);
         if let Some(hook) = &self.events {
-            hook(&SupervisorEvent {
-                node: self.nodes[node].spec.name.clone(),
-                kind,
-            });
+            hook(&event);
         }
     }
 }

@@ -23,7 +23,9 @@
 //!   hung node aborted at its stop timeout, a factory error, a start
 //!   timeout, a nested supervisor, clean completion with and without
 //!   `required_while_running`, a permanent node.
-//! - The exact event sequence of a restart followed by a parent stop.
+//! - The exact event sequence of a restart followed by a parent stop, and
+//!   of a failure whose verdict comes once the parent's stop covers the
+//!   node (recorded, not acted on).
 //! - The shutdown budget: a node that ignores its stop, with no stop
 //!   timeout of its own, is aborted when the budget runs out and named.
 //! - A factory failing at once under an unlimited immediate policy does not
@@ -84,6 +86,7 @@ conformance!(
     completion_of_a_required_node_stops_its_dependents,
     permanent_node_is_restarted_after_a_clean_exit,
     restart_then_stop_event_sequence,
+    verdict_during_a_cascade_is_recorded_not_acted_on,
 );
 
 /// Short enough to keep the suite fast, long enough to be a real wait.
@@ -1514,4 +1517,82 @@ async fn shutdown_budget_aborts_what_is_not_done(rt: SharedRuntime) {
     assert_eq!(&*outcome.overran[0], "stubborn");
     assert!(!outcome.is_clean());
     gone.wait().await; // the worker was aborted, not left behind
+}
+
+async fn verdict_during_a_cascade_is_recorded_not_acted_on(rt: SharedRuntime) {
+    let (events, handled) = (Events::new(), Events::new());
+    let (release, b_failed) = (Latch::new(), Latch::new());
+    let built = Counter::default();
+    let a = Probe::new("a", &Events::new());
+    // b fails on its own, but its second worker keeps the failed instance
+    // from being done until `release`: by then the parent has stopped.
+    let b = Node::new("b", {
+        let (release, b_failed, built) = (release.clone(), b_failed.clone(), built.clone());
+        move || {
+            let attempt = built.next();
+            let (release, b_failed) = (release.clone(), b_failed.clone());
+            Ok(ComponentManager::builder()
+                .add_worker(move |ctx, ready| {
+                    let b_failed = b_failed.clone();
+                    async move {
+                        ready.ready();
+                        b_failed.wait().await;
+                        ctx.throw(FatalError::msg(format!("b failed {attempt}")));
+                        Ok(())
+                    }
+                })
+                .add_worker(move |ctx, ready| {
+                    let release = release.clone();
+                    async move {
+                        ready.ready();
+                        ctx.stopped().await;
+                        release.wait().await;
+                        Ok(())
+                    }
+                })
+                .build())
+        }
+    })
+    .depends_on(["a"])
+    .handler(recording(&handled, "b", Verdict::Restart));
+    let supervisor = Supervisor::builder()
+        .node(a.node())
+        .node(b)
+        .on_event({
+            let events = events.clone();
+            move |event| events.push(describe(event))
+        })
+        .build()
+        .unwrap();
+    let running = launch(&rt, supervisor);
+    running.ready.wait().await;
+    b_failed.set();
+    eventually(&rt, "b's failure is seen", || {
+        events.count("b failed 1: b failed 1") == 1
+    })
+    .await;
+    running.stop.stop();
+    let_others_run(&rt).await;
+    release.set();
+    let outcome = running.outcome().await;
+    assert!(matches!(outcome.end, SupervisorEnd::ParentStopped));
+    // The handler was asked (its decision is recorded), but the stop
+    // already covered b: no restart.
+    assert_eq!(handled.snapshot(), ["b 1 b failed 1"]);
+    assert_eq!(built.get(), 1);
+    let b_events: Vec<_> = events
+        .snapshot()
+        .into_iter()
+        .filter(|event| event.starts_with("b "))
+        .collect();
+    assert_eq!(
+        b_events,
+        [
+            "b starting 1",
+            "b ready 1",
+            "b failed 1: b failed 1",
+            "b verdict 1: restart, acted on: false",
+            "b stopped 1",
+        ]
+    );
 }

@@ -19,6 +19,16 @@ use crate::runtime::{BoxFuture, SharedRuntime};
 use crate::stop::StopSource;
 use crate::supervisor::{Supervisor, SupervisorEnd, SupervisorEvent, SupervisorOutcome};
 
+#[cfg(all(feature = "os-signals", unix))]
+mod os_signals;
+#[cfg(feature = "systemd")]
+mod systemd;
+
+#[cfg(all(feature = "os-signals", unix))]
+pub use os_signals::SignalClaim;
+#[cfg(feature = "systemd")]
+pub use systemd::Systemd;
+
 /// A stop request from the host: what SIGINT and SIGTERM mean to a run.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum HostSignal {
@@ -111,6 +121,24 @@ impl HostExit {
     pub fn code(&self) -> u8 {
         self.reason.code()
     }
+
+    /// The process exit code as `main`'s return value (feature `std`).
+    ///
+    /// ```
+    /// use lifecycle::{ExitReason, HostExit};
+    ///
+    /// // The end of a `main` that returns `ExitCode`.
+    /// fn finish(exit: HostExit) -> std::process::ExitCode {
+    ///     if exit.reason != ExitReason::Clean {
+    ///         eprintln!("{exit}");
+    ///     }
+    ///     exit.exit_code()
+    /// }
+    /// ```
+    #[cfg(feature = "std")]
+    pub fn exit_code(&self) -> std::process::ExitCode {
+        std::process::ExitCode::from(self.code())
+    }
 }
 
 impl fmt::Display for HostExit {
@@ -140,7 +168,8 @@ pub trait HostNotify: Send {
     fn stopping(&mut self);
     /// A node changed state; `summary` is [`StatusBoard::summary`](crate::StatusBoard::summary).
     fn status(&mut self, summary: &str);
-    /// How often [`alive`](HostNotify::alive) is wanted; `None` for never.
+    /// How often [`alive`](HostNotify::alive) is wanted; `None` (or zero)
+    /// for never.
     fn alive_every(&self) -> Option<Duration>;
     /// The supervisor is making progress: called every
     /// [`alive_every`](HostNotify::alive_every) by the task that drives the
@@ -242,7 +271,11 @@ impl HostRun {
         let ready = Component::ready(&supervisor);
         let shutdown = Component::shutdown_signal(&supervisor);
         let parent = StopSource::new();
-        let alive_every = notify.as_ref().and_then(|notify| notify.alive_every());
+        // A zero period would have the timer loop spin.
+        let alive_every = notify
+            .as_ref()
+            .and_then(|notify| notify.alive_every())
+            .filter(|every| !every.is_zero());
         let run = supervisor.run(runtime.clone(), parent.token());
         let mut driver = Driver {
             run: Box::pin(run),

@@ -26,8 +26,38 @@
 //!     assert_eq!(task.await, Ok(true));
 //! }));
 //! ```
+//!
+//! # A supervisor as the process's main job
+//!
+//! [`run`] runs a [`lifecycle::Supervisor`] on smol's global executor
+//! under SIGINT and SIGTERM (a graceful stop; a second SIGINT forces the
+//! exit; SIGTERM releases a spin-halt) and returns a [`lifecycle::HostExit`]
+//! whose code ([`lifecycle::ExitReason`]: 0 clean, 1 fatal, 3 spin-halt
+//! released, 4 stop overran, 130 forced) `main` returns as
+//! `ExitCode::from(exit.code())`. [`signals`] is the stream of those
+//! signals it listens to (through `async-signal`), for building a
+//! [`lifecycle::HostRun`] by hand. Both need a unix target; elsewhere they
+//! return an `Unsupported` error.
+//!
+//! # Features
+//!
+//! - `signals` (default): [`signals`] and [`run`], with `async-signal` and
+//!   the core's `os-signals` (which gives the signals back to their usual
+//!   effect when the stream is dropped). Without it the crate is only the
+//!   runtime binding.
+//! - `systemd` (default, implies `signals`): [`run`] notifies systemd
+//!   through [`lifecycle::Systemd`] when `NOTIFY_SOCKET` is set (`READY=1`
+//!   once every node is ready, `STATUS=` lines, `STOPPING=1`, and
+//!   `WATCHDOG=1` when `WatchdogSec=` is set); without `NOTIFY_SOCKET`
+//!   nothing is sent.
 
 #![cfg_attr(not(test), warn(clippy::unwrap_used, clippy::expect_used))]
+
+#[cfg(feature = "signals")]
+mod host;
+
+#[cfg(feature = "signals")]
+pub use host::{run, signals, HostSignals};
 
 use std::fmt;
 use std::sync::Arc;

@@ -1,0 +1,241 @@
+//! SIGINT and SIGTERM as a stream, and a supervisor as the process's main
+//! job (feature `signals`).
+
+use std::fmt;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use futures_core::Stream;
+use lifecycle::{HostExit, HostRun, HostSignal, Supervisor};
+
+use crate::TokioRuntime;
+
+/// SIGINT and SIGTERM, delivered to this stream instead of ending the
+/// process; see [`signals`].
+///
+/// Dropping it gives both signals their usual effect back: from then on
+/// they end the process (unless it started with them ignored), although
+/// tokio itself never unregisters a signal handler
+/// ([`lifecycle::SignalClaim`] sees to that).
+pub struct HostSignals {
+    inner: Inner,
+}
+
+#[cfg(unix)]
+struct Inner {
+    /// `None` once the stream has ended: the signals are given back at once.
+    parts: Option<Parts>,
+}
+
+/// Declared first, the claim is released first: a signal that arrives
+/// while tokio's listeners are taken down ends the process rather than
+/// being lost.
+#[cfg(unix)]
+type Parts = (
+    lifecycle::SignalClaim,
+    tokio::signal::unix::Signal,
+    tokio::signal::unix::Signal,
+);
+
+#[cfg(not(unix))]
+struct Inner {
+    never: std::convert::Infallible,
+}
+
+/// Listens for SIGINT and SIGTERM, for as long as the returned stream
+/// lives, on the tokio runtime this is called from.
+///
+/// Pass the stream to [`HostRun::run`] (which [`run`] does). Each signal
+/// the process receives is one item ([`HostSignal::Interrupt`] for SIGINT,
+/// [`HostSignal::Terminate`] for SIGTERM); signals that arrive faster than
+/// the stream is polled coalesce, as tokio's do. Several streams may be
+/// alive at once, each receiving every signal.
+///
+/// # Errors
+///
+/// - `io::ErrorKind::Other` (wrapping [`NoTokioRuntime`](crate::NoTokioRuntime))
+///   when called outside a tokio runtime;
+/// - the OS error of registering a handler;
+/// - `io::ErrorKind::Unsupported` on targets other than unix: on Windows,
+///   use `tokio::signal::ctrl_c` and [`HostRun`] directly.
+///
+/// # Panics
+///
+/// In a tokio runtime built without its I/O driver (tokio's own panic, as
+/// for any tokio signal or socket; `#[tokio::main]` enables it, a
+/// hand-built runtime needs `enable_io()` or `enable_all()`).
+///
+/// # Example
+///
+/// ```
+/// use lifecycle::HostSignal;
+///
+/// #[tokio::main(flavor = "current_thread")]
+/// async fn main() -> std::io::Result<()> {
+///     let signals = lifecycle_tokio::signals()?;
+///     // Ctrl-C and `kill` now reach `signals` instead of ending the process.
+///     drop(signals);
+///     // And now they end it again.
+///     Ok(())
+/// }
+/// ```
+pub fn signals() -> io::Result<HostSignals> {
+    let _runtime = TokioRuntime::current().map_err(io::Error::other)?;
+    listen()
+}
+
+#[cfg(unix)]
+fn listen() -> io::Result<HostSignals> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (claim, (interrupt, terminate)) = lifecycle::SignalClaim::with(|| {
+        Ok((
+            signal(SignalKind::interrupt())?,
+            signal(SignalKind::terminate())?,
+        ))
+    })?;
+    Ok(HostSignals {
+        inner: Inner {
+            parts: Some((claim, interrupt, terminate)),
+        },
+    })
+}
+
+#[cfg(not(unix))]
+fn listen() -> io::Result<HostSignals> {
+    Err(io::Error::new(
+        io::ErrorKind::Unsupported,
+        "SIGINT and SIGTERM streams are available on unix only",
+    ))
+}
+
+impl Stream for HostSignals {
+    type Item = HostSignal;
+
+    #[cfg(unix)]
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<HostSignal>> {
+        let parts = &mut self.get_mut().inner.parts;
+        let Some((_, interrupt, terminate)) = parts.as_mut() else {
+            return Poll::Ready(None);
+        };
+        // Terminate first: of two signals in one poll, it is the stronger.
+        let signal = match terminate.poll_recv(cx) {
+            Poll::Ready(Some(())) => HostSignal::Terminate,
+            Poll::Ready(None) => return end(parts),
+            Poll::Pending => match interrupt.poll_recv(cx) {
+                Poll::Ready(Some(())) => HostSignal::Interrupt,
+                Poll::Ready(None) => return end(parts),
+                Poll::Pending => return Poll::Pending,
+            },
+        };
+        Poll::Ready(Some(signal))
+    }
+
+    #[cfg(not(unix))]
+    fn poll_next(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<HostSignal>> {
+        match self.inner.never {}
+    }
+}
+
+/// Tokio documents that its signal streams never end; should one end all
+/// the same, the stream ends and gives the signals back at once, rather
+/// than swallowing them until it is dropped.
+#[cfg(unix)]
+fn end(parts: &mut Option<Parts>) -> Poll<Option<HostSignal>> {
+    *parts = None;
+    Poll::Ready(None)
+}
+
+impl fmt::Debug for HostSignals {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        #[cfg(unix)]
+        let listening = self.inner.parts.is_some();
+        #[cfg(not(unix))]
+        let listening = false;
+        f.debug_struct("HostSignals")
+            .field("listening", &listening)
+            .finish()
+    }
+}
+
+/// Runs `supervisor` as the process's main job on the tokio runtime this is
+/// called from: SIGINT and SIGTERM stop it (see [`HostRun`]), and the
+/// returned [`HostExit`] says how it ended, with the exit code to end the
+/// process with.
+///
+/// The signals are listened for (through [`signals`]) only while this
+/// runs; once it returns they end the process again. With the `systemd`
+/// feature (on by default), a [`lifecycle::Systemd`] notifier is attached
+/// when `NOTIFY_SOCKET` is set: `READY=1`, `STATUS=...`, `STOPPING=1` and
+/// the watchdog.
+///
+/// | signal | effect |
+/// |---|---|
+/// | SIGINT (Ctrl-C) | graceful stop; a second one during the stop returns at once ([`Forced`](lifecycle::ExitReason::Forced), 130); ignored during a spin-halt |
+/// | SIGTERM | graceful stop; releases a spin-halt |
+///
+/// | exit code | [`ExitReason`](lifecycle::ExitReason) |
+/// |---|---|
+/// | 0 | `Clean`: every node completed, or stopped in time without error |
+/// | 1 | `Fatal`: a node's failure shut the supervisor down, or a node failed while stopping |
+/// | 3 | `SpinHaltReleased`: SIGTERM released a spin-halt |
+/// | 4 | `Overran`: the stop overran the shutdown budget or a node's stop timeout |
+/// | 130 | `Forced`: a second SIGINT during the stop |
+///
+/// # Errors
+///
+/// Those of [`signals`]: outside a tokio runtime, when the handlers cannot
+/// be registered, and on targets other than unix. The supervisor has not
+/// started then.
+///
+/// # Panics
+///
+/// In a tokio runtime without its I/O or time driver (`#[tokio::main]`
+/// enables both).
+///
+/// # Example
+///
+/// A `main` whose one job ends on its own (a real service would run until
+/// SIGTERM):
+///
+/// ```
+/// use std::process::ExitCode;
+/// use lifecycle::{ComponentManager, Supervisor};
+///
+/// #[tokio::main]
+/// async fn main() -> ExitCode {
+///     let supervisor = Supervisor::of_one("job", || {
+///         Ok(ComponentManager::builder()
+///             .add_worker(|_, ready| async move {
+///                 ready.ready();
+///                 Ok(()) // done: the supervisor completes
+///             })
+///             .build())
+///     });
+///     match lifecycle_tokio::run(supervisor).await {
+///         Ok(exit) => {
+///             if exit.code() != 0 {
+///                 eprintln!("{exit}");
+///             }
+///             assert_eq!(exit.code(), 0);
+///             ExitCode::from(exit.code())
+///         }
+///         Err(error) => {
+///             eprintln!("cannot listen for SIGINT and SIGTERM: {error}");
+///             ExitCode::FAILURE
+///         }
+///     }
+/// }
+/// ```
+pub async fn run(supervisor: Supervisor) -> io::Result<HostExit> {
+    let runtime = TokioRuntime::current().map_err(io::Error::other)?;
+    let signals = listen()?;
+    let host = HostRun::new(supervisor);
+    #[cfg(feature = "systemd")]
+    let host = match lifecycle::Systemd::from_env() {
+        Some(systemd) => host.notify(systemd),
+        None => host,
+    };
+    Ok(host.run(Arc::new(runtime), signals).await)
+}

@@ -12,6 +12,8 @@
 //! Covered:
 //! - SIGTERM and SIGINT reach the stream; after the stream is dropped,
 //!   SIGTERM (and, separately, SIGINT) ends the process by that signal.
+//! - A process that starts with SIGINT ignored (a shell's background job)
+//!   still gets it through the stream, and ignores it again after drop.
 //! - Two streams both receive; with one dropped the other keeps the
 //!   signals; with both dropped, SIGTERM ends the process.
 //! - `run`: SIGTERM stops the supervisor cleanly (exit code 0); a second
@@ -60,6 +62,11 @@ impl Child {
     /// Starts the child half of `test`, a test function of `module`
     /// (its `module_path!()`).
     fn start(module: &str, test: &str, env: &[(&str, &str)]) -> Child {
+        Child::spawn(Child::command(module, test, env))
+    }
+
+    /// The command that [`start`](Child::start) runs.
+    fn command(module: &str, test: &str, env: &[(&str, &str)]) -> Command {
         // The test's name as the harness knows it: without the crate.
         let module = module.split_once("::").map_or("", |(_, path)| path);
         let name = format!("{module}::{test}");
@@ -74,6 +81,10 @@ impl Child {
         for (key, value) in env {
             command.env(key, value);
         }
+        command
+    }
+
+    fn spawn(mut command: Command) -> Child {
         let mut process = command.spawn().unwrap();
         let stdout = process.stdout.take().unwrap();
         let (send, lines) = mpsc::channel();
@@ -218,6 +229,41 @@ fn the_last_stream_alive_keeps_the_signals() {
     child.expect("none left");
     child.signal(libc::SIGTERM);
     assert_eq!(child.wait().signal(), Some(libc::SIGTERM));
+}
+
+#[test]
+fn a_sigint_ignored_from_the_start_stays_ignored_after_drop() {
+    const TEST: &str = "a_sigint_ignored_from_the_start_stays_ignored_after_drop";
+    if is_child(TEST) {
+        block_on(async {
+            let mut signals = adapter::signals().unwrap();
+            say("listening");
+            // While listening, the stream gets it all the same.
+            assert_eq!(signals.next().await, Some(HostSignal::Interrupt));
+        });
+        say("dropped");
+        std::thread::sleep(Duration::from_millis(300));
+        return say("survived");
+    }
+    use std::os::unix::process::CommandExt;
+    let mut command = Child::command(module_path!(), TEST, &[]);
+    // SAFETY: the closure runs in the forked child before exec, where only
+    // async-signal-safe calls are allowed; `signal` is one, and it touches
+    // no memory of ours. Ignored dispositions survive exec, as a shell's
+    // background job's do.
+    unsafe {
+        command.pre_exec(|| {
+            libc::signal(libc::SIGINT, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let mut child = Child::spawn(command);
+    child.expect("listening");
+    child.signal(libc::SIGINT);
+    child.expect("dropped");
+    child.signal(libc::SIGINT);
+    child.expect("survived");
+    assert!(child.wait().success());
 }
 
 /// One node serving until told to stop, then returning (or, with `hang`,

@@ -20,13 +20,11 @@ use crate::TokioRuntime;
 /// tokio itself never unregisters a signal handler
 /// ([`lifecycle::SignalClaim`] sees to that).
 pub struct HostSignals {
-    inner: Inner,
-}
-
-#[cfg(unix)]
-struct Inner {
     /// `None` once the stream has ended: the signals are given back at once.
+    #[cfg(unix)]
     parts: Option<Parts>,
+    #[cfg(not(unix))]
+    never: std::convert::Infallible,
 }
 
 /// Declared first, the claim is released first: a signal that arrives
@@ -38,11 +36,6 @@ type Parts = (
     tokio::signal::unix::Signal,
     tokio::signal::unix::Signal,
 );
-
-#[cfg(not(unix))]
-struct Inner {
-    never: std::convert::Infallible,
-}
 
 /// Listens for SIGINT and SIGTERM, for as long as the returned stream
 /// lives, on the tokio runtime this is called from.
@@ -82,7 +75,7 @@ struct Inner {
 /// }
 /// ```
 pub fn signals() -> io::Result<HostSignals> {
-    let _runtime = TokioRuntime::current().map_err(io::Error::other)?;
+    tokio::runtime::Handle::try_current().map_err(|_| io::Error::other(crate::NoTokioRuntime))?;
     listen()
 }
 
@@ -96,9 +89,7 @@ fn listen() -> io::Result<HostSignals> {
         ))
     })?;
     Ok(HostSignals {
-        inner: Inner {
-            parts: Some((claim, interrupt, terminate)),
-        },
+        parts: Some((claim, interrupt, terminate)),
     })
 }
 
@@ -115,7 +106,7 @@ impl Stream for HostSignals {
 
     #[cfg(unix)]
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<HostSignal>> {
-        let parts = &mut self.get_mut().inner.parts;
+        let parts = &mut self.get_mut().parts;
         let Some((_, interrupt, terminate)) = parts.as_mut() else {
             return Poll::Ready(None);
         };
@@ -134,7 +125,7 @@ impl Stream for HostSignals {
 
     #[cfg(not(unix))]
     fn poll_next(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<Option<HostSignal>> {
-        match self.inner.never {}
+        match self.never {}
     }
 }
 
@@ -150,7 +141,7 @@ fn end(parts: &mut Option<Parts>) -> Poll<Option<HostSignal>> {
 impl fmt::Debug for HostSignals {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         #[cfg(unix)]
-        let listening = self.inner.parts.is_some();
+        let listening = self.parts.is_some();
         #[cfg(not(unix))]
         let listening = false;
         f.debug_struct("HostSignals")
@@ -238,4 +229,22 @@ pub async fn run(supervisor: Supervisor) -> io::Result<HostExit> {
         None => host,
     };
     Ok(host.run(Arc::new(runtime), signals).await)
+}
+
+#[cfg(test)]
+mod tests {
+    use futures_util::FutureExt;
+
+    use super::*;
+
+    #[test]
+    fn outside_a_runtime_is_an_error_not_a_panic() {
+        let error = signals().unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::Other);
+        assert!(error.to_string().contains("no tokio runtime"), "{error}");
+
+        let supervisor = Supervisor::builder().build().unwrap();
+        let ran = run(supervisor).now_or_never().unwrap();
+        assert_eq!(ran.unwrap_err().kind(), io::ErrorKind::Other);
+    }
 }

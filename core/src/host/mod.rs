@@ -191,6 +191,19 @@ pub trait HostNotify: Send {
 /// - The shutdown budget is the supervisor's own
 ///   ([`SupervisorBuilder::shutdown_budget`](crate::SupervisorBuilder::shutdown_budget)).
 ///
+/// # In a process
+///
+/// `lifecycle_tokio::run`, `lifecycle_smol::run` and
+/// `lifecycle_async_std::run` (each `async fn run(Supervisor) ->
+/// io::Result<HostExit>`) build one with their `signals()` stream of SIGINT
+/// and SIGTERM, and, under their `systemd` feature, attach `Systemd` when
+/// `NOTIFY_SOCKET` is set. This crate's features behind them:
+///
+/// - `os-signals`: `SignalClaim`, held by every `signals()` stream, so that
+///   SIGINT and SIGTERM end the process again once no stream is alive
+///   (tokio and `signal-hook-registry` alone would leave them ignored);
+/// - `systemd`: `Systemd`, a [`HostNotify`] speaking `sd_notify(3)`.
+///
 /// # Example
 ///
 /// ```

@@ -16,8 +16,8 @@ use lifecycle::{
 use lifecycle_conformance::tokio_current_thread;
 use tracing::field::{Field, Visit};
 use tracing::span::{Attributes, Id, Record};
-use tracing_core::span::Current;
 use tracing::{Event, Metadata, Subscriber};
+use tracing_core::span::Current;
 
 /// Records every event as one line: `target message field=value ... [span]`.
 #[derive(Clone, Default)]

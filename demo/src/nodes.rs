@@ -57,7 +57,8 @@ impl Shared {
         // Relaxed: the counters are statistics; nothing is ordered by them.
         let connections = self.connections.load(Ordering::Relaxed);
         let bytes = self.bytes.load(Ordering::Relaxed);
-        format!("{connections} connections, {bytes} bytes echoed")
+        let plural = if connections == 1 { "" } else { "s" };
+        format!("{connections} connection{plural}, {bytes} bytes echoed")
     }
 }
 

@@ -1,8 +1,7 @@
 //! `lifecycle-demo`: a supervised service on the loopback, on tokio, smol or
 //! async-std.
 //!
-//! One [`Supervisor`](lifecycle::Supervisor) runs five nodes (see
-//! [`nodes`]):
+//! One [`Supervisor`] runs five nodes (see [`nodes`]):
 //!
 //! ```text
 //! config ──▶ store ──▶ echo ──▶ heartbeat
@@ -31,6 +30,15 @@
 //! shim per runtime, would triple the one node the demo is about for no
 //! gain a reader could see; the price is one reactor thread beside tokio's
 //! own under `--runtime tokio`.
+//!
+//! # Signals and systemd
+//!
+//! The adapters' `run` does the process side: SIGINT and SIGTERM stop the
+//! supervisor (a second SIGINT during the stop forces the exit; only
+//! SIGTERM releases a spin-halt), and with `NOTIFY_SOCKET` set, systemd
+//! hears `READY=1`, a `STATUS=` line per change and `STOPPING=1` (the
+//! adapters' `systemd` feature). `main` maps the [`HostExit`] it returns to
+//! the process exit code.
 
 mod nodes;
 mod options;
@@ -43,6 +51,8 @@ use lifecycle::{HostExit, Supervisor};
 
 use crate::options::{Command, Options, RuntimeChoice, USAGE};
 
+/// Parses the command line (bad arguments exit with 2), builds the service
+/// and runs it; the exit code is the run's.
 fn main() -> ExitCode {
     let options = match Options::parse(std::env::args().skip(1)) {
         Ok(Command::Run(options)) => options,

@@ -44,6 +44,7 @@ struct Shared {
 }
 
 impl Shared {
+    /// The settings config loaded.
     fn settings(&self) -> Result<&Settings, FatalError> {
         // Unreachable through the graph; an error rather than a panic all
         // the same, should someone rewire the nodes.
@@ -66,8 +67,11 @@ impl Shared {
 /// environment; here, from the command line.
 #[derive(Clone, Debug)]
 struct Settings {
+    /// echo's port; 0 for any free one.
     port: u16,
+    /// When heartbeat fails with [`LostTheBeat`], if ever.
     spin_halt_after: Option<Duration>,
+    /// How long store takes to flush when it stops.
     stop_delay: Duration,
 }
 

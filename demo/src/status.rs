@@ -42,7 +42,9 @@ pub(crate) fn build_with_status_lines(
 
 /// What the hook remembers between events.
 struct Printer {
+    /// The supervisor's status board, set right after the build.
     board: Arc<OnceLock<StatusBoard>>,
+    /// When the service was built: the origin of the timestamps.
     started: Instant,
     /// The last status line printed, so that an unchanged one is not repeated.
     last_summary: String,
@@ -53,6 +55,8 @@ struct Printer {
 }
 
 impl Printer {
+    /// Prints the event's line, the status line if it changed, and the
+    /// two milestones: every node ready, and a spin-halt in place.
     fn print(&mut self, event: &SupervisorEvent) {
         let elapsed = self.started.elapsed().as_secs_f64();
         println!(

@@ -360,16 +360,18 @@ fn check_notifications(messages: &[String]) {
             assert!(summary.starts_with("config="), "{message:?}");
         }
     }
-    // The last status before READY=1 shows every node up.
-    let before_ready = messages[..ready]
-        .iter()
-        .rev()
-        .find(|message| message.starts_with("STATUS="));
-    assert_eq!(
-        before_ready.map(String::as_str),
-        Some("STATUS=config=completed store=ready echo=ready heartbeat=ready flaky=ready"),
-        "{all}"
-    );
+    // The last status before READY=1 shows every node up, and the last of
+    // all every node down (flaky may be on a later instance, as `ready(2)`).
+    let last_status = |messages: &[String]| {
+        let mut statuses = messages
+            .iter()
+            .filter(|message| message.starts_with("STATUS="));
+        statuses.next_back().cloned().unwrap_or_default()
+    };
+    let up = "STATUS=config=completed store=ready echo=ready heartbeat=ready flaky=ready";
+    assert!(last_status(&messages[..ready]).starts_with(up), "{all}");
+    let down = "STATUS=config=completed store=stopped echo=stopped heartbeat=stopped flaky=stopped";
+    assert!(last_status(messages).starts_with(down), "{all}");
 }
 
 /// The main path: ready, echo, SIGTERM, a clean stop in reverse order.

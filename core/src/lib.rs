@@ -71,10 +71,15 @@
 //! - `os-signals` (implies `std`; unix only): `SignalClaim`, which the
 //!   adapters' `signals()` streams hold so that SIGINT and SIGTERM end the
 //!   process again once no stream is alive. Adapters turn it on.
+//! - `host-signals` (implies `os-signals`): `HostSignals`, SIGINT and
+//!   SIGTERM as a stream of [`HostSignal`]s on any executor, for
+//!   [`HostRun`]; the smol and async-std adapters' `signals()` return it.
+//!   On targets other than unix it is an `Unsupported` error.
 //! - `systemd` (implies `std`): `Systemd`, a [`HostNotify`] that sends
 //!   `READY=1`, `STOPPING=1`, `STATUS=...` and the watchdog's `WATCHDOG=1`
-//!   to systemd when `NOTIFY_SOCKET` is set. The adapters' `run` attaches
-//!   it under their `systemd` feature.
+//!   to systemd when `NOTIFY_SOCKET` is set, and
+//!   `HostRun::with_systemd_from_env`, which attaches it then. The
+//!   adapters' `run` calls that under their `systemd` feature.
 //!
 //! # Dependencies
 //!
@@ -99,6 +104,13 @@
 //!   over `sigaction`. `libc` reads the disposition the process started
 //!   with (an ignored SIGINT stays ignored). Both were already in the tree
 //!   of every adapter.
+//! - `async-signal` (`host-signals`): the one stream of SIGINT and SIGTERM
+//!   that smol and async-std share. Its handlers write to a pipe that
+//!   async-io's reactor watches, so the stream wakes on any executor
+//!   without one of its own, and it unregisters them on drop (through
+//!   `signal-hook-registry`, the registry `os-signals` uses). A separate
+//!   feature, so that tokio's adapter, which has tokio's signal driver,
+//!   does not pull in async-io.
 //! - `sd-notify` (`systemd`): the `sd_notify(3)` datagram protocol,
 //!   including abstract socket addresses, without linking libsystemd.
 //!
@@ -141,6 +153,8 @@ mod wait;
 
 pub use component::{Component, StartError};
 pub use fatal::{FatalError, FatalHook, FatalSlot, First, Reported};
+#[cfg(feature = "host-signals")]
+pub use host::HostSignals;
 #[cfg(all(feature = "os-signals", unix))]
 pub use host::SignalClaim;
 #[cfg(feature = "systemd")]

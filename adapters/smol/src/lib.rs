@@ -32,19 +32,19 @@
 //! [`run`] runs a [`lifecycle::Supervisor`] on smol's global executor
 //! under SIGINT and SIGTERM (a graceful stop; a second SIGINT forces the
 //! exit; SIGTERM releases a spin-halt) and returns a [`lifecycle::HostExit`]
-//! whose code ([`lifecycle::ExitReason`]: 0 clean, 1 fatal, 3 spin-halt
-//! released, 4 stop overran, 130 forced) `main` returns as
+//! whose code (the table is [`lifecycle::ExitReason`]'s) `main` returns as
 //! `ExitCode::from(exit.code())`. [`signals`] is the stream of those
-//! signals it listens to (through `async-signal`), for building a
-//! [`lifecycle::HostRun`] by hand. Both need a unix target; elsewhere they
-//! return an `Unsupported` error.
+//! signals it listens to, the core's [`lifecycle::HostSignals`] (through
+//! `async-signal`, on any executor), for building a [`lifecycle::HostRun`]
+//! by hand. Both need a unix target; elsewhere they return an
+//! `Unsupported` error.
 //!
 //! # Features
 //!
-//! - `signals` (default): [`signals`] and [`run`], with `async-signal` and
-//!   the core's `os-signals` (which gives the signals back to their usual
-//!   effect when the stream is dropped). Without it the crate is only the
-//!   runtime binding.
+//! - `signals` (default): [`signals`] and [`run`], with the core's
+//!   `host-signals` (its `HostSignals` stream, which gives the signals back
+//!   to their usual effect when it is dropped). Without it the crate is
+//!   only the runtime binding.
 //! - `systemd` (default, implies `signals`): [`run`] notifies systemd
 //!   through [`lifecycle::Systemd`] when `NOTIFY_SOCKET` is set (`READY=1`
 //!   once every node is ready, `STATUS=` lines, `STOPPING=1`, and

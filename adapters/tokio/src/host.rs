@@ -151,28 +151,15 @@ impl fmt::Debug for HostSignals {
 }
 
 /// Runs `supervisor` as the process's main job on the tokio runtime this is
-/// called from: SIGINT and SIGTERM stop it (see [`HostRun`]), and the
-/// returned [`HostExit`] says how it ended, with the exit code to end the
-/// process with.
+/// called from: SIGINT and SIGTERM stop it (as [`HostRun`] describes), and
+/// the returned [`HostExit`] says how it ended, with the exit code to end
+/// the process with (the table is [`ExitReason`](lifecycle::ExitReason)'s).
 ///
 /// The signals are listened for (through [`signals`]) only while this
 /// runs; once it returns they end the process again. With the `systemd`
 /// feature (on by default), a [`lifecycle::Systemd`] notifier is attached
 /// when `NOTIFY_SOCKET` is set: `READY=1`, `STATUS=...`, `STOPPING=1` and
 /// the watchdog.
-///
-/// | signal | effect |
-/// |---|---|
-/// | SIGINT (Ctrl-C) | graceful stop; a second one during the stop returns at once ([`Forced`](lifecycle::ExitReason::Forced), 130); ignored during a spin-halt |
-/// | SIGTERM | graceful stop; releases a spin-halt |
-///
-/// | exit code | [`ExitReason`](lifecycle::ExitReason) |
-/// |---|---|
-/// | 0 | `Clean`: every node completed, or stopped in time without error |
-/// | 1 | `Fatal`: a node's failure shut the supervisor down, or a node failed while stopping |
-/// | 3 | `SpinHaltReleased`: SIGTERM released a spin-halt |
-/// | 4 | `Overran`: the stop overran the shutdown budget or a node's stop timeout |
-/// | 130 | `Forced`: a second SIGINT during the stop |
 ///
 /// # Errors
 ///
@@ -224,10 +211,7 @@ pub async fn run(supervisor: Supervisor) -> io::Result<HostExit> {
     let signals = listen()?;
     let host = HostRun::new(supervisor);
     #[cfg(feature = "systemd")]
-    let host = match lifecycle::Systemd::from_env() {
-        Some(systemd) => host.notify(systemd),
-        None => host,
-    };
+    let host = host.with_systemd_from_env();
     Ok(host.run(Arc::new(runtime), signals).await)
 }
 

@@ -31,8 +31,7 @@
 //! [`run`] runs a [`lifecycle::Supervisor`] on the current tokio runtime
 //! under SIGINT and SIGTERM (a graceful stop; a second SIGINT forces the
 //! exit; SIGTERM releases a spin-halt) and returns a [`lifecycle::HostExit`]
-//! whose code ([`lifecycle::ExitReason`]: 0 clean, 1 fatal, 3 spin-halt
-//! released, 4 stop overran, 130 forced) `main` returns as
+//! whose code (the table is [`lifecycle::ExitReason`]'s) `main` returns as
 //! `ExitCode::from(exit.code())`. [`signals`] is the stream of those
 //! signals it listens to, for building a [`lifecycle::HostRun`] by hand.
 //! Both need tokio's I/O driver (`#[tokio::main]` has it) and a unix

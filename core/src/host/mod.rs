@@ -21,11 +21,15 @@ use crate::supervisor::{Supervisor, SupervisorEnd, SupervisorEvent, SupervisorOu
 
 #[cfg(all(feature = "os-signals", unix))]
 mod os_signals;
+#[cfg(feature = "host-signals")]
+mod signal_stream;
 #[cfg(feature = "systemd")]
 mod systemd;
 
 #[cfg(all(feature = "os-signals", unix))]
 pub use os_signals::SignalClaim;
+#[cfg(feature = "host-signals")]
+pub use signal_stream::HostSignals;
 #[cfg(feature = "systemd")]
 pub use systemd::Systemd;
 
@@ -196,12 +200,17 @@ pub trait HostNotify: Send {
 /// `lifecycle_tokio::run`, `lifecycle_smol::run` and
 /// `lifecycle_async_std::run` (each `async fn run(Supervisor) ->
 /// io::Result<HostExit>`) build one with their `signals()` stream of SIGINT
-/// and SIGTERM, and, under their `systemd` feature, attach `Systemd` when
-/// `NOTIFY_SOCKET` is set. This crate's features behind them:
+/// and SIGTERM, and, under their `systemd` feature, attach `Systemd` with
+/// `with_systemd_from_env` (when `NOTIFY_SOCKET` is set). This crate's
+/// features behind them:
 ///
 /// - `os-signals`: `SignalClaim`, held by every `signals()` stream, so that
 ///   SIGINT and SIGTERM end the process again once no stream is alive
 ///   (tokio and `signal-hook-registry` alone would leave them ignored);
+/// - `host-signals` (implies `os-signals`): `HostSignals`, the stream of
+///   SIGINT and SIGTERM on any executor, through `async-signal`; smol's
+///   and async-std's `signals()` return it (tokio's is its own, on tokio's
+///   signal driver);
 /// - `systemd`: `Systemd`, a [`HostNotify`] speaking `sd_notify(3)`.
 ///
 /// # Example
@@ -257,6 +266,29 @@ impl HostRun {
     pub fn notify(mut self, notify: impl HostNotify + 'static) -> HostRun {
         self.notify = Some(Box::new(notify));
         self
+    }
+
+    /// Tells systemd, when it started this process, through
+    /// [`Systemd::from_env`] (feature `systemd`): [`notify`](HostRun::notify)
+    /// with a [`Systemd`] when `NOTIFY_SOCKET` is set, nothing otherwise
+    /// (and nothing on targets other than unix).
+    ///
+    /// The adapters' `run` calls it under their own `systemd` feature.
+    ///
+    /// ```
+    /// use lifecycle::{HostRun, Supervisor};
+    ///
+    /// let supervisor = Supervisor::builder().build()?;
+    /// // Outside systemd (no NOTIFY_SOCKET) nothing is attached and nothing sent.
+    /// let run = HostRun::new(supervisor).with_systemd_from_env();
+    /// # Ok::<(), lifecycle::BuildError>(())
+    /// ```
+    #[cfg(feature = "systemd")]
+    pub fn with_systemd_from_env(self) -> HostRun {
+        match Systemd::from_env() {
+            Some(systemd) => self.notify(systemd),
+            None => self,
+        }
     }
 
     /// Runs the supervisor on `runtime` until it ends or a second

@@ -1,14 +1,14 @@
 //! The process-wide half of OS signal handling that every adapter shares:
 //! what SIGINT and SIGTERM do while no adapter listens for them.
 //!
-//! The adapters register their handlers through `signal-hook-registry`
-//! (tokio directly, async-signal for smol and async-std). Neither puts the
-//! default disposition back when its handlers go away: tokio never
-//! unregisters, and the registry keeps its own handler installed with no
-//! action, so the signal would be silently ignored from then on. One
-//! fallback action per signal, registered once per process, closes that
-//! gap: it ends the process the way the default disposition would, unless
-//! a [`SignalClaim`] is alive.
+//! The handlers are registered through `signal-hook-registry` (by tokio in
+//! its adapter, by async-signal in `HostSignals` for smol and async-std).
+//! Neither puts the default disposition back when its handlers go away:
+//! tokio never unregisters, and the registry keeps its own handler
+//! installed with no action, so the signal would be silently ignored from
+//! then on. One fallback action per signal, registered once per process,
+//! closes that gap: it ends the process the way the default disposition
+//! would, unless a [`SignalClaim`] is alive.
 
 use alloc::format;
 use alloc::string::String;
@@ -30,10 +30,11 @@ static FALLBACK: OnceLock<Result<(), (io::ErrorKind, String)>> = OnceLock::new()
 /// handlers receive them; once the last is dropped, they end the process
 /// again, as they did before the first claim.
 ///
-/// The adapters' `signals()` streams each hold one beside their handlers,
-/// so that dropping the stream (when `run` returns, say) gives Ctrl-C and
-/// `kill` their usual effect back. Application code rarely needs it
-/// directly; it is public for adapters of other executors.
+/// The adapters' `signals()` streams (`HostSignals` for smol and
+/// async-std, tokio's own) each hold one beside their handlers, so that
+/// dropping the stream (when `run` returns, say) gives Ctrl-C and `kill`
+/// their usual effect back. Application code rarely needs it directly; it
+/// is public for streams on other signal drivers.
 ///
 /// # How
 ///

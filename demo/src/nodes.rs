@@ -25,9 +25,11 @@ use crate::options::Options;
 
 /// How often heartbeat beats.
 const BEAT_EVERY: Duration = Duration::from_secs(1);
-/// How long each flaky instance runs before it fails.
+/// How long each flaky instance runs before it fails (`--help` says 3 s).
 const FLAKY_RUNS_FOR: Duration = Duration::from_secs(3);
-/// How long store may take to stop before the supervisor aborts it.
+/// How long store may take to stop before the supervisor aborts it
+/// (`--help` says 10 s). Long, so that a test can send a second SIGINT
+/// during a slow stop well before it runs out, even on a loaded machine.
 const STORE_STOP_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// What the nodes share: the settings config loads, and the counters store

@@ -139,3 +139,30 @@ macro_rules! conformance {
         )+
     };
 }
+
+/// The five tests of a model-based test file, one per executor: each calls
+/// `$run_model(test_name, executor_label, run)`, where `run` drives one
+/// case through `$run_case(runtime, case, coverage)` on that executor.
+///
+/// A model file defines `fn run_model(test: &str, executor: &str, run:
+/// impl Fn(Case, Arc<Coverage>))` (its [`ModelRun`] and case strategy) and
+/// `async fn run_case(rt: SharedRuntime, case: Case, coverage:
+/// Arc<Coverage>)`, then writes `model_conformance!(run_model, run_case);`.
+#[macro_export]
+macro_rules! model_conformance {
+    ($run_model:ident, $run_case:ident) => {
+        $crate::model_conformance!(@one $run_model, $run_case, tokio_current_thread, "tokio current-thread");
+        $crate::model_conformance!(@one $run_model, $run_case, tokio_multi_thread, "tokio multi-thread");
+        $crate::model_conformance!(@one $run_model, $run_case, async_std, "async-std");
+        $crate::model_conformance!(@one $run_model, $run_case, smol, "smol");
+        $crate::model_conformance!(@one $run_model, $run_case, virtual_time, "virtual time");
+    };
+    (@one $run_model:ident, $run_case:ident, $executor:ident, $label:literal) => {
+        #[test]
+        fn $executor() {
+            $run_model(stringify!($executor), $label, |case, coverage| {
+                $crate::$executor(move |rt| $run_case(rt, case, coverage));
+            });
+        }
+    };
+}

@@ -104,48 +104,7 @@ const STEP_LIMIT: Duration = Duration::from_secs(5);
 /// The deadline of a stop that must time out (its work is stubborn).
 const SHORT_DEADLINE: Duration = Duration::from_millis(1);
 
-#[test]
-fn tokio_current_thread() {
-    run_model(
-        "tokio_current_thread",
-        "tokio current-thread",
-        |case, coverage| {
-            lifecycle_conformance::tokio_current_thread(move |rt| run_case(rt, case, coverage));
-        },
-    );
-}
-
-#[test]
-fn tokio_multi_thread() {
-    run_model(
-        "tokio_multi_thread",
-        "tokio multi-thread",
-        |case, coverage| {
-            lifecycle_conformance::tokio_multi_thread(move |rt| run_case(rt, case, coverage));
-        },
-    );
-}
-
-#[test]
-fn async_std() {
-    run_model("async_std", "async-std", |case, coverage| {
-        lifecycle_conformance::async_std(move |rt| run_case(rt, case, coverage));
-    });
-}
-
-#[test]
-fn smol() {
-    run_model("smol", "smol", |case, coverage| {
-        lifecycle_conformance::smol(move |rt| run_case(rt, case, coverage));
-    });
-}
-
-#[test]
-fn virtual_time() {
-    run_model("virtual_time", "virtual time", |case, coverage| {
-        lifecycle_conformance::virtual_time(move |rt| run_case(rt, case, coverage));
-    });
-}
+lifecycle_conformance::model_conformance!(run_model, run_case);
 
 // ---------------------------------------------------------------------------
 // Scripts

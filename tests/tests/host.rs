@@ -156,35 +156,12 @@ struct Hosted {
     run: lifecycle::JoinHandle<HostExit>,
 }
 
-fn host(
-    rt: &SharedRuntime,
-    run: HostRun,
-    supervisor_ready: lifecycle::Signal,
-    status: lifecycle::StatusBoard,
-    script: Script,
-) -> Hosted {
-    let ended = Latch::new();
-    let future = run.run(rt.clone(), script.stream());
-    let run = rt.spawn({
-        let ended = ended.clone();
-        async move {
-            let exit = future.await;
-            ended.set();
-            exit
-        }
-    });
-    Hosted {
-        ready: supervisor_ready,
-        status,
-        ended,
-        run,
-    }
-}
-
 fn start(rt: &SharedRuntime, supervisor: Supervisor, script: Script) -> Hosted {
     start_notifying(rt, supervisor, script, None)
 }
 
+/// Runs `supervisor` under `script` in its own task, telling `notify`
+/// (if any) what a service manager would hear.
 fn start_notifying(
     rt: &SharedRuntime,
     supervisor: Supervisor,
@@ -197,7 +174,22 @@ fn start_notifying(
     if let Some(notify) = notify {
         run = run.notify(notify);
     }
-    host(rt, run, ready, status, script)
+    let ended = Latch::new();
+    let future = run.run(rt.clone(), script.stream());
+    let run = rt.spawn({
+        let ended = ended.clone();
+        async move {
+            let exit = future.await;
+            ended.set();
+            exit
+        }
+    });
+    Hosted {
+        ready,
+        status,
+        ended,
+        run,
+    }
 }
 
 impl Hosted {

@@ -271,14 +271,16 @@ async fn second_interrupt_forces_the_exit(rt: SharedRuntime) {
     .await;
     let_others_run(&rt).await;
     assert!(!hosted.ended.is_set(), "the stop waits for the stuck node");
+    // The ordered stop never reached the base node: the stuck one holds it.
+    assert_eq!(log.snapshot(), ["stuck stopped"]);
     second.set();
     let exit = hosted.exit().await;
     assert_eq!(exit.reason, ExitReason::Forced);
     assert_eq!(exit.code(), 130);
     assert!(exit.outcome.is_none(), "a forced exit does not wait");
     assert_eq!(delivered.snapshot(), ["Interrupt", "Interrupt"]);
-    // The base node was never told to stop: the stuck one never finished.
-    assert_eq!(log.snapshot(), ["stuck stopped"]);
+    // Dropping the run stops every scope at once and aborts the tasks, so
+    // the base node may or may not log its stop before it is aborted.
 }
 
 async fn spin_halt_ignores_interrupts_and_ends_on_terminate(rt: SharedRuntime) {

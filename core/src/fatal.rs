@@ -370,6 +370,12 @@ impl FatalSlot {
         First(Waiter::new(&*self.inner))
     }
 
+    /// [`first`](FatalSlot::first) as an owned waiter that any task can
+    /// poll with any waker: for a watcher that keeps it beside the slot.
+    pub(crate) fn first_owned(&self) -> FirstOwned {
+        FirstOwned(Waiter::new(self.inner.clone()))
+    }
+
     /// How many errors went to the hook because the slot held one already.
     pub fn unhandled_count(&self) -> usize {
         self.inner.unhandled.load(Relaxed)
@@ -402,6 +408,23 @@ impl Future for First<'_> {
         match waiter.poll(cx) {
             Poll::Ready(()) => {
                 Poll::Ready(waiter.holder().recorded.with_state(|_, slot| slot.take()))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+}
+
+/// The owned form of [`First`], polled by hand.
+pub(crate) struct FirstOwned(Waiter<Arc<SlotInner>>);
+
+impl FirstOwned {
+    /// As [`First`]'s poll, always with the same waker (see
+    /// [`Waiter::poll_same_waker`]): the first error once recorded, `None`
+    /// if someone else took it.
+    pub(crate) fn poll_same_waker(&mut self, cx: &mut Context<'_>) -> Poll<Option<FatalError>> {
+        match self.0.poll_same_waker(cx) {
+            Poll::Ready(()) => {
+                Poll::Ready(self.0.holder().recorded.with_state(|_, slot| slot.take()))
             }
             Poll::Pending => Poll::Pending,
         }

@@ -407,6 +407,16 @@ where
     pub(crate) fn poll(&mut self, cx: &mut Context<'_>) -> Poll<()> {
         self.holder.flag().poll_wait(&mut self.key, cx)
     }
+
+    /// As [`poll`](Waiter::poll), for a caller that polls with the same
+    /// waker every time: once registered, finding the flag unset needs no
+    /// lock, as the waker registered is the one it would register.
+    pub(crate) fn poll_same_waker(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.key.is_some() && !self.holder.flag().is_set() {
+            return Poll::Pending;
+        }
+        self.poll(cx)
+    }
 }
 
 impl<P> Drop for Waiter<P>

@@ -209,6 +209,13 @@ impl Future for Wait<'_> {
     }
 }
 
+impl WaitOwned {
+    /// See [`Waiter::poll_same_waker`].
+    pub(crate) fn poll_same_waker(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        self.0.poll_same_waker(cx)
+    }
+}
+
 impl Future for WaitOwned {
     type Output = ();
 

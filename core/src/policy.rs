@@ -216,14 +216,19 @@ impl RestartBudget {
     /// The runtime's clock, read only if the policy looks at time (the
     /// immediate policy does not, which keeps a restart storm off the clock).
     pub(crate) fn now(&self, runtime: &SharedRuntime) -> Instant {
-        let timeless = self.policy.intensity.is_none()
-            && self.policy.reset_after.is_zero()
-            && self.policy.initial.is_zero();
-        if timeless {
-            Instant::default()
-        } else {
+        if self.reads_clock() {
             runtime.now()
+        } else {
+            Instant::default()
         }
+    }
+
+    /// Whether the policy needs the time at all (see
+    /// [`now`](RestartBudget::now)).
+    pub(crate) fn reads_clock(&self) -> bool {
+        self.policy.intensity.is_some()
+            || !self.policy.reset_after.is_zero()
+            || !self.policy.initial.is_zero()
     }
 
     /// An instance started at `started` failed at `now` and its handler asks

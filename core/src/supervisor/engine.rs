@@ -16,66 +16,53 @@
 //!  Starting/Ready ──done, no error──▶ Completed (or Backoff if permanent)
 //! ```
 //!
-//! Every instance has at most two watcher futures at a time (its start or
-//! run, and its stop), each of which ends when the instance is done, so a
-//! restart storm does not pile up futures. Inputs carry the node and the
-//! instance's attempt number; an input about an instance that is no longer
-//! current is stale and ignored.
+//! Instances are watched without a future each: a node's waker queues the
+//! node, and the run polls the current instance's signals (see
+//! [`watch`](super::watch)). Start and stop timeouts are deadlines kept in
+//! the instance, served by one timer for the earliest of them. Other inputs
+//! (a backoff's timer, the parent's stop) carry the node and the attempt
+//! they are about; one about an instance that is no longer current is
+//! stale and ignored.
 //!
 //! After every input the nodes it may affect are marked dirty and settled
 //! in declaration order: a stop request is carried out once the node's
 //! dependents are down, and a waiting node starts once its dependencies are
 //! ready. Settling only dirty nodes keeps an input's cost proportional to
-//! the node's neighbourhood, not to the size of the graph.
+//! the node's neighbourhood, not to the size of the graph; whether a node's
+//! dependents are down is a count kept as nodes go up and down, so it is
+//! never a walk of the graph below.
 
 use alloc::boxed::Box;
-use alloc::collections::BTreeSet;
+use alloc::collections::VecDeque;
 use alloc::format;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::future::{poll_fn, Future};
-use core::pin::pin;
-use core::task::Poll;
+use core::task::{Context, Poll};
 use core::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
+use super::dirty::Dirty;
 use super::graph::{Graph, Node};
 use super::observe::{EventHook, EventKind, NodeState, StatusBoard, StopReason, SupervisorEvent};
+use super::watch::{InstanceWatch, Seen, Wakeups};
 use super::{NodeError, NodeFailed, Parts, StartTimedOut, SupervisorEnd, SupervisorOutcome};
 use crate::component::Component;
 use crate::fatal::{FatalError, FatalHook, FatalSlot};
-use crate::latch::{Latch, Signal};
+use crate::latch::Latch;
 use crate::policy::RestartBudget;
 use crate::restart::{Failure, Verdict};
 use crate::runtime::{BoxFuture, Instant, SharedRuntime};
 use crate::scope::Scope;
 use crate::stop::{StopCause, StopSource, StopToken};
 use crate::trace;
-use crate::wait::wait_error_or_done;
 
-/// Something the supervisor reacts to.
+/// Something the supervisor reacts to, besides its instances' signals.
 enum Input {
-    Ready {
-        node: usize,
-        attempt: u32,
-    },
-    Ended {
-        node: usize,
-        attempt: u32,
-        error: Option<FatalError>,
-    },
-    StartTimedOut {
-        node: usize,
-        attempt: u32,
-    },
-    Done {
-        node: usize,
-        attempt: u32,
-    },
-    StopTimedOut {
-        node: usize,
-        attempt: u32,
+    /// The timer armed for this deadline ran out.
+    Deadline {
+        at: Instant,
     },
     BackoffOver {
         node: usize,
@@ -84,6 +71,13 @@ enum Input {
     ParentStopped,
     Terminate,
     BudgetSpent,
+}
+
+/// What the run reacts to next.
+enum Next {
+    /// A node was woken: its instance may have changed.
+    Node(usize),
+    Input(Input),
 }
 
 /// What the supervisor as a whole is doing.
@@ -100,6 +94,9 @@ struct Instance {
     component: Box<dyn Component>,
     source: StopSource,
     slot: FatalSlot,
+    watch: InstanceWatch,
+    /// When starting, or stopping, takes too long.
+    deadline: Option<Instant>,
 }
 
 /// What happens once a stopping instance is done.
@@ -187,6 +184,17 @@ struct NodeRun {
     stop: Option<StopRequest>,
     /// Restarting with its dependents: start only once they are down.
     hold_for_dependents: bool,
+    /// How many of its direct dependents are up or have something up
+    /// below them: it may be told to stop only at zero.
+    blocked_by: u32,
+}
+
+impl NodeRun {
+    /// Whether something stops its dependencies from being stopped: it is
+    /// up, or something below it is.
+    fn blocks(&self) -> bool {
+        is_up(self.public) || self.blocked_by > 0
+    }
 }
 
 pub(super) struct Engine {
@@ -195,7 +203,16 @@ pub(super) struct Engine {
     nodes: Vec<NodeRun>,
     mode: Mode,
     inputs: FuturesUnordered<BoxFuture<Input>>,
-    dirty: BTreeSet<usize>,
+    /// Inputs due at once (a restart without backoff), after those waiting.
+    immediate: VecDeque<Input>,
+    wakeups: Wakeups,
+    /// The deadline the earliest armed timer is for.
+    timer_at: Option<Instant>,
+    /// The clock, read once since the run last woke (see `now`).
+    clock: Option<Instant>,
+    dirty: Dirty,
+    /// Scratch space for walks up the graph, kept to spare allocations.
+    walk: Vec<usize>,
     /// The root of every node's scope. Not a child of the parent token:
     /// the parent's stop must reach the nodes in dependency order, not all
     /// at once through the stop tree.
@@ -216,8 +233,6 @@ pub(super) struct Engine {
     satisfied: usize,
     /// How many nodes are done for good (completed or stopped).
     finals: usize,
-    /// How many nodes wait for their dependents before a restart.
-    holding: usize,
     /// Where a Shutdown or SpinHalt error goes when the supervisor runs as
     /// a component.
     report: Option<FatalSlot>,
@@ -262,11 +277,17 @@ impl Engine {
                 started_at: Instant::default(),
                 stop: None,
                 hold_for_dependents: false,
+                blocked_by: 0,
             })
             .collect::<Vec<_>>();
         let terminate = parts.terminate.map(|requests| requests.listen());
         let engine = Engine {
-            dirty: (0..nodes.len()).collect(),
+            dirty: Dirty::all(nodes.len()),
+            wakeups: Wakeups::new(nodes.len()),
+            immediate: VecDeque::new(),
+            timer_at: None,
+            clock: None,
+            walk: Vec::new(),
             runtime,
             graph: parts.graph,
             nodes,
@@ -286,7 +307,6 @@ impl Engine {
             up: 0,
             satisfied: 0,
             finals: 0,
-            holding: 0,
             report,
         };
         // Registered before any node starts, so no request is missed, and
@@ -329,15 +349,54 @@ impl Engine {
             // then, so that timers and other tasks run.
             handled += 1;
             if handled % YIELD_EVERY == 0 {
+                self.clock = None;
                 YieldOnce(false).await;
             }
-            match self.inputs.next().await {
-                Some(input) => self.handle(input),
-                // Nothing left that could happen: only a spin-halt without
-                // a terminate source gets here, and it waits for good, as
-                // documented.
-                None => core::future::pending::<()>().await,
+            match poll_fn(|cx| self.poll_next(cx)).await {
+                Next::Node(node) => self.look_at(node),
+                Next::Input(input) => self.handle(input),
             }
+        }
+    }
+
+    /// The next thing to react to: a node whose instance may have changed,
+    /// an input that is ready, or one due at once, in that order. When
+    /// nothing can come any more (only a spin-halt without a terminate
+    /// source gets there), this waits for good, as documented.
+    fn poll_next(&mut self, cx: &mut Context<'_>) -> Poll<Next> {
+        if let Poll::Ready(node) = self.wakeups.poll_next(cx) {
+            return Poll::Ready(Next::Node(node));
+        }
+        if let Poll::Ready(Some(input)) = self.inputs.poll_next_unpin(cx) {
+            return Poll::Ready(Next::Input(input));
+        }
+        match self.immediate.pop_front() {
+            Some(input) => Poll::Ready(Next::Input(input)),
+            None => {
+                // Asleep until woken: a later moment.
+                self.clock = None;
+                Poll::Pending
+            }
+        }
+    }
+
+    /// The time, read once per wake of the run rather than for every node
+    /// a wake touches: a stop cascade starts a deadline for every node it
+    /// reaches, and a clock read costs as much as the rest of a node's
+    /// step. Everything the run does in one wake is one moment to it, a
+    /// few inputs' handling at most (it yields every `YIELD_EVERY`).
+    fn now(&mut self) -> Instant {
+        let runtime = &self.runtime;
+        *self.clock.get_or_insert_with(|| runtime.now())
+    }
+
+    /// The time for the node's restart budget; a budget that needs none
+    /// gets a constant, and the clock is not read.
+    fn budget_now(&mut self, node: usize) -> Instant {
+        if self.nodes[node].budget.reads_clock() {
+            self.now()
+        } else {
+            Instant::default()
         }
     }
 
@@ -372,26 +431,7 @@ impl Engine {
 
     fn handle(&mut self, input: Input) {
         match input {
-            Input::Ready { node, attempt } => self.on_ready(node, attempt),
-            Input::Ended {
-                node,
-                attempt,
-                error,
-            } => self.on_ended(node, attempt, error),
-            Input::StartTimedOut { node, attempt } => {
-                if self.is_current(node, attempt)
-                    && matches!(self.nodes[node].state, State::Starting(_))
-                {
-                    let timeout = self.nodes[node].spec.start_timeout.unwrap_or_default();
-                    let error = FatalError::new(StartTimedOut {
-                        node: self.nodes[node].spec.name.clone(),
-                        timeout,
-                    });
-                    self.stop_failed(node, error);
-                }
-            }
-            Input::Done { node, attempt } => self.on_done(node, attempt),
-            Input::StopTimedOut { node, attempt } => self.on_stop_timeout(node, attempt),
+            Input::Deadline { at } => self.on_deadline(at),
             Input::BackoffOver { node, attempt } => {
                 if self.is_current(node, attempt)
                     && matches!(self.nodes[node].state, State::Backoff)
@@ -421,33 +461,51 @@ impl Engine {
         self.nodes[node].attempt == attempt
     }
 
-    fn on_ready(&mut self, node: usize, attempt: u32) {
-        if !self.is_current(node, attempt) {
-            return;
-        }
-        match core::mem::replace(&mut self.nodes[node].state, State::Waiting) {
-            State::Starting(instance) => {
-                self.watch_run(node, &instance);
-                self.set_state(node, State::Ready(instance));
-                self.emit(node, EventKind::Ready { attempt });
-                self.mark_dependents(node);
-                self.check_ready();
-            }
-            other => {
-                // Ready after the supervisor told it to stop: keep watching
-                // for errors it reports while stopping.
-                if let State::Stopping { instance, .. } = &other {
-                    self.watch_run(node, instance);
+    /// The node was woken: looks at its current instance until nothing
+    /// more is new, reacting to what it finds.
+    fn look_at(&mut self, node: usize) {
+        loop {
+            let run = &mut self.nodes[node];
+            let (instance, starting) = match &mut run.state {
+                State::Starting(instance) => (instance, true),
+                State::Ready(instance) | State::Stopping { instance, .. } => (instance, false),
+                // A wake about an instance that is gone.
+                _ => return,
+            };
+            let mut cx = Context::from_waker(self.wakeups.waker(node));
+            let Poll::Ready(seen) = instance.watch.poll(&instance.slot, starting, &mut cx) else {
+                return;
+            };
+            match seen {
+                Seen::Error(error) => self.on_ended(node, Some(error)),
+                Seen::Done(Some(error)) => {
+                    self.on_ended(node, Some(error));
+                    // Looked at again: done is still there.
                 }
-                self.nodes[node].state = other;
+                Seen::Done(None) => self.on_ended(node, None),
+                Seen::Ready => self.on_ready(node),
             }
         }
     }
 
-    fn on_ended(&mut self, node: usize, attempt: u32, error: Option<FatalError>) {
-        if !self.is_current(node, attempt) {
+    fn on_ready(&mut self, node: usize) {
+        if !matches!(self.nodes[node].state, State::Starting(_)) {
             return;
         }
+        let Some(mut instance) = self.take_live_instance(node) else {
+            return;
+        };
+        // Started in time: no start deadline any more.
+        instance.deadline = None;
+        let attempt = self.nodes[node].attempt;
+        self.set_state(node, State::Ready(instance));
+        self.emit(node, EventKind::Ready { attempt });
+        self.mark_dependents(node);
+        self.check_ready();
+    }
+
+    /// The instance reported an error (`Some`) or is done (`None`).
+    fn on_ended(&mut self, node: usize, error: Option<FatalError>) {
         match (&self.nodes[node].state, error) {
             (State::Starting(_) | State::Ready(_), Some(error)) => self.stop_failed(node, error),
             (State::Starting(_) | State::Ready(_), None) => self.on_completed(node),
@@ -458,7 +516,9 @@ impl Engine {
                 },
                 Some(error),
             ) => self.record_stop_error(node, error),
-            // Done while stopping: the stop watcher reports it.
+            (State::Stopping { .. }, None) => self.on_done(node),
+            // An error once the instance failed already: its first error
+            // is being handled; later ones went to the hook.
             _ => {}
         }
     }
@@ -481,11 +541,11 @@ impl Engine {
     /// handler once it is done.
     fn stop_failed(&mut self, node: usize, error: FatalError) {
         self.record_failure(node, &error);
-        let Some(instance) = self.take_live_instance(node) else {
+        let Some(mut instance) = self.take_live_instance(node) else {
             return;
         };
         instance.source.stop_with(StopCause::Fatal(error.clone()));
-        self.watch_stop(node, &instance);
+        instance.deadline = self.deadline_after(self.nodes[node].spec.stop_timeout);
         self.set_state(
             node,
             State::Stopping {
@@ -528,10 +588,7 @@ impl Engine {
         self.check_ready();
     }
 
-    fn on_done(&mut self, node: usize, attempt: u32) {
-        if !self.is_current(node, attempt) {
-            return;
-        }
+    fn on_done(&mut self, node: usize) {
         if !matches!(self.nodes[node].state, State::Stopping { .. }) {
             return;
         }
@@ -544,10 +601,8 @@ impl Engine {
         match after {
             AfterStop::Handle(error) => self.on_failure(node, error),
             AfterStop::Settle => {
-                // An error reported just before done may not have reached
-                // the run watcher's input yet: the stop watcher, pushed when
-                // the stop began, can be polled first and see done. The
-                // error is then still in the slot: record it, not lose it.
+                // An error reported just before done is taken with done;
+                // should one still be in the slot, record it, not lose it.
                 if let Some(error) = instance.slot.take() {
                     self.record_stop_error(node, error);
                 }
@@ -637,11 +692,13 @@ impl Engine {
             }
             Verdict::StopParents => {
                 self.stop_for_good(node);
-                let mut covered = BTreeSet::new();
+                let mut covered = Vec::new();
                 for ancestor in self.graph.dependencies_of(node) {
                     covered.extend(self.graph.dependents_of(ancestor));
                 }
-                covered.remove(&node);
+                covered.sort_unstable();
+                covered.dedup();
+                covered.retain(|&other| other != node);
                 self.request_for_good(covered.into_iter(), &reason);
             }
             Verdict::Shutdown => {
@@ -663,7 +720,7 @@ impl Engine {
 
     /// Schedules a restart under the node's policy, or escalates.
     fn restart(&mut self, node: usize, error: FatalError) {
-        let now = self.nodes[node].budget.now(&self.runtime);
+        let now = self.budget_now(node);
         let started_at = self.nodes[node].started_at;
         let attempt = self.nodes[node].attempt;
         match self.nodes[node].budget.restart(started_at, now) {
@@ -692,15 +749,13 @@ impl Engine {
                             self.dirty.insert(dependent);
                         }
                     }
-                    if !self.nodes[node].hold_for_dependents {
-                        self.nodes[node].hold_for_dependents = true;
-                        self.holding += 1;
-                    }
+                    self.nodes[node].hold_for_dependents = true;
                 }
                 if delay.is_zero() {
-                    // Through the input queue, so that inputs already
-                    // waiting (a parent stop) come first.
-                    self.push(core::future::ready(Input::BackoffOver { node, attempt }));
+                    // Queued, so that inputs already waiting (a parent
+                    // stop) come first.
+                    self.immediate
+                        .push_back(Input::BackoffOver { node, attempt });
                 } else {
                     let sleep = self.runtime.sleep(delay);
                     self.push(async move {
@@ -795,7 +850,9 @@ impl Engine {
                 }
             }
             State::Starting(_) | State::Ready(_) => {
-                if self.dependents_down(node) {
+                // Nothing below it is up, even through nodes that are down
+                // already (a dependent that failed first).
+                if self.nodes[node].blocked_by == 0 {
                     self.begin_stop(node);
                 }
             }
@@ -804,41 +861,15 @@ impl Engine {
         }
     }
 
-    /// Whether nothing that depends on `node`, directly or through nodes
-    /// that are down already (a dependent that failed first), is still up:
-    /// only then may `node` be told to stop.
-    fn dependents_down(&self, node: usize) -> bool {
-        let direct = &self.graph.dependents[node];
-        if direct
-            .iter()
-            .any(|&dependent| is_up(self.nodes[dependent].public))
-        {
-            return false;
-        }
-        let mut seen = BTreeSet::new();
-        let mut below = direct.clone();
-        while let Some(dependent) = below.pop() {
-            if !seen.insert(dependent) {
-                continue;
-            }
-            if is_up(self.nodes[dependent].public) {
-                return false;
-            }
-            below.extend(self.graph.dependents[dependent].iter().copied());
-        }
-        true
-    }
-
     fn begin_stop(&mut self, node: usize) {
         let Some(request) = self.nodes[node].stop.clone() else {
             return;
         };
-        let Some(instance) = self.take_live_instance(node) else {
+        let Some(mut instance) = self.take_live_instance(node) else {
             return;
         };
         let attempt = self.nodes[node].attempt;
-        instance.source.stop();
-        self.watch_stop(node, &instance);
+        instance.deadline = self.deadline_after(self.nodes[node].spec.stop_timeout);
         self.set_state(
             node,
             State::Stopping {
@@ -847,6 +878,8 @@ impl Engine {
                 aborted: false,
             },
         );
+        // Told before the instance is, so that what it reports while
+        // stopping comes after.
         self.emit(
             node,
             EventKind::Stopping {
@@ -854,6 +887,9 @@ impl Engine {
                 cause: request.reason().clone(),
             },
         );
+        if let State::Stopping { instance, .. } = &self.nodes[node].state {
+            instance.source.stop();
+        }
     }
 
     fn may_start(&self, node: usize) -> bool {
@@ -863,25 +899,18 @@ impl Engine {
         if !dependencies_ready {
             return false;
         }
-        if self.nodes[node].hold_for_dependents {
-            return self
-                .graph
-                .dependents_of(node)
-                .into_iter()
-                .skip(1)
-                .all(|dependent| !self.nodes[dependent].state.is_up());
-        }
-        true
+        // Restarting with its dependents: not before all of them, and all
+        // below them, are down.
+        !self.nodes[node].hold_for_dependents || self.nodes[node].blocked_by == 0
     }
 
     fn start(&mut self, node: usize) {
-        if core::mem::take(&mut self.nodes[node].hold_for_dependents) {
-            self.holding -= 1;
-        }
+        self.nodes[node].hold_for_dependents = false;
+        let started_at = self.budget_now(node);
         let run = &mut self.nodes[node];
         run.attempt += 1;
         let attempt = run.attempt;
-        run.started_at = run.budget.now(&self.runtime);
+        run.started_at = started_at;
         self.status
             .update(node, |status| status.generation = attempt);
         self.emit(node, EventKind::Starting { attempt });
@@ -900,12 +929,15 @@ impl Engine {
             return self.fail_before_start(node, FatalError::new(error));
         }
         let instance = Instance {
+            watch: InstanceWatch::new(&*component, &slot),
+            deadline: self.deadline_after(self.nodes[node].spec.start_timeout),
             component,
             source,
             slot,
         };
-        self.watch_start(node, &instance);
         self.set_state(node, State::Starting(instance));
+        // Polled once to register the node's waker.
+        self.wakeups.schedule(node);
     }
 
     /// A factory or start error: a failure of the node, with no instance to
@@ -917,32 +949,99 @@ impl Engine {
         self.mark_neighbours(node);
     }
 
-    fn on_stop_timeout(&mut self, node: usize, attempt: u32) {
-        if !self.is_current(node, attempt) {
-            return;
+    /// A deadline `timeout` from now, with a timer armed for it; none
+    /// without a timeout.
+    fn deadline_after(&mut self, timeout: Option<Duration>) -> Option<Instant> {
+        let timeout = timeout?;
+        let deadline = self.now() + timeout;
+        // One timer serves every deadline after the one it is armed for:
+        // when it runs out, the next is armed.
+        if self.timer_at.is_none_or(|armed| deadline < armed) {
+            self.arm(deadline, timeout);
         }
-        let timeout = self.nodes[node].spec.stop_timeout.unwrap_or_default();
+        Some(deadline)
+    }
+
+    fn arm(&mut self, at: Instant, after: Duration) {
+        self.timer_at = Some(at);
+        let sleep = self.runtime.sleep(after);
+        self.push(async move {
+            sleep.await;
+            Input::Deadline { at }
+        });
+    }
+
+    /// A timer ran out: every instance whose deadline has come is late
+    /// starting or stopping, and the timer is armed again for the next.
+    fn on_deadline(&mut self, at: Instant) {
+        if self.timer_at == Some(at) {
+            self.timer_at = None;
+        }
+        // What the timer was armed for has come, whatever the clock says.
+        let now = self.now().max(at);
+        for node in 0..self.nodes.len() {
+            let (State::Starting(instance) | State::Stopping { instance, .. }) =
+                &self.nodes[node].state
+            else {
+                continue;
+            };
+            if instance.deadline.is_some_and(|deadline| deadline <= now) {
+                self.on_late(node);
+            }
+        }
+        let next = self
+            .nodes
+            .iter()
+            .filter_map(|run| match &run.state {
+                State::Starting(instance) | State::Stopping { instance, .. } => instance.deadline,
+                _ => None,
+            })
+            .min();
+        if let Some(next) = next {
+            if self.timer_at.is_none_or(|armed| next < armed) {
+                self.arm(next, next.saturating_duration_since(now));
+            }
+        }
+    }
+
+    /// The node's instance is past its deadline.
+    fn on_late(&mut self, node: usize) {
         let name = self.nodes[node].spec.name.clone();
-        let State::Stopping {
-            instance, aborted, ..
-        } = &mut self.nodes[node].state
-        else {
-            return;
-        };
-        if *aborted {
-            // Aborted and still not done: a task that never yields. Give
-            // it up rather than hang the supervisor.
-            self.on_done(node, attempt);
-            return;
+        let attempt = self.nodes[node].attempt;
+        match &mut self.nodes[node].state {
+            State::Starting(_) => {
+                let timeout = self.nodes[node].spec.start_timeout.unwrap_or_default();
+                let error = FatalError::new(StartTimedOut {
+                    node: name,
+                    timeout,
+                });
+                self.stop_failed(node, error);
+            }
+            State::Stopping {
+                instance, aborted, ..
+            } => {
+                if *aborted {
+                    // Aborted and still not done: a task that never yields.
+                    // Give it up rather than hang the supervisor.
+                    self.on_done(node);
+                    return;
+                }
+                *aborted = true;
+                instance.deadline = None;
+                instance.component.abort();
+                let timeout = self.nodes[node].spec.stop_timeout.unwrap_or_default();
+                if !self.overran.contains(&name) {
+                    self.overran.push(name);
+                }
+                self.emit(node, EventKind::StopTimedOut { attempt, timeout });
+                // As long again for the abort to end it.
+                let deadline = self.deadline_after(Some(timeout));
+                if let State::Stopping { instance, .. } = &mut self.nodes[node].state {
+                    instance.deadline = deadline;
+                }
+            }
+            _ => {}
         }
-        *aborted = true;
-        instance.component.abort();
-        let done = instance.component.done();
-        if !self.overran.contains(&name) {
-            self.overran.push(name);
-        }
-        self.emit(node, EventKind::StopTimedOut { attempt, timeout });
-        self.watch_done(node, attempt, done, Some(timeout));
     }
 
     fn on_budget_spent(&mut self) {
@@ -969,102 +1068,18 @@ impl Engine {
         }
     }
 
-    // Watchers: each ends when its instance is done, at the latest.
-
-    fn watch_start(&self, node: usize, instance: &Instance) {
-        let attempt = self.nodes[node].attempt;
-        let slot = instance.slot.clone();
-        let ready = instance.component.ready();
-        let done = instance.component.done();
-        let timeout = self.nodes[node]
-            .spec
-            .start_timeout
-            .map(|timeout| self.runtime.sleep(timeout));
-        self.push(async move {
-            let mut ended = pin!(wait_error_or_done(&slot, &done));
-            let mut ready = pin!(ready.wait());
-            let mut timeout = timeout;
-            poll_fn(|cx| {
-                if let Poll::Ready(error) = ended.as_mut().poll(cx) {
-                    return Poll::Ready(Input::Ended {
-                        node,
-                        attempt,
-                        error,
-                    });
-                }
-                if ready.as_mut().poll(cx).is_ready() {
-                    return Poll::Ready(Input::Ready { node, attempt });
-                }
-                if let Some(timer) = timeout.as_mut() {
-                    if timer.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Input::StartTimedOut { node, attempt });
-                    }
-                }
-                Poll::Pending
-            })
-            .await
-        });
-    }
-
-    fn watch_run(&self, node: usize, instance: &Instance) {
-        let attempt = self.nodes[node].attempt;
-        let done = instance.component.done();
-        let slot = instance.slot.clone();
-        self.push(async move {
-            let error = wait_error_or_done(&slot, &done).await;
-            Input::Ended {
-                node,
-                attempt,
-                error,
-            }
-        });
-    }
-
-    fn watch_stop(&self, node: usize, instance: &Instance) {
-        let attempt = self.nodes[node].attempt;
-        let timeout = self.nodes[node].spec.stop_timeout;
-        self.watch_done(node, attempt, instance.component.done(), timeout);
-    }
-
-    fn watch_done(&self, node: usize, attempt: u32, done: Signal, timeout: Option<Duration>) {
-        if done.is_set() {
-            // The common case: no timer needed.
-            self.push(core::future::ready(Input::Done { node, attempt }));
-            return;
-        }
-        let timer = timeout.map(|timeout| self.runtime.sleep(timeout));
-        self.push(async move {
-            match timer {
-                None => {
-                    done.wait().await;
-                    Input::Done { node, attempt }
-                }
-                Some(timer) => {
-                    let mut done = pin!(done.wait());
-                    let mut timer = timer;
-                    poll_fn(|cx| {
-                        if done.as_mut().poll(cx).is_ready() {
-                            Poll::Ready(Input::Done { node, attempt })
-                        } else if timer.as_mut().poll(cx).is_ready() {
-                            Poll::Ready(Input::StopTimedOut { node, attempt })
-                        } else {
-                            Poll::Pending
-                        }
-                    })
-                    .await
-                }
-            }
-        });
-    }
-
     fn push(&self, input: impl Future<Output = Input> + Send + 'static) {
         self.inputs.push(Box::pin(input));
     }
 
     fn set_state(&mut self, node: usize, state: State) {
         let after = state.public();
+        let blocked = self.nodes[node].blocks();
         let before = core::mem::replace(&mut self.nodes[node].public, after);
         self.nodes[node].state = state;
+        if self.nodes[node].blocks() != blocked {
+            self.propagate_blocking(node, !blocked);
+        }
         self.up = self.up + usize::from(is_up(after)) - usize::from(is_up(before));
         self.satisfied =
             self.satisfied + usize::from(is_satisfied(after)) - usize::from(is_satisfied(before));
@@ -1091,40 +1106,51 @@ impl Engine {
         }
     }
 
+    /// `node` began (`blocks`) or ceased to keep its dependencies from
+    /// stopping: counts it in or out of theirs, and on up through every
+    /// dependency that changes with it. A dependency that no longer waits
+    /// for anything below is marked: it may be stopped now.
+    fn propagate_blocking(&mut self, node: usize, blocks: bool) {
+        let mut walk = core::mem::take(&mut self.walk);
+        walk.push(node);
+        while let Some(below) = walk.pop() {
+            for &on in &self.graph.dependencies[below] {
+                let run = &mut self.nodes[on];
+                let changed = if blocks {
+                    run.blocked_by += 1;
+                    run.blocked_by == 1
+                } else {
+                    run.blocked_by -= 1;
+                    run.blocked_by == 0
+                };
+                if changed {
+                    if !blocks {
+                        self.dirty.insert(on);
+                    }
+                    // Up or not, an up node blocks by itself: its own
+                    // dependencies see no change.
+                    if !is_up(run.public) {
+                        walk.push(on);
+                    }
+                }
+            }
+        }
+        self.walk = walk;
+    }
+
     fn mark_dependents(&mut self, node: usize) {
         self.dirty
             .extend(self.graph.dependents[node].iter().copied());
     }
 
-    /// A node went down or up: its dependencies may now be stoppable, its
-    /// dependents startable, and itself startable again.
+    /// A node went down or up: its dependents may now start, and so may
+    /// itself again. (Dependencies that may now stop, or start again after
+    /// waiting for their dependents, are marked as the counts change: see
+    /// `propagate_blocking`.)
     fn mark_neighbours(&mut self, node: usize) {
         self.dirty.insert(node);
         self.dirty
             .extend(self.graph.dependents[node].iter().copied());
-        // Its dependencies may now be stoppable, and so may theirs if they
-        // are down already (a failed node between them): up to the first up
-        // node on each path, which marks its own when it goes down.
-        let mut seen = BTreeSet::new();
-        let mut above = self.graph.dependencies[node].clone();
-        while let Some(on) = above.pop() {
-            if !seen.insert(on) {
-                continue;
-            }
-            self.dirty.insert(on);
-            if !is_up(self.nodes[on].public) {
-                above.extend(self.graph.dependencies[on].iter().copied());
-            }
-        }
-        // A node restarting with its dependents waits for all of them.
-        if self.holding == 0 {
-            return;
-        }
-        for ancestor in self.graph.dependencies_of(node).into_iter().skip(1) {
-            if self.nodes[ancestor].hold_for_dependents {
-                self.dirty.insert(ancestor);
-            }
-        }
     }
 
     /// Hands a deciding error to the supervisor's own supervisor, before

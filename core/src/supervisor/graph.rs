@@ -297,8 +297,13 @@ impl SupervisorBuilder {
     ///
     /// A [`BuildError`] naming the culprit: a duplicate name, an unknown
     /// dependency, a cycle, a bad policy or escalation.
-    pub fn build(self) -> Result<Supervisor, BuildError> {
+    pub fn build(mut self) -> Result<Supervisor, BuildError> {
         let graph = Graph::new(&self.nodes)?;
+        // The graph has them by index now: the names go here rather than
+        // when the run ends.
+        for node in &mut self.nodes {
+            node.dependencies = Vec::new();
+        }
         Ok(Supervisor::from_parts(super::Parts {
             nodes: self.nodes,
             graph,
@@ -322,9 +327,45 @@ impl fmt::Debug for SupervisorBuilder {
 /// The validated dependency graph, by node index (declaration order).
 pub(super) struct Graph {
     /// What each node depends on, without repeats.
-    pub(super) dependencies: Vec<Vec<usize>>,
+    pub(super) dependencies: Adjacency,
     /// What depends on each node.
-    pub(super) dependents: Vec<Vec<usize>>,
+    pub(super) dependents: Adjacency,
+}
+
+/// Every node's list of neighbours, `adjacency[node]`, packed in one
+/// vector: two allocations for the whole graph rather than one per node,
+/// which a supervisor of many nodes would otherwise free one by one when
+/// its run ends.
+pub(super) struct Adjacency {
+    /// Node `n`'s neighbours are `edges[starts[n]..starts[n + 1]]`.
+    starts: Vec<usize>,
+    edges: Vec<usize>,
+}
+
+impl Adjacency {
+    fn pack(lists: Vec<Vec<usize>>) -> Adjacency {
+        let mut starts = Vec::with_capacity(lists.len() + 1);
+        let mut edges = Vec::with_capacity(lists.iter().map(Vec::len).sum());
+        starts.push(0);
+        for list in lists {
+            edges.extend(list);
+            starts.push(edges.len());
+        }
+        Adjacency { starts, edges }
+    }
+
+    /// How many nodes there are.
+    pub(super) fn len(&self) -> usize {
+        self.starts.len() - 1
+    }
+}
+
+impl core::ops::Index<usize> for Adjacency {
+    type Output = [usize];
+
+    fn index(&self, node: usize) -> &[usize] {
+        &self.edges[self.starts[node]..self.starts[node + 1]]
+    }
 }
 
 impl Graph {
@@ -363,8 +404,8 @@ impl Graph {
             }
         }
         let graph = Graph {
-            dependencies,
-            dependents,
+            dependencies: Adjacency::pack(dependencies),
+            dependents: Adjacency::pack(dependents),
         };
         if let Some(cycle) = graph.find_cycle() {
             return Err(BuildError::Cycle(
@@ -429,7 +470,7 @@ impl Graph {
         self.closure(from, &self.dependencies)
     }
 
-    fn closure(&self, from: usize, edges: &[Vec<usize>]) -> Vec<usize> {
+    fn closure(&self, from: usize, edges: &Adjacency) -> Vec<usize> {
         let mut seen = vec![false; edges.len()];
         let mut found = vec![from];
         seen[from] = true;

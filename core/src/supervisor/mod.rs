@@ -1,9 +1,11 @@
 //! The [`Supervisor`]: a dependency graph of nodes, each started once its
 //! dependencies are ready and stopped once its dependents are done.
 
+mod dirty;
 mod engine;
 mod graph;
 mod observe;
+mod watch;
 
 use alloc::boxed::Box;
 use alloc::sync::Arc;

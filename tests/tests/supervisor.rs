@@ -79,6 +79,7 @@ conformance!(
     spent_budget_escalates_to_the_chosen_verdict,
     spent_budget_shuts_down_by_default,
     hung_node_is_aborted_at_its_stop_timeout,
+    stop_timeouts_are_each_nodes_own,
     factory_error_goes_to_the_handler,
     start_timeout_fails_the_node,
     nested_supervisor,
@@ -1147,6 +1148,35 @@ async fn hung_node_is_aborted_at_its_stop_timeout(rt: SharedRuntime) {
     assert!(outcome.to_string().contains("overran their stop: hung"));
     // a is told to stop only once the hung node is gone.
     assert_eq!(log.snapshot(), ["hung stopped", "a stopped"]);
+}
+
+async fn stop_timeouts_are_each_nodes_own(rt: SharedRuntime) {
+    // Told to stop together, the node with the longer timeout first: the
+    // shorter one still runs out first (the overran list is in the order
+    // of the timeouts), and the run waits for the longer one.
+    let log = Events::new();
+    let slow = Probe::new("slow", &log).on_stop(OnStop::Hang);
+    let quick = Probe::new("quick", &log).on_stop(OnStop::Hang);
+    let long = SHORT * 20;
+    let supervisor = Supervisor::builder()
+        .node(slow.node().stop_timeout(long))
+        .node(quick.node().stop_timeout(SHORT))
+        .build()
+        .unwrap();
+    let running = launch(&rt, supervisor);
+    running.ready.wait().await;
+    let stopped_at = rt.now();
+    running.stop.stop();
+    let outcome = running.outcome().await;
+    assert!(rt.now().saturating_duration_since(stopped_at) >= long);
+    assert_eq!(
+        outcome
+            .overran
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>(),
+        ["quick", "slow"]
+    );
 }
 
 async fn factory_error_goes_to_the_handler(rt: SharedRuntime) {

@@ -472,8 +472,11 @@ impl Engine {
                 // A wake about an instance that is gone.
                 _ => return,
             };
-            let mut cx = Context::from_waker(self.wakeups.waker(node));
-            let Poll::Ready(seen) = instance.watch.poll(&instance.slot, starting, &mut cx) else {
+            let polled = self.wakeups.with_waker(node, |waker| {
+                let mut cx = Context::from_waker(waker);
+                instance.watch.poll(&instance.slot, starting, &mut cx)
+            });
+            let Poll::Ready(seen) = polled else {
                 return;
             };
             match seen {

@@ -3,18 +3,22 @@
 //! thing to watch.
 //!
 //! An instance's ready and done signals and its fatal slot are polled by
-//! the run itself, with its node's waker, whenever the node is queued. The
-//! waker is made once per node and serves every instance the node ever
-//! has, so watching costs no allocation per start or stop; a wake about an
-//! instance that is gone only makes the run look at the node's current
-//! one, which finds nothing new.
+//! the run itself, with its node's waker, whenever the node is queued.
+//! The wakers of all nodes share one allocation, made with the run, and
+//! serve every instance a node ever has, so watching costs no allocation
+//! per start or stop; a wake about an instance that is gone only makes the
+//! run look at the node's current one, which finds nothing new.
+//!
+//! A node's waker is a hand-made `RawWaker` whose data pointer is the
+//! node's entry in that allocation: `alloc::task::Wake` would need an
+//! `Arc` per node.
 
+use alloc::boxed::Box;
 use alloc::sync::Arc;
-use alloc::task::Wake;
 use alloc::vec::Vec;
-use core::mem;
+use core::mem::{self, ManuallyDrop};
 use core::sync::atomic::Ordering::AcqRel;
-use core::task::{Context, Poll, Waker};
+use core::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
 use crate::component::Component;
 use crate::fatal::{FatalError, FatalSlot, FirstOwned};
@@ -28,19 +32,34 @@ struct Queue {
     run: Option<Waker>,
 }
 
-/// One node's waker.
-struct NodeWaker {
+/// What every node's waker points into: one allocation for all of them.
+struct Shared {
+    queue: Mutex<Queue>,
+    nodes: Box<[Entry]>,
+}
+
+/// One node's waker: a `Waker`'s data pointer points at its entry.
+struct Entry {
     node: usize,
     /// Whether the node is in the queue already: a burst of wakes queues it
     /// once.
     queued: AtomicBool,
-    queue: Arc<Mutex<Queue>>,
+    /// The `Shared` this entry is part of, whose strong count every waker
+    /// of the entry holds one of.
+    shared: *const Shared,
 }
 
-impl NodeWaker {
-    /// Queues the node unless it is queued already; returns whether the
-    /// run must be woken to see it.
-    fn enqueue(&self) -> Option<Waker> {
+// SAFETY: `shared` is only read to reach the `Shared` the entry lives in
+// (kept alive by the waker that reads it) and to adjust its reference
+// count; everything else in the entry is `Send + Sync`.
+unsafe impl Send for Entry {}
+// SAFETY: as for `Send`.
+unsafe impl Sync for Entry {}
+
+impl Entry {
+    /// Queues the node unless it is queued already; returns the run's
+    /// waker if the run must be woken to see it.
+    fn enqueue(&self, shared: &Shared) -> Option<Waker> {
         // AcqRel: the release half publishes whatever the waking side did
         // before (a signal set) to the run's clearing swap; the acquire
         // half orders this against that swap, so a wake that finds the
@@ -48,35 +67,73 @@ impl NodeWaker {
         if self.queued.swap(true, AcqRel) {
             return None;
         }
-        let mut queue = self.queue.lock();
+        let mut queue = shared.queue.lock();
         queue.woken.push(self.node);
         queue.run.take()
     }
 }
 
-impl Wake for NodeWaker {
-    fn wake(self: Arc<Self>) {
-        self.wake_by_ref();
-    }
-
-    fn wake_by_ref(self: &Arc<Self>) {
-        // Woken after the lock is released: a waker may do anything.
-        if let Some(run) = self.enqueue() {
-            run.wake();
-        }
+/// The entry behind a waker's data pointer, and the `Shared` it is in.
+///
+/// # Safety
+///
+/// `data` comes from `raw_waker` and the waker it belongs to is alive (it
+/// holds a strong count of the `Shared`).
+unsafe fn entry<'a>(data: *const ()) -> (&'a Entry, &'a Shared) {
+    // SAFETY: per the contract, `data` points at an entry of a live
+    // `Shared`, whose `shared` pointer is that `Shared`.
+    unsafe {
+        let entry = &*data.cast::<Entry>();
+        (entry, &*entry.shared)
     }
 }
 
-/// A node's waker, and the same as a `Waker` to register.
-struct NodeSlot {
-    node: Arc<NodeWaker>,
-    waker: Waker,
+fn raw_waker(entry: &Entry) -> RawWaker {
+    RawWaker::new(core::ptr::from_ref(entry).cast(), &VTABLE)
+}
+
+static VTABLE: RawWakerVTable = RawWakerVTable::new(clone, wake, wake_by_ref, drop_waker);
+
+unsafe fn clone(data: *const ()) -> RawWaker {
+    // SAFETY: called on a live waker (the `RawWaker` contract).
+    let (entry, _) = unsafe { entry(data) };
+    // SAFETY: `entry.shared` came from the `Arc` it is in (`new_cyclic`),
+    // which the waker being cloned keeps alive; the new waker owns the
+    // count added here.
+    unsafe { Arc::increment_strong_count(entry.shared) };
+    raw_waker(entry)
+}
+
+unsafe fn wake(data: *const ()) {
+    // SAFETY: called on a live waker, which this consumes: woken first,
+    // then its count released.
+    unsafe {
+        wake_by_ref(data);
+        drop_waker(data);
+    }
+}
+
+unsafe fn wake_by_ref(data: *const ()) {
+    // SAFETY: called on a live waker.
+    let (entry, shared) = unsafe { entry(data) };
+    // Woken after the lock is released: a waker may do anything.
+    if let Some(run) = entry.enqueue(shared) {
+        run.wake();
+    }
+}
+
+unsafe fn drop_waker(data: *const ()) {
+    // SAFETY: called on a live waker, once; nothing of the entry is read
+    // after its count is released, which may free it.
+    unsafe {
+        let shared = entry(data).0.shared;
+        Arc::decrement_strong_count(shared);
+    }
 }
 
 /// The wakers of every node and the queue they fill.
 pub(super) struct Wakeups {
-    queue: Arc<Mutex<Queue>>,
-    wakers: Vec<Option<NodeSlot>>,
+    shared: Arc<Shared>,
     /// The nodes taken from the queue and not yet looked at.
     batch: Vec<usize>,
     next: usize,
@@ -84,35 +141,28 @@ pub(super) struct Wakeups {
 
 impl Wakeups {
     pub(super) fn new(nodes: usize) -> Wakeups {
+        let shared = Arc::new_cyclic(|this| Shared {
+            queue: Mutex::new(Queue::default()),
+            nodes: (0..nodes)
+                .map(|node| Entry {
+                    node,
+                    queued: AtomicBool::new(false),
+                    shared: this.as_ptr(),
+                })
+                .collect(),
+        });
         Wakeups {
-            queue: Arc::new(Mutex::new(Queue::default())),
-            wakers: (0..nodes).map(|_| None).collect(),
+            shared,
             batch: Vec::new(),
             next: 0,
         }
-    }
-
-    /// The node's waker, made on first use.
-    fn slot(&mut self, node: usize) -> &NodeSlot {
-        let queue = &self.queue;
-        self.wakers[node].get_or_insert_with(|| {
-            let node = Arc::new(NodeWaker {
-                node,
-                queued: AtomicBool::new(false),
-                queue: queue.clone(),
-            });
-            NodeSlot {
-                waker: Waker::from(node.clone()),
-                node,
-            }
-        })
     }
 
     /// Queues `node` to be looked at, without waking the run: for a watch
     /// the run itself just began, which must be polled once to register.
     pub(super) fn schedule(&mut self, node: usize) {
         // The run is awake: it is the caller.
-        let _ = self.slot(node).node.enqueue();
+        let _ = self.shared.nodes[node].enqueue(&self.shared);
     }
 
     /// The next queued node, or `Pending` with the run's waker registered
@@ -121,7 +171,7 @@ impl Wakeups {
         if self.next == self.batch.len() {
             self.batch.clear();
             self.next = 0;
-            let mut queue = self.queue.lock();
+            let mut queue = self.shared.queue.lock();
             if queue.woken.is_empty() {
                 match &mut queue.run {
                     Some(run) if run.will_wake(cx.waker()) => {}
@@ -134,17 +184,23 @@ impl Wakeups {
         }
         let node = self.batch[self.next];
         self.next += 1;
-        if let Some(slot) = &self.wakers[node] {
-            // AcqRel: see `enqueue`. Cleared before the node is looked at,
-            // so a wake from now on queues it again.
-            slot.node.queued.swap(false, AcqRel);
-        }
+        // AcqRel: see `enqueue`. Cleared before the node is looked at, so a
+        // wake from now on queues it again.
+        self.shared.nodes[node].queued.swap(false, AcqRel);
         Poll::Ready(node)
     }
 
-    /// The waker that queues `node`.
-    pub(super) fn waker(&mut self, node: usize) -> &Waker {
-        &self.slot(node).waker
+    /// Runs `f` with the waker that queues `node`, lent without a count of
+    /// its own: `self` keeps what it points at alive meanwhile, and
+    /// whoever keeps it clones it, which takes a count.
+    pub(super) fn with_waker<R>(&self, node: usize, f: impl FnOnce(&Waker) -> R) -> R {
+        // SAFETY: the vtable's functions are sound for a pointer to an
+        // entry of a live `Shared` (see each); `self.shared` keeps this one
+        // alive for the whole call, and `ManuallyDrop` keeps the lent
+        // waker from releasing a count it never took.
+        let waker =
+            ManuallyDrop::new(unsafe { Waker::from_raw(raw_waker(&self.shared.nodes[node])) });
+        f(&waker)
     }
 }
 
@@ -208,5 +264,73 @@ impl InstanceWatch {
             }
         }
         Poll::Pending
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::Wakeups;
+    use alloc::sync::Arc;
+    use alloc::task::Wake;
+    use alloc::vec::Vec;
+    use core::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    use core::task::{Context, Poll, Waker};
+
+    /// Counts how often the run is woken.
+    #[derive(Default)]
+    struct Run(AtomicUsize);
+
+    impl Wake for Run {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Relaxed);
+        }
+    }
+
+    fn drain(wakeups: &mut Wakeups, cx: &mut Context<'_>) -> Vec<usize> {
+        let mut nodes = Vec::new();
+        while let Poll::Ready(node) = wakeups.poll_next(cx) {
+            nodes.push(node);
+        }
+        nodes
+    }
+
+    #[test]
+    fn a_node_is_queued_once_per_look_and_wakes_the_run_once() {
+        let run = Arc::new(Run::default());
+        let run_waker = Waker::from(run.clone());
+        let mut cx = Context::from_waker(&run_waker);
+        let mut wakeups = Wakeups::new(3);
+        assert!(drain(&mut wakeups, &mut cx).is_empty()); // registers the run
+        let kept: Vec<Waker> = (0..3)
+            .map(|node| wakeups.with_waker(node, Waker::clone))
+            .collect();
+        kept[2].wake_by_ref();
+        kept[2].wake_by_ref();
+        kept[0].clone().wake();
+        assert_eq!(run.0.load(Relaxed), 1);
+        assert_eq!(drain(&mut wakeups, &mut cx), [2, 0]);
+        // Looked at: a new wake queues it again.
+        kept[2].wake_by_ref();
+        assert_eq!(run.0.load(Relaxed), 2);
+        assert_eq!(drain(&mut wakeups, &mut cx), [2]);
+        // The run polls its own nodes without being woken.
+        wakeups.schedule(1);
+        assert_eq!(run.0.load(Relaxed), 2);
+        assert_eq!(drain(&mut wakeups, &mut cx), [1]);
+    }
+
+    #[test]
+    fn wakers_outlive_the_run() {
+        let wakeups = Wakeups::new(2);
+        let kept = wakeups.with_waker(1, Waker::clone);
+        let same = wakeups.with_waker(1, |lent| kept.will_wake(lent));
+        assert!(same);
+        drop(wakeups);
+        // Waking a gone run's node only queues it; the last waker frees
+        // what they shared.
+        kept.wake_by_ref();
+        let other = kept.clone();
+        drop(kept);
+        other.wake();
     }
 }

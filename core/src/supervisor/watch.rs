@@ -306,7 +306,8 @@ mod tests {
             .collect();
         kept[2].wake_by_ref();
         kept[2].wake_by_ref();
-        kept[0].clone().wake();
+        let consumed = kept[0].clone();
+        consumed.wake();
         assert_eq!(run.0.load(Relaxed), 1);
         assert_eq!(drain(&mut wakeups, &mut cx), [2, 0]);
         // Looked at: a new wake queues it again.

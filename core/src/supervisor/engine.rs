@@ -213,10 +213,6 @@ pub(super) struct Engine {
     dirty: Dirty,
     /// Scratch space for walks up the graph, kept to spare allocations.
     walk: Vec<usize>,
-    /// The root of every node's scope. Not a child of the parent token:
-    /// the parent's stop must reach the nodes in dependency order, not all
-    /// at once through the stop tree.
-    root: StopSource,
     hook: FatalHook,
     events: Option<EventHook>,
     status: StatusBoard,
@@ -293,7 +289,6 @@ impl Engine {
             nodes,
             mode: Mode::Running,
             inputs: FuturesUnordered::new(),
-            root: StopSource::new(),
             hook: parts.hook,
             events: parts.events,
             status,
@@ -334,7 +329,6 @@ impl Engine {
         loop {
             self.settle();
             if let Some(end) = self.finished() {
-                self.root.stop();
                 self.shutdown.set();
                 return SupervisorOutcome {
                     end,
@@ -924,7 +918,12 @@ impl Engine {
             Ok(component) => component,
             Err(error) => return self.fail_before_start(node, error),
         };
-        let source = self.root.child();
+        // A root of its own, not a child of the parent token: the parent's
+        // stop must reach the nodes in dependency order, not all at once
+        // through the stop tree; and not a child of a root of the run's
+        // either, which every start and stop would lock to join and leave
+        // (the run stops what is left itself when dropped).
+        let source = StopSource::new();
         let slot = FatalSlot::with_hook(self.hook.clone());
         let scope = Scope::new(self.runtime.clone(), source.token(), slot.clone());
         if let Err(error) = span.in_scope(|| component.start(scope)) {
@@ -1184,14 +1183,15 @@ impl Engine {
 
 impl Drop for Engine {
     /// A run dropped before its end (its task aborted) takes its nodes
-    /// down with it: every scope is stopped and every live instance aborted.
+    /// down with it: every live instance's scope is stopped and the
+    /// instance aborted.
     fn drop(&mut self) {
-        self.root.stop();
         for node in &self.nodes {
             if let State::Starting(instance)
             | State::Ready(instance)
             | State::Stopping { instance, .. } = &node.state
             {
+                instance.source.stop();
                 instance.component.abort();
             }
         }

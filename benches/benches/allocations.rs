@@ -13,6 +13,9 @@
 //!   live column is the heap held per component once all are ready.
 //! - `cycle`: one manager cycle, phase by phase, beside one bare cycle.
 //! - `restart`: per restart of `run_component`, beside the bare restart loop.
+//! - `supervisor`: the 1,000-node DAG of the `supervisor` bench, per node,
+//!   phase by phase (build, start to ready, stop to done), beside the bare
+//!   round with a child token per task split at the same moment.
 //!
 //! An allocation is a call of `alloc`, `alloc_zeroed` or `realloc`; its bytes
 //! are the size asked for (for `realloc`, the new size).
@@ -23,11 +26,12 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize};
 use std::sync::{Arc, Mutex};
 
-use lifecycle::{Component, FatalSlot, Scope, StopSource};
+use lifecycle::{Component, FatalSlot, Scope, StopSource, SupervisorEnd};
 use lifecycle_benches::components::{
     bare_components_with, bare_cycle, bare_restart_loop, components_with, manager_cycle,
     one_worker, restart_loop, BareStop, Executor, StopWait, COMPONENTS,
 };
+use lifecycle_benches::supervisors::{dag_supervisor, LAYERS, NODES, WIDTH};
 
 /// The system allocator, counting.
 struct Counting;
@@ -349,10 +353,87 @@ fn restart(executor: &Executor) {
     }
 }
 
+/// What one supervisor round allocates in each phase.
+#[derive(Clone, Copy, Debug, Default)]
+struct SupervisorPhases {
+    build: Counted,
+    start: Counted,
+    stop: Counted,
+}
+
+fn supervisor(executor: &Executor) {
+    let runtime = executor.runtime();
+    let spawner = executor.spawner();
+    let managed = executor.run({
+        let spawner = spawner.clone();
+        async move {
+            let builder = one_worker();
+            let mut phases = SupervisorPhases::default();
+            // The first round warms up; the second is counted.
+            for _ in 0..2 {
+                let before = snapshot();
+                let supervisor = dag_supervisor(&builder, LAYERS, WIDTH);
+                phases.build = Counted::since(before);
+                let parent = StopSource::new();
+                let ready = Component::ready(&supervisor);
+                let before = snapshot();
+                let run = spawner.spawn(supervisor.run(runtime.clone(), parent.token()));
+                ready.wait().await;
+                phases.start = Counted::since(before);
+                let before = snapshot();
+                parent.stop();
+                let outcome = run.await;
+                phases.stop = Counted::since(before);
+                assert!(matches!(outcome.end, SupervisorEnd::ParentStopped));
+            }
+            phases
+        }
+    });
+    let bare = executor.run(async move {
+        let mut counted = (Counted::default(), Counted::default());
+        for _ in 0..2 {
+            let mut at_ready = None;
+            let before = snapshot();
+            bare_components_with(&spawner, NODES, BareStop::ChildTokens, || {
+                at_ready = Some(snapshot());
+            })
+            .await;
+            let at_ready = at_ready.expect("every task sent ready");
+            let start = Counted {
+                allocations: at_ready.allocations - before.allocations,
+                bytes: at_ready.bytes - before.bytes,
+            };
+            counted = (start, Counted::since(at_ready));
+        }
+        counted
+    });
+    println!(
+        "\nsupervisor ({NODES} nodes in a DAG) on {}, per node:",
+        executor.name()
+    );
+    println!(
+        "| phase | supervisor: allocations | bytes | bare, child tokens: allocations | bytes |"
+    );
+    println!("|---|---|---|---|---|");
+    let (build, build_bytes) = per(managed.build, NODES);
+    println!("| build | {build:.2} | {build_bytes:.0} | | |");
+    for (name, lifecycle, bare) in [
+        ("start to ready", managed.start, bare.0),
+        ("stop to done", managed.stop, bare.1),
+    ] {
+        let (allocations, bytes) = per(lifecycle, NODES);
+        let (bare_allocations, bare_bytes) = per(bare, NODES);
+        println!(
+            "| {name} | {allocations:.2} | {bytes:.0} | {bare_allocations:.2} | {bare_bytes:.0} |"
+        );
+    }
+}
+
 fn main() {
     for executor in [Executor::tokio_current_thread(), Executor::smol()] {
         components(&executor);
         cycle(&executor);
         restart(&executor);
+        supervisor(&executor);
     }
 }

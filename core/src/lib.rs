@@ -91,7 +91,8 @@
 //! - `pin-project-lite`: safe pin projections without a proc-macro;
 //! - `spin`: the lock of the manager's life;
 //! - `futures-util` (feature `alloc`): `FuturesUnordered`, the supervisor's
-//!   set of instance watchers, and `join_all` for groups of services;
+//!   set of timers and outside inputs (its instances are watched through
+//!   one waker per node instead), and `join_all` for groups of services;
 //! - `tracing` (feature `tracing`, default features off): the events above;
 //!   with no subscriber each costs one cached interest check.
 //!

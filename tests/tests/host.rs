@@ -14,6 +14,8 @@
 //! - The notifier: ready once, stopping once, a status line per change
 //!   (the last one the final state), alive calls while the run goes on.
 //! - `Supervisor::of_one`: one component's failure is the exit code.
+//! - A supervisor started before (as a component) is refused with a typed
+//!   error: the host's requests could never reach it.
 
 use std::future::pending;
 use std::sync::Arc;
@@ -21,8 +23,9 @@ use std::time::Duration;
 
 use futures_util::stream::{self, Stream, StreamExt};
 use lifecycle::{
-    ComponentManager, ExitReason, FatalError, HostExit, HostNotify, HostRun, HostSignal, Latch,
-    Node, RuntimeExt, SharedRuntime, Supervisor, SupervisorEnd, Verdict,
+    Component, ComponentManager, ExitReason, FatalError, FatalSlot, HostExit, HostNotify, HostRun,
+    HostSignal, Latch, Node, RuntimeExt, Scope, SharedRuntime, StartError, StopSource, Supervisor,
+    SupervisorEnd, Verdict,
 };
 use lifecycle_conformance::{conformance, eventually, let_others_run, Events};
 
@@ -38,6 +41,7 @@ conformance!(
     notifier_hears_ready_stopping_and_every_change,
     notifier_is_called_alive_while_the_run_goes_on,
     one_component_failure_is_the_exit_code,
+    a_started_supervisor_is_refused,
 );
 
 /// Short enough to keep the suite fast, long enough to be a real wait.
@@ -170,7 +174,7 @@ fn start_notifying(
 ) -> Hosted {
     let ready = lifecycle::Component::ready(&supervisor);
     let status = supervisor.status();
-    let mut run = HostRun::new(supervisor);
+    let mut run = HostRun::new(supervisor).expect("a fresh supervisor");
     if let Some(notify) = notify {
         run = run.notify(notify);
     }
@@ -207,6 +211,25 @@ fn chain(log: &Events, fail_db: &Latch) -> Supervisor {
         .node(node("api", log, &never, OnStop::Return).depends_on(["db"]))
         .build()
         .unwrap()
+}
+
+async fn a_started_supervisor_is_refused(rt: SharedRuntime) {
+    let supervisor = Supervisor::builder()
+        .node(Node::new("a", || Ok(ComponentManager::builder().build())))
+        .build()
+        .unwrap();
+    let parent = StopSource::new();
+    supervisor
+        .start(Scope::new(rt.clone(), parent.token(), FatalSlot::new()))
+        .unwrap();
+    let done = Component::done(&supervisor);
+    assert!(matches!(
+        HostRun::new(supervisor),
+        Err(StartError::AlreadyStarted)
+    ));
+    // Refusing it left its run alone: it still stops with its parent.
+    parent.stop();
+    done.wait().await;
 }
 
 async fn interrupt_stops_cleanly_in_order(rt: SharedRuntime) {

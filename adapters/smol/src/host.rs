@@ -41,7 +41,10 @@ pub fn signals() -> io::Result<HostSignals> {
 /// # Errors
 ///
 /// Those of [`signals`]: when the handlers cannot be registered, and on
-/// targets other than unix. The supervisor has not started then.
+/// targets other than unix; and `io::ErrorKind::InvalidInput` (wrapping
+/// [`StartError::AlreadyStarted`](lifecycle::StartError::AlreadyStarted))
+/// for a supervisor that was run or started before (see [`HostRun::new`]).
+/// The supervisor has not started then.
 ///
 /// # Example
 ///
@@ -77,8 +80,11 @@ pub fn signals() -> io::Result<HostSignals> {
 /// }
 /// ```
 pub async fn run(supervisor: Supervisor) -> io::Result<HostExit> {
+    // Refused before the signals are claimed: they would never reach a
+    // supervisor started elsewhere.
+    let host = HostRun::new(supervisor)
+        .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
     let signals = signals()?;
-    let host = HostRun::new(supervisor);
     #[cfg(feature = "systemd")]
     let host = host.with_systemd_from_env();
     Ok(host.run(crate::runtime(), signals).await)

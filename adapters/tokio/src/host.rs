@@ -164,8 +164,11 @@ impl fmt::Debug for HostSignals {
 /// # Errors
 ///
 /// Those of [`signals`]: outside a tokio runtime, when the handlers cannot
-/// be registered, and on targets other than unix. The supervisor has not
-/// started then.
+/// be registered, and on targets other than unix; and
+/// `io::ErrorKind::InvalidInput` (wrapping
+/// [`StartError::AlreadyStarted`](lifecycle::StartError::AlreadyStarted))
+/// for a supervisor that was run or started before (see [`HostRun::new`]).
+/// The supervisor has not started then.
 ///
 /// # Panics
 ///
@@ -208,8 +211,11 @@ impl fmt::Debug for HostSignals {
 /// ```
 pub async fn run(supervisor: Supervisor) -> io::Result<HostExit> {
     let runtime = TokioRuntime::current().map_err(io::Error::other)?;
+    // Refused before the signals are claimed: they would never reach a
+    // supervisor started elsewhere.
+    let host = HostRun::new(supervisor)
+        .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
     let signals = listen()?;
-    let host = HostRun::new(supervisor);
     #[cfg(feature = "systemd")]
     let host = host.with_systemd_from_env();
     Ok(host.run(Arc::new(runtime), signals).await)

@@ -13,7 +13,7 @@ use core::time::Duration;
 
 use futures_util::stream::{Stream, StreamExt};
 
-use crate::component::Component;
+use crate::component::{Component, StartError};
 use crate::latch::Latch;
 use crate::runtime::{BoxFuture, SharedRuntime};
 use crate::stop::StopSource;
@@ -242,7 +242,8 @@ pub trait HostNotify: Send {
 ///
 /// // The host sends SIGTERM.
 /// let signals = futures_util::stream::iter([HostSignal::Terminate]);
-/// let exit = futures_executor::block_on(HostRun::new(supervisor).run(Arc::new(Threads), signals));
+/// let run = HostRun::new(supervisor).expect("not started before");
+/// let exit = futures_executor::block_on(run.run(Arc::new(Threads), signals));
 /// assert_eq!(exit.reason, ExitReason::Clean);
 /// assert_eq!(exit.code(), 0);
 /// # Ok::<(), lifecycle::BuildError>(())
@@ -254,11 +255,39 @@ pub struct HostRun {
 
 impl HostRun {
     /// A run of `supervisor`, not yet started.
-    pub fn new(supervisor: Supervisor) -> HostRun {
-        HostRun {
+    ///
+    /// # Errors
+    ///
+    /// [`StartError::AlreadyStarted`] if the supervisor was run or started
+    /// as a component before: the host's requests could not reach that
+    /// run, so a host run of it would not end on them.
+    ///
+    /// ```
+    /// use lifecycle::{Component, FatalSlot, HostRun, Scope, StartError, StopSource, Supervisor};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # use std::{sync::Arc, time::Duration};
+    /// # struct Nothing;
+    /// # impl Runtime for Nothing {
+    /// #     fn spawn_detached(&self, _: BoxFuture) {}
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    /// let supervisor = Supervisor::builder().build()?;
+    /// let parent = StopSource::new();
+    /// supervisor
+    ///     .start(Scope::new(Arc::new(Nothing), parent.token(), FatalSlot::new()))
+    ///     .expect("a fresh supervisor starts");
+    /// assert!(matches!(HostRun::new(supervisor), Err(StartError::AlreadyStarted)));
+    /// # Ok::<(), lifecycle::BuildError>(())
+    /// ```
+    pub fn new(supervisor: Supervisor) -> Result<HostRun, StartError> {
+        if supervisor.is_started() {
+            return Err(StartError::AlreadyStarted);
+        }
+        Ok(HostRun {
             supervisor,
             notify: None,
-        }
+        })
     }
 
     /// Tells `notify` about readiness, the stop, every change and the
@@ -280,7 +309,7 @@ impl HostRun {
     ///
     /// let supervisor = Supervisor::builder().build()?;
     /// // Outside systemd (no NOTIFY_SOCKET) nothing is attached and nothing sent.
-    /// let run = HostRun::new(supervisor).with_systemd_from_env();
+    /// let run = HostRun::new(supervisor).expect("not started before").with_systemd_from_env();
     /// # Ok::<(), lifecycle::BuildError>(())
     /// ```
     #[cfg(feature = "systemd")]
@@ -301,7 +330,8 @@ impl HostRun {
     {
         let HostRun { supervisor, notify } = self;
         let terminate = Latch::new();
-        // The run has not started, so both additions take.
+        // The run has not started (`new` made sure, and the supervisor has
+        // been ours since), so both additions take.
         supervisor.also_terminate_on(Arc::new(terminate.signal()));
         let changed = Arc::new(AtomicBool::new(true));
         if notify.is_some() {

@@ -37,7 +37,7 @@ use super::HostNotify;
 /// use lifecycle::{HostRun, Supervisor, Systemd};
 ///
 /// let supervisor = Supervisor::builder().build()?;
-/// let mut run = HostRun::new(supervisor);
+/// let mut run = HostRun::new(supervisor).expect("not started before");
 /// // Outside systemd (no NOTIFY_SOCKET) nothing is attached and nothing sent.
 /// if let Some(systemd) = Systemd::from_env() {
 ///     run = run.notify(systemd);

@@ -240,6 +240,11 @@ impl Supervisor {
         }
     }
 
+    /// Whether it was started (run, or started as a component) already.
+    pub(crate) fn is_started(&self) -> bool {
+        self.parts.lock().is_none()
+    }
+
     /// Adds a source of terminate requests to a supervisor not yet run
     /// (beside the builder's, if any). Returns false once it has started.
     pub(crate) fn also_terminate_on(&self, requests: Arc<dyn TerminateRequests>) -> bool {

@@ -340,6 +340,25 @@ impl Running {
         assert!(outcome.is_clean(), "got {outcome:?}");
         outcome
     }
+
+    /// Stops the parent and returns the outcome, which must be a parent
+    /// stop that took at least `at_least` (on the runtime's clock).
+    async fn stop_taking(self, rt: &SharedRuntime, at_least: Duration) -> SupervisorOutcome {
+        let stopped_at = rt.now();
+        self.stop.stop();
+        let outcome = self.outcome().await;
+        assert!(rt.now().saturating_duration_since(stopped_at) >= at_least);
+        assert!(
+            matches!(outcome.end, SupervisorEnd::ParentStopped),
+            "got {outcome:?}"
+        );
+        outcome
+    }
+}
+
+/// The nodes an outcome names as having overrun their stop, in order.
+fn overran(outcome: &SupervisorOutcome) -> Vec<String> {
+    outcome.overran.iter().map(ToString::to_string).collect()
 }
 
 /// A handler that records "node attempt error" and returns `verdict`.
@@ -1128,22 +1147,8 @@ async fn hung_node_is_aborted_at_its_stop_timeout(rt: SharedRuntime) {
         .unwrap();
     let running = launch(&rt, supervisor);
     running.ready.wait().await;
-    let stopped_at = rt.now();
-    running.stop.stop();
-    let outcome = running.outcome().await;
-    assert!(rt.now().saturating_duration_since(stopped_at) >= SHORT);
-    assert!(
-        matches!(outcome.end, SupervisorEnd::ParentStopped),
-        "got {outcome:?}"
-    );
-    assert_eq!(
-        outcome
-            .overran
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>(),
-        ["hung"]
-    );
+    let outcome = running.stop_taking(&rt, SHORT).await;
+    assert_eq!(overran(&outcome), ["hung"]);
     assert!(!outcome.is_clean());
     assert!(outcome.to_string().contains("overran their stop: hung"));
     // a is told to stop only once the hung node is gone.
@@ -1165,18 +1170,8 @@ async fn stop_timeouts_are_each_nodes_own(rt: SharedRuntime) {
         .unwrap();
     let running = launch(&rt, supervisor);
     running.ready.wait().await;
-    let stopped_at = rt.now();
-    running.stop.stop();
-    let outcome = running.outcome().await;
-    assert!(rt.now().saturating_duration_since(stopped_at) >= long);
-    assert_eq!(
-        outcome
-            .overran
-            .iter()
-            .map(ToString::to_string)
-            .collect::<Vec<_>>(),
-        ["quick", "slow"]
-    );
+    let outcome = running.stop_taking(&rt, long).await;
+    assert_eq!(overran(&outcome), ["quick", "slow"]);
 }
 
 async fn factory_error_goes_to_the_handler(rt: SharedRuntime) {

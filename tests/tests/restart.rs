@@ -77,6 +77,15 @@ impl Latest {
 }
 
 /// A one-worker manager whose worker calls ready and then fails.
+/// A handler that counts its calls in `handled` and always restarts.
+fn restarts_counted(handled: &Counter) -> impl FnMut(&Failure) -> Verdict + Clone + Send + 'static {
+    let handled = handled.clone();
+    move |_: &Failure| {
+        handled.next();
+        Verdict::Restart
+    }
+}
+
 fn failing_manager(message: String) -> ComponentManager {
     ComponentManager::builder()
         .add_worker(move |_ctx, ready| {
@@ -280,13 +289,7 @@ async fn clean_exit_completes_without_the_handler(rt: SharedRuntime) {
             )
         }
     };
-    let handler = {
-        let handled = handled.clone();
-        move |_: &Failure| {
-            handled.next();
-            Verdict::Restart
-        }
-    };
+    let handler = restarts_counted(&handled);
     let stop = StopSource::new();
     let outcome = run_component(factory, handler)
         .policy(RestartPolicy::immediate())
@@ -326,13 +329,7 @@ async fn parent_stop_cancels_and_the_instance_is_done(rt: SharedRuntime) {
             )
         }
     };
-    let handler = {
-        let handled = handled.clone();
-        move |_: &Failure| {
-            handled.next();
-            Verdict::Restart
-        }
-    };
+    let handler = restarts_counted(&handled);
     let stop = StopSource::new();
     let run = rt.spawn(
         run_component(factory, handler)
@@ -362,13 +359,7 @@ async fn parent_stop_cancels_an_instance_that_stops_at_once(rt: SharedRuntime) {
     // to look: the parent's stop is still what ended the run.
     let component = ManualComponent::done_on_stop();
     let handled = Counter::default();
-    let handler = {
-        let handled = handled.clone();
-        move |_: &Failure| {
-            handled.next();
-            Verdict::Restart
-        }
-    };
+    let handler = restarts_counted(&handled);
     let stop = StopSource::new();
     let run = rt.spawn(
         run_component(component.factory(), handler)
@@ -391,13 +382,7 @@ async fn parent_stop_cancels_an_instance_that_stops_at_once(rt: SharedRuntime) {
 async fn factory_error_is_returned_without_the_handler(rt: SharedRuntime) {
     // On the first instance.
     let handled = Counter::default();
-    let handler = {
-        let handled = handled.clone();
-        move |_: &Failure| {
-            handled.next();
-            Verdict::Restart
-        }
-    };
+    let handler = restarts_counted(&handled);
     let stop = StopSource::new();
     let outcome = run_component(
         || Err::<ComponentManager, _>(FatalError::msg("no configuration")),
@@ -520,13 +505,7 @@ async fn parent_stopped_before_the_loop_cancels_without_the_factory(rt: SharedRu
             Ok::<_, FatalError>(failing_manager("unexpected".into()))
         }
     };
-    let handler = {
-        let handled = handled.clone();
-        move |_: &Failure| {
-            handled.next();
-            Verdict::Restart
-        }
-    };
+    let handler = restarts_counted(&handled);
     let stop = StopSource::new();
     stop.stop();
     let outcome = run_component(factory, handler)
@@ -666,13 +645,7 @@ async fn start_errors_are_returned_at_once(rt: SharedRuntime) {
         .start(Scope::new(rt.clone(), elsewhere.token(), FatalSlot::new()))
         .unwrap();
     let handled = Counter::default();
-    let handler = {
-        let handled = handled.clone();
-        move |_: &Failure| {
-            handled.next();
-            Verdict::Restart
-        }
-    };
+    let handler = restarts_counted(&handled);
     let stop = StopSource::new();
     let outcome = run_component(
         {
@@ -827,13 +800,7 @@ async fn intensity_limits_the_restarts(rt: SharedRuntime) {
             Ok::<_, FatalError>(failing_manager(format!("failure {n}")))
         }
     };
-    let handler = {
-        let handled = handled.clone();
-        move |_: &Failure| {
-            handled.next();
-            Verdict::Restart
-        }
-    };
+    let handler = restarts_counted(&handled);
     let stop = StopSource::new();
     let outcome = run_component(factory, handler)
         .policy(RestartPolicy::immediate().intensity(2, FOREVER))
@@ -978,13 +945,7 @@ async fn stop_timeout_aborts_an_instance_ignoring_the_stop(rt: SharedRuntime) {
             )
         }
     };
-    let handler = {
-        let handled = handled.clone();
-        move |_: &Failure| {
-            handled.next();
-            Verdict::Restart
-        }
-    };
+    let handler = restarts_counted(&handled);
     let stop = StopSource::new();
     let outcome = run_component(factory, handler)
         .policy(RestartPolicy::immediate())

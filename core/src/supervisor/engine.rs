@@ -474,11 +474,8 @@ impl Engine {
                 return;
             };
             match seen {
-                Seen::Error(error) => self.on_ended(node, Some(error)),
-                Seen::Done(Some(error)) => {
-                    self.on_ended(node, Some(error));
-                    // Looked at again: done is still there.
-                }
+                // After an error taken with done, the next look finds done.
+                Seen::Error(error) | Seen::Done(Some(error)) => self.on_ended(node, Some(error)),
                 Seen::Done(None) => self.on_ended(node, None),
                 Seen::Ready => self.on_ready(node),
             }
@@ -1010,7 +1007,7 @@ impl Engine {
     fn on_late(&mut self, node: usize) {
         let name = self.nodes[node].spec.name.clone();
         let attempt = self.nodes[node].attempt;
-        match &mut self.nodes[node].state {
+        match &self.nodes[node].state {
             State::Starting(_) => {
                 let timeout = self.nodes[node].spec.start_timeout.unwrap_or_default();
                 let error = FatalError::new(StartTimedOut {
@@ -1019,28 +1016,25 @@ impl Engine {
                 });
                 self.stop_failed(node, error);
             }
-            State::Stopping {
-                instance, aborted, ..
-            } => {
-                if *aborted {
-                    // Aborted and still not done: a task that never yields.
-                    // Give it up rather than hang the supervisor.
-                    self.on_done(node);
-                    return;
-                }
-                *aborted = true;
-                instance.deadline = None;
-                instance.component.abort();
+            // Aborted and still not done: a task that never yields. Give it
+            // up rather than hang the supervisor.
+            State::Stopping { aborted: true, .. } => self.on_done(node),
+            State::Stopping { .. } => {
                 let timeout = self.nodes[node].spec.stop_timeout.unwrap_or_default();
+                // As long again for the abort to end it.
+                let deadline = self.deadline_after(Some(timeout));
+                if let State::Stopping {
+                    instance, aborted, ..
+                } = &mut self.nodes[node].state
+                {
+                    *aborted = true;
+                    instance.deadline = deadline;
+                    instance.component.abort();
+                }
                 if !self.overran.contains(&name) {
                     self.overran.push(name);
                 }
                 self.emit(node, EventKind::StopTimedOut { attempt, timeout });
-                // As long again for the abort to end it.
-                let deadline = self.deadline_after(Some(timeout));
-                if let State::Stopping { instance, .. } = &mut self.nodes[node].state {
-                    instance.deadline = deadline;
-                }
             }
             _ => {}
         }

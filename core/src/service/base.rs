@@ -169,7 +169,9 @@ struct Idle {
 struct Gen {
     /// Counts generations, so a guard can only close the stop it opened.
     number: u64,
-    source: StopSource,
+    /// Stops the generation's scope; taken by the first stop, which is the
+    /// only one that needs it (the scope stays stopped).
+    source: Option<StopSource>,
     runtime: SharedRuntime,
     signals: Arc<GenSignals>,
 }
@@ -315,7 +317,7 @@ impl StartStop {
             State::Running(old) | State::Stopping { gen: old, .. } => (
                 GenSignals::recycle(Some(old.signals)),
                 old.number + 1,
-                Some(old.source),
+                old.source,
             ),
         };
         // A child of a stopped token is born stopped: the generation of a
@@ -329,7 +331,7 @@ impl StartStop {
         };
         *state = State::Running(Gen {
             number,
-            source,
+            source: Some(source),
             runtime: scope.runtime().clone(),
             signals,
         });
@@ -392,8 +394,8 @@ impl StartStop {
                         *state = State::Stopping { gen, closed };
                         After::WaitFor(wait)
                     }
-                    State::Running(gen) => {
-                        let opened = (gen.number, gen.source.clone(), gen.signals.latch(STOPPED));
+                    State::Running(mut gen) => {
+                        let opened = (gen.number, gen.source.take(), gen.signals.latch(STOPPED));
                         *state = State::Stopping { gen, closed: None };
                         After::Return(Some(opened))
                     }
@@ -403,7 +405,10 @@ impl StartStop {
                 After::WaitFor(closed) => closed.wait_owned().await,
                 After::Return(None) => return None,
                 After::Return(Some((number, source, stopped))) => {
-                    source.stop_with(StopCause::ServiceStopped);
+                    // `None` after an abandoned stop, which stopped it.
+                    if let Some(source) = source {
+                        source.stop_with(StopCause::ServiceStopped);
+                    }
                     return Some(StopGuard {
                         base: self,
                         number: Some(number),
@@ -535,8 +540,9 @@ impl StartStop {
                 }
             }
         };
-        // Outside the lock: the last source of the generation's stop node
-        // unregisters it from the parent's children, under the parent's lock.
+        // Outside the lock: dropping the last handle on the generation's stop
+        // node unregisters it from the parent under the parent's lock, and
+        // the runtime's may be the last handle on it.
         drop(ended);
         if let Some(closed) = closed {
             closed.set();

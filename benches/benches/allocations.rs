@@ -16,6 +16,11 @@
 //! - `supervisor`: the 1,000-node DAG of the `supervisor` bench, per node,
 //!   phase by phase (build, start to ready, stop to done), beside the bare
 //!   round with a child token per task split at the same moment.
+//! - `service`: one start/stop cycle of a restartable service (hand-written
+//!   on `StartStop`, and with `service_fn`), phase by phase, beside one bare
+//!   cycle; and a group of 1,000 services through `start_all`,
+//!   `wait_all_started` and `stop_all`, per service, beside the bare round
+//!   with a child token per task.
 //!
 //! An allocation is a call of `alloc`, `alloc_zeroed` or `realloc`; its bytes
 //! are the size asked for (for `realloc`, the new size).
@@ -26,10 +31,13 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::atomic::{AtomicBool, AtomicIsize, AtomicUsize};
 use std::sync::{Arc, Mutex};
 
-use lifecycle::{Component, FatalSlot, Scope, StopSource, SupervisorEnd};
+use lifecycle::{Component, FatalSlot, Scope, Service, StopSource, SupervisorEnd};
 use lifecycle_benches::components::{
-    bare_components_with, bare_cycle, bare_restart_loop, components_with, manager_cycle,
-    one_worker, restart_loop, BareStop, Executor, StopWait, COMPONENTS,
+    bare_components, bare_components_with, bare_cycle, bare_restart_loop, components_with,
+    manager_cycle, one_worker, restart_loop, BareStop, Executor, StopWait, COMPONENTS,
+};
+use lifecycle_benches::services::{
+    group, service_cycle, trivial_fn, trivial_services, ServiceScope, Trivial, SERVICES,
 };
 use lifecycle_benches::supervisors::{dag_supervisor, LAYERS, NODES, WIDTH};
 
@@ -429,11 +437,101 @@ fn supervisor(executor: &Executor) {
     }
 }
 
+fn service(executor: &Executor) {
+    let scope = ServiceScope::on(executor).scope;
+    let trivial = Arc::new(Trivial::new());
+    let closure = Arc::new(trivial_fn());
+    let mut rows = Vec::new();
+    {
+        let (trivial, scope) = (trivial.clone(), scope.clone());
+        let counted = count(executor, move || {
+            let (trivial, scope) = (trivial.clone(), scope.clone());
+            async move { service_cycle(&*trivial, &scope).await }
+        });
+        rows.push(("lifecycle", counted));
+    }
+    {
+        let scope = scope.clone();
+        let counted = count(executor, move || {
+            let (closure, scope) = (closure.clone(), scope.clone());
+            async move { service_cycle(&*closure, &scope).await }
+        });
+        rows.push(("lifecycle/service_fn", counted));
+    }
+    let spawner = executor.spawner();
+    let bare = count(executor, move || {
+        let spawner = spawner.clone();
+        async move { bare_cycle(&spawner).await }
+    });
+    rows.push(("bare", bare));
+
+    // The hand-written service's cycle again, phase by phase, as
+    // `service_cycle` does it, with the size of every allocation.
+    let phases = executor.run({
+        let scope = scope.clone();
+        async move {
+            service_cycle(&*trivial, &scope).await; // warm-up
+            let mut phases = Vec::with_capacity(4);
+            let mut mark = |name: &'static str| phases.push((name, stop_tracing()));
+            start_tracing();
+            trivial.start(&scope).await.expect("the service starts");
+            mark("start (begin, spawn)");
+            start_tracing();
+            trivial.started().wait().await;
+            mark("wait started (the work's first poll)");
+            start_tracing();
+            trivial.stop().await;
+            mark("stop");
+            phases
+        }
+    });
+
+    let services = trivial_services(SERVICES);
+    let grouped = count(executor, move || {
+        let (services, scope) = (services.clone(), scope.clone());
+        async move { group(&services, &scope).await }
+    });
+    let spawner = executor.spawner();
+    let bare_group = count(executor, move || {
+        let spawner = spawner.clone();
+        async move { bare_components(&spawner, SERVICES, BareStop::ChildTokens).await }
+    });
+
+    println!("\none service cycle on {}:", executor.name());
+    println!("| cycle | allocations | bytes |");
+    println!("|---|---|---|");
+    for (name, counted) in rows {
+        println!("| {name} | {} | {} |", counted.allocations, counted.bytes);
+    }
+    println!("\nthe service cycle by phase on {}:", executor.name());
+    println!("| phase | allocations | bytes | sizes, in order |");
+    println!("|---|---|---|---|");
+    for (name, traced) in phases {
+        println!(
+            "| {name} | {} | {} | {} |",
+            traced.len(),
+            traced.iter().sum::<usize>(),
+            sizes(&traced)
+        );
+    }
+    println!(
+        "\nservice groups ({SERVICES} at once) on {}, per service:",
+        executor.name()
+    );
+    println!("| round | allocations | bytes |");
+    println!("|---|---|---|");
+    for (name, counted) in [("lifecycle", grouped), ("bare/child_tokens", bare_group)] {
+        let (allocations, bytes) = per(counted, SERVICES);
+        println!("| {name} | {allocations:.2} | {bytes:.0} |");
+    }
+}
+
 fn main() {
     for executor in [Executor::tokio_current_thread(), Executor::smol()] {
         components(&executor);
         cycle(&executor);
         restart(&executor);
         supervisor(&executor);
+        service(&executor);
     }
 }

@@ -12,9 +12,9 @@
 //!
 //! - `lifecycle`: a service written by hand on the base; its start begins a
 //!   generation (a child stop scope of the given scope, fresh latches) and
-//!   spawns the work with `Generation::spawn`. The cycle: `start(&scope)`,
-//!   wait for the `started()` latch, `stop()`, which stops the generation's
-//!   scope and returns once the work has exited.
+//!   spawns the work with `Generation::spawn_detached`. The cycle:
+//!   `start(&scope)`, wait for the `started()` latch, `stop()`, which stops
+//!   the generation's scope and returns once the work has exited.
 //! - `lifecycle/service_fn`: the same service made with `service_fn`.
 //! - `bare`: a fresh `CancellationToken` and ready `oneshot`, a task spawned
 //!   with the executor's own spawn that sends ready and awaits the token,

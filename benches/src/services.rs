@@ -30,8 +30,9 @@ use crate::components::Executor;
 pub const SERVICES: usize = 1_000;
 
 /// The least a service does: each start begins a generation on its
-/// [`StartStop`] base and spawns the work with [`Generation::spawn`]; the
-/// work sets its started handle and awaits its scope's token.
+/// [`StartStop`] base and spawns the work with
+/// [`Generation::spawn_detached`] (nobody joins it); the work sets its
+/// started handle and awaits its scope's token.
 #[derive(Debug, Default)]
 pub struct Trivial {
     base: StartStop,
@@ -53,7 +54,7 @@ impl Service for Trivial {
             let Some(generation) = self.base.begin(scope).await else {
                 return Ok(StartOutcome::AlreadyRunning);
             };
-            drop(generation.spawn(serve));
+            generation.spawn_detached(serve);
             Ok(StartOutcome::Started)
         })
     }
@@ -83,7 +84,7 @@ async fn serve(scope: Scope, started: StartedHandle) {
 pub fn trivial_fn() -> impl Service + 'static {
     service_fn(|generation: Option<Generation>| async move {
         if let Some(generation) = generation {
-            drop(generation.spawn(serve));
+            generation.spawn_detached(serve);
         }
         Ok(())
     })

@@ -41,6 +41,7 @@ conformance!(
     open_stop_holds_start_and_stop_but_not_queries,
     stop_within_times_out_and_abandons_the_stop,
     work_that_panics_ends_its_generation,
+    detached_work_ends_its_generation_and_its_panic_is_reported,
     closure_is_called_on_every_start,
     closure_start_error_is_returned_and_the_service_restarts,
     start_all_starts_in_order,
@@ -48,6 +49,7 @@ conformance!(
     start_all_returns_the_first_error_and_rolls_back,
     start_all_rolls_back_only_what_it_started,
     stop_all_stops_concurrently_and_tolerates_never_started,
+    stop_all_stops_a_large_group_concurrently,
     wait_all_started_counts_a_failed_start,
     wait_all_started_dropped_leaves_nothing_behind,
     stress_on_the_base,
@@ -633,6 +635,43 @@ async fn work_that_panics_ends_its_generation(rt: SharedRuntime) {
     base.stop().await;
 }
 
+async fn detached_work_ends_its_generation_and_its_panic_is_reported(rt: SharedRuntime) {
+    let base = StartStop::new();
+    let (stop, fatal) = (StopSource::new(), FatalSlot::new());
+    let scope = scope(&rt, &stop, &fatal);
+
+    // Served until stopped: the stop returns once the work has exited.
+    let exited = Arc::new(AtomicUsize::new(0));
+    let generation = base.begin(&scope).await.unwrap();
+    generation.spawn_detached({
+        let exited = exited.clone();
+        |scope, started| async move {
+            started.set();
+            scope.token().stopped().await;
+            exited.fetch_add(1, SeqCst);
+        }
+    });
+    base.started().wait().await;
+    let stopped = base.stopped();
+    base.stop().await;
+    assert!(stopped.is_set());
+    assert_eq!(exited.load(SeqCst), 1, "the stop returned before the work");
+
+    // A panic ends the generation, reported before it ends.
+    let generation = base.begin(&scope).await.unwrap();
+    let stopped = base.stopped();
+    generation.spawn_detached(|_scope, _started| async move {
+        yield_now().await;
+        panic!("work failed");
+    });
+    stopped.wait().await;
+    assert!(base.started().is_set());
+    let error = fatal.take().expect("the panic is reported");
+    assert_eq!(error.to_string(), "service work panicked: work failed");
+    assert!(base.begin(&scope).await.is_some(), "not restartable");
+    base.stop().await;
+}
+
 /// A closure service whose work serves until stopped; counts the calls of
 /// its closure and the generations it began.
 fn counted_closure_service(
@@ -789,6 +828,33 @@ async fn stop_all_stops_concurrently_and_tolerates_never_started(rt: SharedRunti
     let mut all: Vec<Arc<Scripted>> = services.clone();
     all.push(never_started);
     stop_all(&all).await;
+    releaser.await.unwrap();
+    assert!(services.iter().all(|service| !service.base.is_running()));
+}
+
+async fn stop_all_stops_a_large_group_concurrently(rt: SharedRuntime) {
+    // More services than `stop_all` joins under one waker, every work held
+    // until all stops have begun.
+    let services: Vec<Scripted> = (0..100).map(|_| Scripted::default()).collect();
+    let (_stop, scope) = parent(&rt);
+    for service in &services {
+        service.hold_next();
+    }
+    start_all(&services, &scope).await.unwrap();
+    let releaser = rt.spawn({
+        let works: Vec<_> = services.iter().map(|service| service.work(1)).collect();
+        let rt = rt.clone();
+        async move {
+            eventually(&rt, "every stop began", || {
+                works.iter().all(|work| work.token.is_stopped())
+            })
+            .await;
+            for work in &works {
+                work.release.set();
+            }
+        }
+    });
+    stop_all(&services).await;
     releaser.await.unwrap();
     assert!(services.iter().all(|service| !service.base.is_running()));
 }

@@ -23,21 +23,39 @@
 //! stop sources are stopped and latches set after the lock is released,
 //! because both wake wakers, and a waker may do anything.
 //!
-//! A generation's handles hold their own latches, never a slot of the base,
-//! so a late or repeated call on a handle can only touch its own generation.
+//! A generation's handles hold their own generation's signals, never a slot
+//! of the base, so a late or repeated call on a handle can only touch its
+//! own generation.
+//!
+//! # Memory
+//!
+//! A generation's started and stopped latches and the count of its stopped
+//! handles live in one allocation ([`GenSignals`]), and the next generation
+//! reuses it when nothing else holds it any more (no handle, no latch taken
+//! by a caller): then nothing can tell the two generations' signals apart,
+//! and no stale handle exists that could touch the new one.
 
+use alloc::boxed::Box;
+use alloc::format;
 use alloc::sync::Arc;
 use core::fmt;
 use core::future::Future;
 use core::mem;
+use core::pin::Pin;
+use core::sync::atomic::Ordering::{AcqRel, Relaxed};
+use core::task::{Context, Poll};
 use core::time::Duration;
 
-use crate::latch::{Latch, Signal};
+use pin_project_lite::pin_project;
+
+use crate::fatal::{FatalError, FatalSlot};
+use crate::flag::Flag;
+use crate::latch::{FlagOwner, Latch, Signal};
 use crate::runtime::{Elapsed, RuntimeExt, SharedRuntime};
 use crate::scope::Scope;
 use crate::stop::{StopCause, StopSource};
-use crate::sync::Mutex;
-use crate::task::JoinHandle;
+use crate::sync::{AtomicUsize, Mutex};
+use crate::task::{self, JoinError, JoinHandle};
 
 /// The restartable start/stop base a service embeds: it begins generations,
 /// stops them, and hands out their latches.
@@ -51,7 +69,10 @@ use crate::task::JoinHandle;
 ///    [`started.set()`](StartedHandle::set) once it runs and
 ///    [`stopped.set()`](StoppedHandle::set) when it exits (dropping the
 ///    last [`StoppedHandle`] does the same, so a task that panics or is
-///    aborted still ends its generation).
+///    aborted still ends its generation). [`Generation::spawn`] does the
+///    spawning and the stopped handle for you, and
+///    [`Generation::spawn_detached`] does it without a join handle, for
+///    work nobody joins.
 /// 3. On a setup error, drop the handles (or call `stopped.set()`) and
 ///    return the error: a later start begins a new generation.
 ///
@@ -131,11 +152,15 @@ enum State {
 /// What an idle base keeps between generations.
 #[derive(Default)]
 struct Idle {
-    /// Asked for before the next start, which adopts them.
-    started: Option<Latch>,
-    stopped: Option<Latch>,
-    /// The last generation's, for [`StartStop::stopped_unchecked`].
-    last_stopped: Option<Latch>,
+    /// The signals of the next generation, made when one of its latches is
+    /// asked for before it begins; the next start adopts them.
+    next: Option<Arc<GenSignals>>,
+    /// Whether the stopped latch of `next` was asked for (not only its
+    /// started latch): only then is it [`StartStop::stopped_unchecked`]'s.
+    next_stopped: bool,
+    /// The last generation's, for [`StartStop::stopped_unchecked`], and for
+    /// the next generation to reuse if nobody else holds them.
+    last: Option<Arc<GenSignals>>,
     /// The number the next generation gets.
     next_number: u64,
 }
@@ -144,15 +169,88 @@ struct Idle {
 struct Gen {
     /// Counts generations, so a guard can only close the stop it opened.
     number: u64,
-    source: StopSource,
+    /// Stops the generation's scope; taken by the first stop, which is the
+    /// only one that needs it (the scope stays stopped).
+    source: Option<StopSource>,
     runtime: SharedRuntime,
-    started: Latch,
-    stopped: Latch,
+    signals: Arc<GenSignals>,
 }
 
 impl Gen {
     fn exited(&self) -> bool {
-        self.stopped.is_set()
+        self.signals.stopped.is_set()
+    }
+}
+
+/// Which flag of a [`GenSignals`] a latch is.
+const STARTED: u8 = 0;
+const STOPPED: u8 = 1;
+
+/// One generation's signals, in one allocation shared by the base, the
+/// generation's handles and the latches handed out for it.
+struct GenSignals {
+    started: Flag,
+    stopped: Flag,
+    /// The live [`StoppedHandle`]s, plus one for the handle the generation's
+    /// `begin` makes (so a count of one before then): the last one dropped
+    /// ends the generation.
+    handles: AtomicUsize,
+}
+
+impl GenSignals {
+    fn new() -> Self {
+        Self {
+            started: Flag::new(),
+            stopped: Flag::new(),
+            handles: AtomicUsize::new(1),
+        }
+    }
+
+    /// Signals for the next generation: `last`'s allocation, reset, if
+    /// nobody else holds it, else a new one.
+    fn recycle(last: Option<Arc<GenSignals>>) -> Arc<GenSignals> {
+        match last {
+            // `get_mut` succeeds only for the sole holder, and acquires
+            // every release of the other holders' counts: no handle or latch
+            // of the last generation is left to see (or set) the reset.
+            Some(mut last) => match Arc::get_mut(&mut last) {
+                Some(signals) => {
+                    *signals = GenSignals::new();
+                    last
+                }
+                None => Arc::new(GenSignals::new()),
+            },
+            None => Arc::new(GenSignals::new()),
+        }
+    }
+
+    fn latch(self: &Arc<Self>, which: u8) -> Signal {
+        Signal::from(Latch::in_owner(self.clone(), which))
+    }
+
+    /// Ends the generation. Started first: whoever sees the generation
+    /// stopped also sees it done starting.
+    fn end(&self) {
+        self.started.raise();
+        self.stopped.raise();
+    }
+}
+
+impl FlagOwner for GenSignals {
+    fn flag(&self, which: u8) -> &Flag {
+        match which {
+            STARTED => &self.started,
+            _ => &self.stopped,
+        }
+    }
+}
+
+impl fmt::Debug for GenSignals {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("GenSignals")
+            .field("started", &self.started.is_set())
+            .field("stopped", &self.stopped.is_set())
+            .finish()
     }
 }
 
@@ -210,35 +308,32 @@ impl StartStop {
         state: &mut State,
         scope: &Scope,
     ) -> (Generation, Option<StopSource>) {
-        let (started, stopped, number, exited) =
-            match mem::replace(state, State::Idle(Idle::default())) {
-                State::Idle(idle) => (
-                    idle.started.unwrap_or_default(),
-                    idle.stopped.unwrap_or_default(),
-                    idle.next_number,
-                    None,
-                ),
-                State::Running(old) | State::Stopping { gen: old, .. } => {
-                    (Latch::new(), Latch::new(), old.number + 1, Some(old.source))
-                }
-            };
+        let (signals, number, exited) = match mem::replace(state, State::Idle(Idle::default())) {
+            State::Idle(idle) => (
+                idle.next.unwrap_or_else(|| GenSignals::recycle(idle.last)),
+                idle.next_number,
+                None,
+            ),
+            State::Running(old) | State::Stopping { gen: old, .. } => (
+                GenSignals::recycle(Some(old.signals)),
+                old.number + 1,
+                old.source,
+            ),
+        };
         // A child of a stopped token is born stopped: the generation of a
         // start with a stopped parent ends as soon as its work looks.
         let source = scope.token().child();
         let generation = Generation {
             scope: scope.with_token(source.token()),
-            started: StartedHandle(started.clone()),
-            stopped: StoppedHandle(Arc::new(StoppedOnDrop {
-                started: started.clone(),
-                stopped: stopped.clone(),
-            })),
+            started: StartedHandle(signals.clone()),
+            // The handle the count of a fresh `GenSignals` includes.
+            stopped: StoppedHandle(signals.clone()),
         };
         *state = State::Running(Gen {
             number,
-            source,
+            source: Some(source),
             runtime: scope.runtime().clone(),
-            started,
-            stopped,
+            signals,
         });
         (generation, exited)
     }
@@ -299,8 +394,8 @@ impl StartStop {
                         *state = State::Stopping { gen, closed };
                         After::WaitFor(wait)
                     }
-                    State::Running(gen) => {
-                        let opened = (gen.number, gen.source.clone(), gen.stopped.signal());
+                    State::Running(mut gen) => {
+                        let opened = (gen.number, gen.source.take(), gen.signals.latch(STOPPED));
                         *state = State::Stopping { gen, closed: None };
                         After::Return(Some(opened))
                     }
@@ -310,7 +405,10 @@ impl StartStop {
                 After::WaitFor(closed) => closed.wait_owned().await,
                 After::Return(None) => return None,
                 After::Return(Some((number, source, stopped))) => {
-                    source.stop_with(StopCause::ServiceStopped);
+                    // `None` after an abandoned stop, which stopped it.
+                    if let Some(source) = source {
+                        source.stop_with(StopCause::ServiceStopped);
+                    }
                     return Some(StopGuard {
                         base: self,
                         number: Some(number),
@@ -355,10 +453,7 @@ impl StartStop {
     /// there is none (kept and adopted by the next start). Set once startup
     /// finished, or failed and stopped. Never waits.
     pub fn started(&self) -> Signal {
-        match &mut *self.state.lock() {
-            State::Idle(idle) => idle.started.get_or_insert_with(Latch::new).signal(),
-            State::Running(gen) | State::Stopping { gen, .. } => gen.started.signal(),
-        }
+        self.latch(STARTED)
     }
 
     /// The stopped latch of the current generation, or of the coming one if
@@ -366,9 +461,24 @@ impl StartStop {
     /// calling [`stop`](StartStop::stop): after a completed stop this is the
     /// next generation's. Never waits.
     pub fn stopped(&self) -> Signal {
+        self.latch(STOPPED)
+    }
+
+    /// The current generation's latch `which`, or the coming one's.
+    fn latch(&self, which: u8) -> Signal {
         match &mut *self.state.lock() {
-            State::Idle(idle) => idle.stopped.get_or_insert_with(Latch::new).signal(),
-            State::Running(gen) | State::Stopping { gen, .. } => gen.stopped.signal(),
+            State::Idle(idle) => {
+                let next = match (&mut idle.next, which) {
+                    (Some(next), _) => next,
+                    // The last generation's stopped latch is the unchecked
+                    // one until the next one's is asked for: keep it.
+                    (next @ None, STARTED) => next.insert(Arc::new(GenSignals::new())),
+                    (next @ None, _) => next.insert(GenSignals::recycle(idle.last.take())),
+                };
+                idle.next_stopped |= which == STOPPED;
+                next.latch(which)
+            }
+            State::Running(gen) | State::Stopping { gen, .. } => gen.signals.latch(which),
         }
     }
 
@@ -378,11 +488,12 @@ impl StartStop {
     pub fn stopped_unchecked(&self) -> Option<Signal> {
         match &*self.state.lock() {
             State::Idle(idle) => idle
-                .stopped
+                .next
                 .as_ref()
-                .or(idle.last_stopped.as_ref())
-                .map(Latch::signal),
-            State::Running(gen) | State::Stopping { gen, .. } => Some(gen.stopped.signal()),
+                .filter(|_| idle.next_stopped)
+                .or(idle.last.as_ref())
+                .map(|signals| signals.latch(STOPPED)),
+            State::Running(gen) | State::Stopping { gen, .. } => Some(gen.signals.latch(STOPPED)),
         }
     }
 
@@ -398,29 +509,41 @@ impl StartStop {
     /// Closes the two-phase stop of generation `number`: to idle if the
     /// generation stopped, else back to running with its scope stopped.
     fn close_stop(&self, number: u64, did_stop: bool) {
-        let closed = {
+        let (closed, ended) = {
             let mut state = self.state.lock();
             match mem::replace(&mut *state, State::Idle(Idle::default())) {
                 State::Stopping { gen, closed } if gen.number == number => {
-                    *state = if did_stop {
-                        State::Idle(Idle {
-                            next_number: gen.number + 1,
-                            last_stopped: Some(gen.stopped),
-                            ..Idle::default()
-                        })
+                    if did_stop {
+                        let Gen {
+                            number,
+                            source,
+                            runtime,
+                            signals,
+                        } = gen;
+                        *state = State::Idle(Idle {
+                            next: None,
+                            next_stopped: false,
+                            last: Some(signals),
+                            next_number: number + 1,
+                        });
+                        (closed, Some((source, runtime)))
                     } else {
-                        State::Running(gen)
-                    };
-                    closed
+                        *state = State::Running(gen);
+                        (closed, None)
+                    }
                 }
                 // Unreachable by construction (a guard is the only way out of
                 // the stop it opened); leave any other state as it is.
                 other => {
                     *state = other;
-                    None
+                    (None, None)
                 }
             }
         };
+        // Outside the lock: dropping the last handle on the generation's stop
+        // node unregisters it from the parent under the parent's lock, and
+        // the runtime's may be the last handle on it.
+        drop(ended);
         if let Some(closed) = closed {
             closed.set();
         }
@@ -516,16 +639,85 @@ impl Generation {
             output
         })
     }
+
+    /// Spawns the generation's work as [`spawn`](Generation::spawn) does,
+    /// without a [`JoinHandle`]: for work nobody joins, it saves the
+    /// handle's shared state (an allocation) and the abort check on every
+    /// poll. The generation ends when the work returns, or panics, or the
+    /// executor drops it.
+    ///
+    /// A panic in the work (caught with the `std` feature) is a fatal error
+    /// of the generation's scope, reported into its
+    /// [`fatal`](Scope::fatal) slot before the generation ends, with the
+    /// message `service work panicked: <the panic message>`.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use lifecycle::{FatalSlot, Scope, StartStop, StopSource};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # use std::time::Duration;
+    /// # struct Threads;
+    /// # impl Runtime for Threads {
+    /// #     fn spawn_detached(&self, task: BoxFuture) {
+    /// #         std::thread::spawn(move || futures_executor::block_on(task));
+    /// #     }
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    /// # futures_executor::block_on(async {
+    /// let fatal = FatalSlot::new();
+    /// let scope = Scope::new(Arc::new(Threads), StopSource::new().token(), fatal.clone());
+    /// let base = StartStop::new();
+    ///
+    /// let generation = base.begin(&scope).await.unwrap();
+    /// generation.spawn_detached(|scope, started| async move {
+    ///     started.set();
+    ///     scope.token().stopped().await;
+    /// });
+    /// base.started().wait().await;
+    /// base.stop().await; // returns once the work has exited
+    ///
+    /// // A work that panics ends its generation and reports the panic.
+    /// let generation = base.begin(&scope).await.unwrap();
+    /// let stopped = base.stopped();
+    /// generation.spawn_detached(|_, _| async { panic!("no disk") });
+    /// stopped.wait().await;
+    /// let error = fatal.take().unwrap();
+    /// assert_eq!(error.to_string(), "service work panicked: no disk");
+    /// # });
+    /// ```
+    pub fn spawn_detached<F, Fut>(self, work: F)
+    where
+        F: FnOnce(Scope, StartedHandle) -> Fut,
+        Fut: Future<Output = ()> + Send + 'static,
+    {
+        let Generation {
+            scope,
+            started,
+            stopped,
+        } = self;
+        let runtime = scope.runtime().clone();
+        let fatal = scope.fatal().clone();
+        let work = work(scope, started);
+        // One allocation: the work lives inside the task.
+        runtime.spawn_detached(Box::pin(DetachedWork {
+            work: Some(work),
+            stopped: Some(stopped),
+            fatal,
+        }));
+    }
 }
 
 /// Says that a generation finished starting.
 #[derive(Clone, Debug)]
-pub struct StartedHandle(Latch);
+pub struct StartedHandle(Arc<GenSignals>);
 
 impl StartedHandle {
     /// Sets the generation's started latch. Later calls do nothing.
     pub fn set(&self) {
-        self.0.set();
+        self.0.started.raise();
     }
 }
 
@@ -536,35 +728,72 @@ impl StartedHandle {
 /// task ends, also by a panic or an abort, and a start that drops its
 /// handles on a setup error leaves the service restartable. So move it into
 /// the task that runs the work.
-#[derive(Clone, Debug)]
-pub struct StoppedHandle(Arc<StoppedOnDrop>);
-
 #[derive(Debug)]
-struct StoppedOnDrop {
-    started: Latch,
-    stopped: Latch,
-}
-
-impl StoppedOnDrop {
-    fn set(&self) {
-        // Started first: whoever sees the generation stopped also sees it
-        // done starting.
-        self.started.set();
-        self.stopped.set();
-    }
-}
-
-impl Drop for StoppedOnDrop {
-    fn drop(&mut self) {
-        self.set();
-    }
-}
+pub struct StoppedHandle(Arc<GenSignals>);
 
 impl StoppedHandle {
     /// Sets the generation's started and stopped latches. Later calls do
     /// nothing.
     pub fn set(&self) {
-        self.0.set();
+        self.0.end();
+    }
+}
+
+impl Clone for StoppedHandle {
+    fn clone(&self) -> Self {
+        // Relaxed: a handle is only cloned from a live one, which keeps the
+        // count above zero until the clone is counted; nothing is published
+        // through the count here (as in `Arc::clone`).
+        self.0.handles.fetch_add(1, Relaxed);
+        StoppedHandle(self.0.clone())
+    }
+}
+
+impl Drop for StoppedHandle {
+    fn drop(&mut self) {
+        // AcqRel: each holder's release of the count, and what it did
+        // before, happens-before the last holder's acquire and so before
+        // the end it publishes through the latches.
+        if self.0.handles.fetch_sub(1, AcqRel) == 1 {
+            self.0.end();
+        }
+    }
+}
+
+pin_project! {
+    /// The task [`Generation::spawn_detached`] hands the executor: the
+    /// work, then the end of its generation.
+    struct DetachedWork<Fut> {
+        #[pin]
+        work: Option<Fut>,
+        // After `work`: fields drop in order, so a task the executor drops
+        // unfinished ends its generation only once the work is gone.
+        stopped: Option<StoppedHandle>,
+        fatal: FatalSlot,
+    }
+}
+
+impl<Fut: Future<Output = ()>> Future for DetachedWork<Fut> {
+    type Output = ();
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        let mut this = self.project();
+        let Some(work) = this.work.as_mut().as_pin_mut() else {
+            return Poll::Ready(());
+        };
+        let outcome = match task::poll_catching_panics(work, cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(outcome) => outcome,
+        };
+        let outcome = task::drop_future(this.work.as_mut()).and(outcome);
+        // Reported before the generation ends: whoever sees it stopped can
+        // find the error in the slot.
+        if let Err(JoinError::Panicked(message)) = outcome {
+            this.fatal
+                .report(FatalError::msg(format!("service work panicked: {message}")));
+        }
+        drop(this.stopped.take());
+        Poll::Ready(())
     }
 }
 

@@ -43,10 +43,10 @@ pub struct ServiceFn<F> {
 ///
 /// let ticker = service_fn(|generation| async move {
 ///     let Some(generation) = generation else { return Ok(()) }; // running already
-///     drop(generation.spawn(|scope, started| async move {
+///     generation.spawn_detached(|scope, started| async move {
 ///         started.set();
 ///         scope.token().stopped().await;
-///     }));
+///     });
 ///     Ok(())
 /// });
 ///

@@ -3,9 +3,10 @@
 use alloc::vec::Vec;
 use core::future::Future;
 
-use futures_util::future::join_all;
+use futures_util::future::{join_all, JoinAll};
+use futures_util::stream::{FuturesUnordered, StreamExt};
 
-use super::{Service, StartOutcome};
+use super::{Service, ServiceFuture, StartOutcome};
 use crate::fatal::FatalError;
 use crate::scope::Scope;
 use crate::wait::wait_all;
@@ -69,10 +70,26 @@ pub async fn start_all<S: Service>(services: &[S], scope: &Scope) -> Result<(), 
     Ok(())
 }
 
+/// How many stops [`stop_all`] joins under one waker.
+const CHUNK: usize = 30;
+
 /// Stops every service concurrently and returns once all have stopped.
 /// Services that never started return at once.
 pub async fn stop_all<S: Service>(services: &[S]) {
-    join_all(services.iter().map(Service::stop)).await;
+    if services.len() <= CHUNK {
+        stop_chunk(services).await;
+        return;
+    }
+    // One task node per chunk of stops, not one per stop (as a `join_all`
+    // of them all would make): a wake re-polls the pending stops of its own
+    // chunk only, at most `CHUNK` of them.
+    let mut chunks: FuturesUnordered<_> = services.chunks(CHUNK).map(stop_chunk).collect();
+    while chunks.next().await.is_some() {}
+}
+
+/// The stops of at most [`CHUNK`] services, joined in one boxed slice.
+fn stop_chunk<S: Service>(chunk: &[S]) -> JoinAll<ServiceFuture<'_, ()>> {
+    join_all(chunk.iter().map(Service::stop))
 }
 
 /// Completes once every service's started latch is set; a failed start

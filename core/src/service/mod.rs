@@ -102,11 +102,11 @@ pub enum StartOutcome {
 ///             };
 ///             let generations = self.generations.clone();
 ///             // The work runs in its own task; the generation ends when it returns.
-///             drop(generation.spawn(|scope, started| async move {
+///             generation.spawn_detached(|scope, started| async move {
 ///                 generations.fetch_add(1, Ordering::Relaxed);
 ///                 started.set();
 ///                 scope.token().stopped().await;
-///             }));
+///             });
 ///             Ok(StartOutcome::Started)
 ///         })
 ///     }

@@ -57,7 +57,7 @@ use crate::flag::{Flag, SOLE_WAITER};
 use crate::latch::{FlagOwner, Latch, Signal};
 use crate::runtime::{Runtime, SharedRuntime};
 use crate::scope::Scope;
-use crate::stop::{StopCause, StopToken, Stopped};
+use crate::stop::{StopCause, StopToken, Stopped, WithStop};
 use crate::sync::{AtomicBool, Mutex};
 use crate::task::{self, JoinError};
 use crate::trace;
@@ -146,13 +146,12 @@ impl ComponentManagerBuilder {
         let workers = self.workers.clone();
         let more_aborts = workers.iter().skip(1).map(|_| Flag::new()).collect();
         ComponentManager {
-            inner: Arc::new(Inner {
+            inner: WithStop::root(Inner {
                 life: Mutex::new(Life::new(workers.len())),
                 workers,
                 started: AtomicBool::new(false),
                 ready: Flag::new(),
                 done: Flag::new(),
-                scope: StopToken::root(),
                 first_abort: Flag::new(),
                 more_aborts,
             }),
@@ -207,7 +206,7 @@ impl fmt::Debug for ComponentManagerBuilder {
 /// ```
 #[derive(Clone)]
 pub struct ComponentManager {
-    inner: Arc<Inner>,
+    inner: Arc<Shared>,
 }
 
 impl ComponentManager {
@@ -240,7 +239,7 @@ impl Component for ComponentManager {
         }
         let (runtime, parent_token, parent) = scope.into_parts();
         // A parent stopped already stops the workers' scope right here.
-        self.inner.scope.attach_to(&parent_token);
+        self.inner.attach_to(&parent_token);
         let no_workers = {
             let mut life = self.inner.life.lock();
             life.parent = Some(parent);
@@ -255,6 +254,7 @@ impl Component for ComponentManager {
         }
         for (index, worker) in self.inner.workers.iter().enumerate() {
             let context = WorkerContext {
+                token: self.inner.token(),
                 inner: self.inner.clone(),
                 runtime: runtime.clone(),
             };
@@ -297,7 +297,7 @@ impl fmt::Debug for ComponentManager {
             .field("workers", &self.inner.workers.len())
             .field("started", &self.is_started())
             .field("ready", &self.inner.ready.is_set())
-            .field("shutdown", &self.inner.scope.is_stopped())
+            .field("shutdown", &self.inner.is_stopped())
             .field("done", &self.inner.done.is_set())
             .finish()
     }
@@ -307,6 +307,11 @@ const READY: u8 = 0;
 const SHUTDOWN: u8 = 1;
 const DONE: u8 = 2;
 
+/// A manager in one allocation: its state beside the stop node of its
+/// workers' scope, whose stop is the manager's shutdown signal. The node is
+/// a root until start attaches it under the start scope's token.
+type Shared = WithStop<Inner>;
+
 /// Everything a manager is besides its workers' stop node: its ready and
 /// done signals, its life, and the per-worker abort flags.
 struct Inner {
@@ -315,9 +320,6 @@ struct Inner {
     started: AtomicBool,
     ready: Flag,
     done: Flag,
-    /// The workers' shared stop scope; stopped is the shutdown signal. A
-    /// root until start attaches it under the start scope's token.
-    scope: StopToken,
     /// Each worker's abort: set by `abort`, and where its task's waker is
     /// registered while it runs (the flag's sole waiter). The first inline
     /// (most managers have one worker), the others in a slice.
@@ -325,7 +327,7 @@ struct Inner {
     more_aborts: Box<[Flag]>,
 }
 
-impl Inner {
+impl Shared {
     fn abort_flag(&self, index: usize) -> &Flag {
         match index.checked_sub(1) {
             None => &self.first_abort,
@@ -358,7 +360,7 @@ impl Inner {
                 // The order the parent relies on: the error is in its slot
                 // before the shutdown signal (the scope stopped) is set.
                 let reported = parent.report(error.clone());
-                self.scope.stop_own(StopCause::Fatal(error));
+                self.stop(StopCause::Fatal(error));
                 self.exit();
                 reported
             }
@@ -381,16 +383,16 @@ impl Inner {
         }
         // The workers' work is over; this is also the shutdown signal, if
         // nothing stopped the scope before.
-        self.scope.stop_own(StopCause::Requested);
+        self.stop(StopCause::Requested);
         self.done.raise();
     }
 }
 
-impl FlagOwner for Inner {
+impl FlagOwner for Shared {
     fn flag(&self, which: u8) -> &Flag {
         match which {
             READY => &self.ready,
-            SHUTDOWN => self.scope.flag(),
+            SHUTDOWN => self.stop_flag(),
             _ => &self.done,
         }
     }
@@ -553,24 +555,26 @@ impl Bits {
 /// ```
 #[derive(Clone)]
 pub struct WorkerContext {
-    inner: Arc<Inner>,
+    inner: Arc<Shared>,
+    /// A token on `inner`'s node, to lend out.
+    token: StopToken,
     runtime: SharedRuntime,
 }
 
 impl WorkerContext {
     /// The workers' shared stop token: stopped when the manager shuts down.
     pub fn token(&self) -> &StopToken {
-        &self.inner.scope
+        &self.token
     }
 
     /// Whether the manager is shutting down: one atomic load.
     pub fn is_stopped(&self) -> bool {
-        self.inner.scope.is_stopped()
+        self.inner.is_stopped()
     }
 
     /// Completes once the manager is shutting down.
     pub fn stopped(&self) -> Stopped<'_> {
-        self.inner.scope.stopped()
+        self.token.stopped()
     }
 
     /// The runtime the manager was started on.
@@ -606,7 +610,7 @@ impl fmt::Debug for WorkerContext {
 /// hook. See [`WorkerContext`] for an example.
 #[derive(Clone)]
 pub struct ThrowHandle {
-    inner: Arc<Inner>,
+    inner: Arc<Shared>,
 }
 
 impl ThrowHandle {
@@ -647,7 +651,7 @@ impl fmt::Debug for ThrowHandle {
 /// ```
 #[derive(Clone)]
 pub struct ReadyHandle {
-    inner: Arc<Inner>,
+    inner: Arc<Shared>,
     index: usize,
 }
 
@@ -724,7 +728,7 @@ where
 
 /// A worker task's link back to its manager.
 struct Exit {
-    inner: Arc<Inner>,
+    inner: Arc<Shared>,
     index: usize,
 }
 

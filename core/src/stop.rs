@@ -15,10 +15,18 @@
 //!   is built and attached when it is started).
 //!
 //! Each node is one [`Guarded`] flag: the stopped bit is its flag, the
-//! cause, the children and the link to the parent live under its lock. Propagation takes each node's children out
-//! under that node's lock and stops them after releasing it, with an explicit
-//! stack instead of recursion (embedded stacks are small). Lock order is
-//! parent before child; no path holds a child's lock while taking its parent's.
+//! cause, the children and the link to the parent live under its lock.
+//! Propagation takes each node's children out under that node's lock and
+//! stops them after releasing it, with an explicit stack instead of
+//! recursion (embedded stacks are small). Lock order is parent before child;
+//! no path holds a child's lock while taking its parent's.
+//!
+//! A node may share its allocation with a value ([`WithStop`]): a component
+//! manager keeps its whole state beside the node of its workers' scope, so
+//! starting one allocates once, not twice. Handles on a node are therefore
+//! `Arc<WithStop<dyn Host>>`: the node sits at the same place whatever the
+//! value is, so reaching it costs nothing more than before, and only the
+//! last handle's drop looks at the value's type.
 
 use alloc::boxed::Box;
 use alloc::sync::{Arc, Weak};
@@ -89,12 +97,39 @@ struct Node {
     flag: Guarded<NodeState>,
 }
 
+/// A stop node and a value in one allocation: the value lives as long as
+/// any handle on the node (source, token, child, waiter) does. A plain node
+/// carries `()`.
+pub(crate) struct WithStop<T: ?Sized> {
+    node: Node,
+    value: T,
+}
+
+/// What may share a node's allocation: anything a handle may carry across
+/// threads.
+pub(crate) trait Host: Send + Sync + 'static {}
+
+impl<T: Send + Sync + 'static> Host for T {}
+
+/// A counted handle on a node, whatever shares its allocation.
+type NodeRef = Arc<WithStop<dyn Host>>;
+
+/// A parent's handle on a child: it does not keep the child alive.
+type ChildRef = Weak<WithStop<dyn Host>>;
+
+fn new_node(parent: Option<NodeRef>, key: Option<usize>) -> NodeRef {
+    Arc::new(WithStop {
+        node: Node::new(parent, key),
+        value: (),
+    })
+}
+
 struct NodeState {
     cause: Option<StopCause>,
     children: Children,
     /// Set when the node is created as a child, or when a root is attached
     /// under a parent (a component's scope made before it is started).
-    parent: Option<Arc<Node>>,
+    parent: Option<NodeRef>,
     /// This node's entry in `parent`'s children; `None` if born stopped.
     key: Option<usize>,
 }
@@ -104,12 +139,12 @@ struct NodeState {
 /// slab. Key 0 is the inline slot, key `k + 1` is slot `k` of the slab.
 #[derive(Default)]
 struct Children {
-    first: Option<Weak<Node>>,
-    rest: Option<Box<Slab<Weak<Node>>>>,
+    first: Option<ChildRef>,
+    rest: Option<Box<Slab<ChildRef>>>,
 }
 
 impl Children {
-    fn insert(&mut self, child: Weak<Node>) -> usize {
+    fn insert(&mut self, child: ChildRef) -> usize {
         if self.first.is_none() {
             self.first = Some(child);
             return 0;
@@ -126,7 +161,7 @@ impl Children {
         }
     }
 
-    fn remove(&mut self, key: usize) -> Option<Weak<Node>> {
+    fn remove(&mut self, key: usize) -> Option<ChildRef> {
         match key.checked_sub(1) {
             None => self.first.take(),
             Some(k) => self.rest.as_mut()?.try_remove(k),
@@ -139,7 +174,7 @@ impl Children {
 
     /// The children still alive; a child whose last handle is being dropped
     /// right now fails to upgrade and needs no stop.
-    fn alive(self) -> impl Iterator<Item = Arc<Node>> {
+    fn alive(self) -> impl Iterator<Item = NodeRef> {
         let rest = self
             .rest
             .into_iter()
@@ -156,51 +191,89 @@ impl Children {
     }
 }
 
-impl HasFlag for Node {
+impl<T: ?Sized> HasFlag for WithStop<T> {
     fn flag(&self) -> &Flag {
-        self.flag.flag()
+        self.node.flag.flag()
     }
 }
 
-impl Node {
-    fn new(parent: Option<Arc<Node>>, key: Option<usize>) -> Self {
-        Self {
-            flag: Guarded::new(NodeState {
-                cause: None,
-                children: Children::default(),
-                parent,
-                key,
-            }),
-        }
+impl<T: Host> WithStop<T> {
+    /// `value` beside a new root node, which nobody has attached yet.
+    pub(crate) fn root(value: T) -> Arc<Self> {
+        Arc::new(WithStop {
+            node: Node::new(None, None),
+            value,
+        })
     }
 
-    fn child(self: &Arc<Self>) -> Arc<Node> {
-        let registered = self.flag.with_state(|stopped, state| {
+    /// A token observing the node.
+    pub(crate) fn token(self: &Arc<Self>) -> StopToken {
+        StopToken { node: self.clone() }
+    }
+
+    /// Makes the node, a root nobody has attached yet, a child of
+    /// `parent`'s: a component's scope, made when the component is built,
+    /// attached when it is started.
+    pub(crate) fn attach_to(self: &Arc<Self>, parent: &StopToken) {
+        let node: NodeRef = self.clone();
+        node.attach(&parent.node);
+    }
+}
+
+impl<T: ?Sized> WithStop<T> {
+    /// Stops the node and its descendants with `cause`; `true` if this call
+    /// stopped it.
+    pub(crate) fn stop(&self, cause: StopCause) -> bool {
+        self.node.stop(cause)
+    }
+
+    /// Whether the node is stopped: one atomic load.
+    pub(crate) fn is_stopped(&self) -> bool {
+        self.node.flag.is_set()
+    }
+
+    /// The node's flag: a component's shutdown signal is its scope stopped.
+    pub(crate) fn stop_flag(&self) -> &Flag {
+        self.node.flag.flag()
+    }
+}
+
+impl<T: ?Sized> core::ops::Deref for WithStop<T> {
+    type Target = T;
+
+    fn deref(&self) -> &T {
+        &self.value
+    }
+}
+
+impl WithStop<dyn Host> {
+    fn child(self: &Arc<Self>) -> NodeRef {
+        let registered = self.node.flag.with_state(|stopped, state| {
             if stopped {
                 return None;
             }
             let key = state.children.vacant_key();
-            let child = Arc::new(Node::new(Some(self.clone()), Some(key)));
+            let child = new_node(Some(self.clone()), Some(key));
             state.children.insert(Arc::downgrade(&child));
             Some(child)
         });
         registered.unwrap_or_else(|| {
-            let child = Arc::new(Node::new(Some(self.clone()), None));
-            child.stop(StopCause::ParentStopped);
+            let child = new_node(Some(self.clone()), None);
+            child.node.stop(StopCause::ParentStopped);
             child
         })
     }
 
     /// Makes this root a child of `parent`: stopped when `parent` is (at
     /// once if it already is). Only for roots nobody else has attached.
-    fn attach(self: &Arc<Self>, parent: &Arc<Node>) {
+    fn attach(self: &Arc<Self>, parent: &NodeRef) {
         // Lock order parent before child, as everywhere.
-        let attached = parent.flag.with_state(|stopped, state| {
+        let attached = parent.node.flag.with_state(|stopped, state| {
             if stopped {
                 return false;
             }
             let key = state.children.insert(Arc::downgrade(self));
-            self.flag.with_state(|_, own| {
+            self.node.flag.with_state(|_, own| {
                 debug_assert!(own.parent.is_none(), "attached twice");
                 own.parent = Some(parent.clone());
                 own.key = Some(key);
@@ -208,9 +281,23 @@ impl Node {
             true
         });
         if !attached {
-            self.flag
+            self.node
+                .flag
                 .with_state(|_, own| own.parent = Some(parent.clone()));
-            self.stop(StopCause::ParentStopped);
+            self.node.stop(StopCause::ParentStopped);
+        }
+    }
+}
+
+impl Node {
+    fn new(parent: Option<NodeRef>, key: Option<usize>) -> Self {
+        Self {
+            flag: Guarded::new(NodeState {
+                cause: None,
+                children: Children::default(),
+                parent,
+                key,
+            }),
         }
     }
 
@@ -228,7 +315,7 @@ impl Node {
         let mut current = children;
         loop {
             for node in current.alive() {
-                let grandchildren = node.flag.set(|state| {
+                let grandchildren = node.node.flag.set(|state| {
                     state.cause = Some(StopCause::ParentStopped);
                     core::mem::take(&mut state.children)
                 });
@@ -253,7 +340,7 @@ impl Node {
     }
 
     /// The cause and the parent, read together.
-    fn cause_and_parent(&self) -> (Option<StopCause>, Option<Arc<Node>>) {
+    fn cause_and_parent(&self) -> (Option<StopCause>, Option<NodeRef>) {
         if !self.flag.is_set() {
             return (None, None);
         }
@@ -262,7 +349,7 @@ impl Node {
     }
 
     /// Takes the link to the parent, for the drop.
-    fn take_parent(&mut self) -> (Option<Arc<Node>>, Option<usize>) {
+    fn take_parent(&mut self) -> (Option<NodeRef>, Option<usize>) {
         self.flag
             .with_state_mut(|state| (state.parent.take(), state.key.take()))
     }
@@ -282,8 +369,8 @@ impl Drop for Node {
         while let Some(node) = parent {
             // A stopped parent has drained its children already: skip its
             // lock, which every child of a big fan-out would contend for.
-            if let (Some(key), false) = (key, node.flag.is_set()) {
-                let removed = node.flag.with_state(|stopped, state| {
+            if let (Some(key), false) = (key, node.node.flag.is_set()) {
+                let removed = node.node.flag.with_state(|stopped, state| {
                     // A stopped parent has drained its children (and never
                     // takes new ones), so `key` can only still be ours while
                     // it runs.
@@ -294,11 +381,21 @@ impl Drop for Node {
                 });
                 drop(removed); // a dead `Weak`: frees nothing but a count
             }
-            let Some(mut owned) = Arc::into_inner(node) else {
+            // Only the last handle on the parent goes on up the chain. The
+            // count cannot read 1 while another handle exists that could
+            // look at the parent's link: a handle is made only from another
+            // (so the count never fell to 1 in between), except by a stop
+            // upgrading its child list, which stops the node and never reads
+            // the link. So unlinking here is unseen, and the parent's own
+            // drop, from this handle or that stop's, finds no link: no
+            // recursion.
+            if Arc::strong_count(&node) != 1 {
                 return;
-            };
-            (parent, key) = owned.take_parent();
-            // `owned` drops here with no parent left: no recursion.
+            }
+            (parent, key) = node
+                .node
+                .flag
+                .with_state(|_, state| (state.parent.take(), state.key.take()));
         }
     }
 }
@@ -328,14 +425,14 @@ impl Drop for Node {
 /// ```
 #[derive(Clone)]
 pub struct StopSource {
-    node: Arc<Node>,
+    node: NodeRef,
 }
 
 impl StopSource {
     /// A new root of a stop tree.
     pub fn new() -> Self {
         Self {
-            node: Arc::new(Node::new(None, None)),
+            node: new_node(None, None),
         }
     }
 
@@ -362,7 +459,7 @@ impl StopSource {
     /// Whether this node is stopped: one atomic load.
     #[inline]
     pub fn is_stopped(&self) -> bool {
-        self.node.flag.is_set()
+        self.node.is_stopped()
     }
 
     /// A new child of this node: stopped when this node is.
@@ -382,7 +479,7 @@ impl Default for StopSource {
 impl fmt::Debug for StopSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StopSource")
-            .field("cause", &self.node.cause())
+            .field("cause", &self.node.node.cause())
             .finish()
     }
 }
@@ -407,7 +504,7 @@ impl fmt::Debug for StopSource {
 /// ```
 #[derive(Clone)]
 pub struct StopToken {
-    node: Arc<Node>,
+    node: NodeRef,
 }
 
 impl StopToken {
@@ -415,20 +512,20 @@ impl StopToken {
     /// so what the stopper wrote before stopping is visible after `true`.
     #[inline]
     pub fn is_stopped(&self) -> bool {
-        self.node.flag.is_set()
+        self.node.is_stopped()
     }
 
     /// Why this node stopped; `None` while it runs.
     pub fn cause(&self) -> Option<StopCause> {
-        self.node.cause()
+        self.node.node.cause()
     }
 
     /// The cause at the top of the chain of [`StopCause::ParentStopped`]: why
     /// the ancestor that started this stop stopped.
     pub fn origin_cause(&self) -> Option<StopCause> {
-        let (mut cause, mut parent) = self.node.cause_and_parent();
+        let (mut cause, mut parent) = self.node.node.cause_and_parent();
         while let (Some(StopCause::ParentStopped), Some(node)) = (&cause, parent) {
-            (cause, parent) = node.cause_and_parent();
+            (cause, parent) = node.node.cause_and_parent();
         }
         cause
     }
@@ -491,32 +588,7 @@ impl StopToken {
 
     /// Whether both tokens observe the same node.
     pub fn same_as(&self, other: &StopToken) -> bool {
-        Arc::ptr_eq(&self.node, &other.node)
-    }
-
-    /// A new root, for a component that hands out only tokens of it.
-    pub(crate) fn root() -> StopToken {
-        StopToken {
-            node: Arc::new(Node::new(None, None)),
-        }
-    }
-
-    /// Makes this token's node, a root nobody has attached yet, a child of
-    /// `parent`'s: a component's scope made before the component is started
-    /// in a scope of its own.
-    pub(crate) fn attach_to(&self, parent: &StopToken) {
-        self.node.attach(&parent.node);
-    }
-
-    /// Stops this node: for the crate's components, which stop the scope
-    /// they made and hand out only as tokens.
-    pub(crate) fn stop_own(&self, cause: StopCause) -> bool {
-        self.node.stop(cause)
-    }
-
-    /// The node's flag: a component's shutdown signal is its scope stopped.
-    pub(crate) fn flag(&self) -> &Flag {
-        self.node.flag.flag()
+        core::ptr::addr_eq(Arc::as_ptr(&self.node), Arc::as_ptr(&other.node))
     }
 }
 
@@ -529,7 +601,7 @@ impl From<&StopSource> for StopToken {
 impl fmt::Debug for StopToken {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("StopToken")
-            .field("cause", &self.node.cause())
+            .field("cause", &self.node.node.cause())
             .finish()
     }
 }
@@ -537,11 +609,11 @@ impl fmt::Debug for StopToken {
 /// Guard returned by [`StopToken::wake_on_stop`]: dropping it cancels the
 /// wakeup if the node has not stopped yet.
 #[must_use = "dropping the guard cancels the wakeup"]
-pub struct WakeOnStop(Waiter<Arc<Node>>);
+pub struct WakeOnStop(Waiter<NodeRef>);
 
 impl fmt::Debug for WakeOnStop {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let is_stopped = self.0.holder().flag.is_set();
+        let is_stopped = self.0.holder().is_stopped();
         f.debug_struct("WakeOnStop")
             .field("is_stopped", &is_stopped)
             .finish()
@@ -550,11 +622,11 @@ impl fmt::Debug for WakeOnStop {
 
 /// Future returned by [`StopToken::stopped`].
 #[must_use = "futures do nothing unless awaited"]
-pub struct Stopped<'a>(Waiter<&'a Node>);
+pub struct Stopped<'a>(Waiter<&'a WithStop<dyn Host>>);
 
 /// Future returned by [`StopToken::stopped_owned`].
 #[must_use = "futures do nothing unless awaited"]
-pub struct StoppedOwned(Waiter<Arc<Node>>);
+pub struct StoppedOwned(Waiter<NodeRef>);
 
 impl Future for Stopped<'_> {
     type Output = ();
@@ -574,7 +646,7 @@ impl Future for StoppedOwned {
 
 impl fmt::Debug for Stopped<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let is_stopped = self.0.holder().flag.is_set();
+        let is_stopped = self.0.holder().is_stopped();
         f.debug_struct("Stopped")
             .field("is_stopped", &is_stopped)
             .finish()
@@ -583,7 +655,7 @@ impl fmt::Debug for Stopped<'_> {
 
 impl fmt::Debug for StoppedOwned {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let is_stopped = self.0.holder().flag.is_set();
+        let is_stopped = self.0.holder().is_stopped();
         f.debug_struct("StoppedOwned")
             .field("is_stopped", &is_stopped)
             .finish()
@@ -694,10 +766,10 @@ mod tests {
             let grandchild = child.token().child();
             drop((child, grandchild));
         }
-        assert_eq!(root.node.child_count(), 0);
+        assert_eq!(root.node.node.child_count(), 0);
         // A child kept alive stays registered and is still stopped.
         let kept = root.child();
-        assert_eq!(root.node.child_count(), 1);
+        assert_eq!(root.node.node.child_count(), 1);
         root.stop();
         assert!(kept.is_stopped());
     }
@@ -714,12 +786,12 @@ mod tests {
             .is_pending());
         drop(child);
         assert_eq!(
-            root.node.child_count(),
+            root.node.node.child_count(),
             1,
             "the waiter keeps the child alive"
         );
         drop(wait);
-        assert_eq!(root.node.child_count(), 0);
+        assert_eq!(root.node.node.child_count(), 0);
     }
 
     #[test]

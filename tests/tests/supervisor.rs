@@ -20,7 +20,8 @@
 //!   during a SpinHalt): recorded in the outcome, never handled, never
 //!   blocking; each repeated 200 times.
 //! - Restart with dependents, a spent restart budget and its escalation, a
-//!   hung node aborted at its stop timeout, a factory error, a start
+//!   hung node aborted at its stop timeout (and given up if the abort does
+//!   not end it either), a factory error, a start
 //!   timeout, a nested supervisor, clean completion with and without
 //!   `required_while_running`, a permanent node.
 //! - The exact event sequence of a restart followed by a parent stop, and
@@ -43,9 +44,9 @@ use std::time::Duration;
 use lifecycle::EventKind;
 use lifecycle::{
     BuildError, Component, ComponentManager, Failure, FatalError, JoinHandle, Latch, Node,
-    NodeFailed, RestartPolicy, Runtime, RuntimeExt, SharedRuntime, Signal, StartTimedOut,
-    StatusBoard, StopSource, Supervisor, SupervisorBuilder, SupervisorEnd, SupervisorEvent,
-    SupervisorOutcome, Verdict,
+    NodeFailed, RestartPolicy, Runtime, RuntimeExt, Scope, SharedRuntime, Signal, StartError,
+    StartTimedOut, StatusBoard, StopSource, Supervisor, SupervisorBuilder, SupervisorEnd,
+    SupervisorEvent, SupervisorOutcome, Verdict,
 };
 use lifecycle_conformance::{conformance, eventually, let_others_run, Events};
 
@@ -79,6 +80,7 @@ conformance!(
     spent_budget_escalates_to_the_chosen_verdict,
     spent_budget_shuts_down_by_default,
     hung_node_is_aborted_at_its_stop_timeout,
+    an_instance_its_abort_does_not_end_is_given_up,
     stop_timeouts_are_each_nodes_own,
     factory_error_goes_to_the_handler,
     start_timeout_fails_the_node,
@@ -1153,6 +1155,68 @@ async fn hung_node_is_aborted_at_its_stop_timeout(rt: SharedRuntime) {
     assert!(outcome.to_string().contains("overran their stop: hung"));
     // a is told to stop only once the hung node is gone.
     assert_eq!(log.snapshot(), ["hung stopped", "a stopped"]);
+}
+
+/// A component that is ready once started and ignores its stop and its
+/// abort alike: never done, as a task that never yields would be.
+#[derive(Clone, Default)]
+struct Unkillable {
+    ready: Latch,
+    never: Latch,
+    aborts: Counter,
+}
+
+impl Component for Unkillable {
+    fn start(&self, _scope: Scope) -> Result<(), StartError> {
+        self.ready.set();
+        Ok(())
+    }
+
+    fn ready(&self) -> Signal {
+        self.ready.signal()
+    }
+
+    fn shutdown_signal(&self) -> Signal {
+        self.never.signal()
+    }
+
+    fn done(&self) -> Signal {
+        self.never.signal()
+    }
+
+    fn abort(&self) {
+        self.aborts.next();
+    }
+}
+
+async fn an_instance_its_abort_does_not_end_is_given_up(rt: SharedRuntime) {
+    // Past its stop timeout the instance is aborted; still not done as long
+    // again after that, it is given up: the node counts as stopped and what
+    // it depends on is stopped next, rather than the run hanging.
+    let log = Events::new();
+    let a = Probe::new("a", &log);
+    let stuck = Unkillable::default();
+    let supervisor = Supervisor::builder()
+        .node(a.node())
+        .node(
+            Node::new("stuck", {
+                let stuck = stuck.clone();
+                move || Ok::<_, FatalError>(stuck.clone())
+            })
+            .depends_on(["a"])
+            .stop_timeout(SHORT),
+        )
+        .build()
+        .unwrap();
+    let running = launch(&rt, supervisor);
+    let status = running.status.clone();
+    running.ready.wait().await;
+    let outcome = running.stop_taking(&rt, SHORT * 2).await;
+    assert_eq!(overran(&outcome), ["stuck"]);
+    assert_eq!(stuck.aborts.get(), 1, "aborted once, then given up");
+    assert!(!stuck.never.is_set());
+    assert_eq!(log.snapshot(), ["a stopped"]);
+    assert_eq!(status.summary(), "a=stopped stuck=stopped");
 }
 
 async fn stop_timeouts_are_each_nodes_own(rt: SharedRuntime) {

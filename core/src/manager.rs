@@ -34,10 +34,12 @@
 //!
 //! # Memory
 //!
-//! A manager is two allocations: `Inner` (its ready and done signals, its
-//! life, the per-worker abort flags) and the node of its workers' stop scope,
-//! plus, once started, one boxed task per worker. The worker list is shared
-//! with the builder.
+//! A manager is one allocation: `Inner` (its ready and done signals, its
+//! life, the per-worker abort flags) beside the node of its workers' stop
+//! scope, plus, once started, one boxed task per worker. The worker list is
+//! shared with the builder. Because the node lives in the manager's
+//! allocation, a token of the workers' scope kept after the manager is gone
+//! keeps the whole (small) manager state alive, not only the node.
 
 use alloc::boxed::Box;
 use alloc::string::String;

@@ -315,17 +315,10 @@ fn cycle(executor: &Executor) {
         executor.name(),
         sizes(&bare_sizes)
     );
-    println!("\nthe lifecycle cycle by phase on {}:", executor.name());
-    println!("| phase | allocations | bytes | sizes, in order |");
-    println!("|---|---|---|---|");
-    for (name, traced) in phases {
-        println!(
-            "| {name} | {} | {} | {} |",
-            traced.len(),
-            traced.iter().sum::<usize>(),
-            sizes(&traced)
-        );
-    }
+    print_phases(
+        &format!("the lifecycle cycle by phase on {}", executor.name()),
+        phases,
+    );
 }
 
 fn restart(executor: &Executor) {
@@ -503,17 +496,10 @@ fn service(executor: &Executor) {
     for (name, counted) in rows {
         println!("| {name} | {} | {} |", counted.allocations, counted.bytes);
     }
-    println!("\nthe service cycle by phase on {}:", executor.name());
-    println!("| phase | allocations | bytes | sizes, in order |");
-    println!("|---|---|---|---|");
-    for (name, traced) in phases {
-        println!(
-            "| {name} | {} | {} | {} |",
-            traced.len(),
-            traced.iter().sum::<usize>(),
-            sizes(&traced)
-        );
-    }
+    print_phases(
+        &format!("the service cycle by phase on {}", executor.name()),
+        phases,
+    );
     println!(
         "\nservice groups ({SERVICES} at once) on {}, per service:",
         executor.name()
@@ -523,6 +509,22 @@ fn service(executor: &Executor) {
     for (name, counted) in [("lifecycle", grouped), ("bare/child_tokens", bare_group)] {
         let (allocations, bytes) = per(counted, SERVICES);
         println!("| {name} | {allocations:.2} | {bytes:.0} |");
+    }
+}
+
+/// Prints `phases` as a table under `title`: each phase's allocations,
+/// their bytes and their sizes in order.
+fn print_phases(title: &str, phases: Vec<(&str, Vec<usize>)>) {
+    println!("\n{title}:");
+    println!("| phase | allocations | bytes | sizes, in order |");
+    println!("|---|---|---|---|");
+    for (name, traced) in phases {
+        println!(
+            "| {name} | {} | {} | {} |",
+            traced.len(),
+            traced.iter().sum::<usize>(),
+            sizes(&traced)
+        );
     }
 }
 

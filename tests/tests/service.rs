@@ -3,6 +3,7 @@
 //! services, the group helpers, and the stress contract (§4) for every
 //! service type of the project.
 
+use std::borrow::Borrow;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, Mutex};
@@ -11,8 +12,8 @@ use std::time::Duration;
 use futures_util::future::{join_all, select, Either};
 use lifecycle::{
     service_fn, start_all, stop_all, wait_all_started, FatalError, FatalSlot, Generation,
-    RuntimeExt, Scope, Service, ServiceFn, ServiceFuture, SharedRuntime, Signal, StartOutcome,
-    StartStop, StopCause, StopSource, StopToken,
+    JoinHandle, RuntimeExt, Scope, Service, ServiceFn, ServiceFuture, SharedRuntime, Signal,
+    StartOutcome, StartStop, StopCause, StopSource, StopToken,
 };
 use lifecycle_conformance::{conformance, eventually, let_others_run, scope, yield_now};
 
@@ -802,6 +803,29 @@ async fn start_all_rolls_back_only_what_it_started(rt: SharedRuntime) {
     services[0].stop().await;
 }
 
+/// A task that releases the held first work of every service once all of
+/// their stops have begun: a `stop_all` that stopped one service at a time
+/// would wait for it forever.
+fn release_once_all_stopping<S: Borrow<Scripted>>(
+    rt: &SharedRuntime,
+    services: &[S],
+) -> JoinHandle<()> {
+    let works: Vec<_> = services
+        .iter()
+        .map(|service| service.borrow().work(1))
+        .collect();
+    let rt = rt.clone();
+    rt.clone().spawn(async move {
+        eventually(&rt, "every stop began", || {
+            works.iter().all(|work| work.token.is_stopped())
+        })
+        .await;
+        for work in &works {
+            work.release.set();
+        }
+    })
+}
+
 async fn stop_all_stops_concurrently_and_tolerates_never_started(rt: SharedRuntime) {
     // Each held work is released only once every service's stop has begun:
     // a sequential stop_all would wait forever on the first.
@@ -812,19 +836,7 @@ async fn stop_all_stops_concurrently_and_tolerates_never_started(rt: SharedRunti
         service.hold_next();
         service.start(&scope).await.unwrap();
     }
-    let releaser = rt.spawn({
-        let works: Vec<_> = services.iter().map(|service| service.work(1)).collect();
-        let rt = rt.clone();
-        async move {
-            eventually(&rt, "every stop began", || {
-                works.iter().all(|work| work.token.is_stopped())
-            })
-            .await;
-            for work in &works {
-                work.release.set();
-            }
-        }
-    });
+    let releaser = release_once_all_stopping(&rt, &services);
     let mut all: Vec<Arc<Scripted>> = services.clone();
     all.push(never_started);
     stop_all(&all).await;
@@ -841,19 +853,7 @@ async fn stop_all_stops_a_large_group_concurrently(rt: SharedRuntime) {
         service.hold_next();
     }
     start_all(&services, &scope).await.unwrap();
-    let releaser = rt.spawn({
-        let works: Vec<_> = services.iter().map(|service| service.work(1)).collect();
-        let rt = rt.clone();
-        async move {
-            eventually(&rt, "every stop began", || {
-                works.iter().all(|work| work.token.is_stopped())
-            })
-            .await;
-            for work in &works {
-                work.release.set();
-            }
-        }
-    });
+    let releaser = release_once_all_stopping(&rt, &services);
     stop_all(&services).await;
     releaser.await.unwrap();
     assert!(services.iter().all(|service| !service.base.is_running()));

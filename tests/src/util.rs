@@ -2,6 +2,9 @@
 
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::atomic::AtomicU32;
+use std::sync::atomic::Ordering::SeqCst;
+use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -77,6 +80,37 @@ pub async fn let_others_run(rt: &SharedRuntime) {
 /// reporting into `slot`.
 pub fn scope(rt: &SharedRuntime, stop: &StopSource, slot: &FatalSlot) -> Scope {
     Scope::new(rt.clone(), stop.token(), slot.clone())
+}
+
+/// Counts calls, shared between a closure (a factory, a handler) and the
+/// scenario that checks them.
+///
+/// # Example
+///
+/// ```
+/// use lifecycle_conformance::Counter;
+///
+/// let built = Counter::default();
+/// let factory = {
+///     let built = built.clone();
+///     move || built.next()
+/// };
+/// assert_eq!((factory(), factory()), (1, 2));
+/// assert_eq!(built.get(), 2);
+/// ```
+#[derive(Clone, Debug, Default)]
+pub struct Counter(Arc<AtomicU32>);
+
+impl Counter {
+    /// Counts a call and returns its number, from 1.
+    pub fn next(&self) -> u32 {
+        self.0.fetch_add(1, SeqCst) + 1
+    }
+
+    /// How many calls were counted.
+    pub fn get(&self) -> u32 {
+        self.0.load(SeqCst)
+    }
 }
 
 /// A value that sets a [`Latch`] when it is dropped: move it into a task to

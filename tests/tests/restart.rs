@@ -4,8 +4,6 @@
 //! timeout.
 
 use std::future::pending;
-use std::sync::atomic::AtomicU32;
-use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -15,7 +13,7 @@ use lifecycle::{
     StopSource, Verdict,
 };
 use lifecycle_conformance::{
-    conformance, eventually, yield_now, DropProbe, Events, ManualComponent,
+    conformance, eventually, yield_now, Counter, DropProbe, Events, ManualComponent,
 };
 
 conformance!(
@@ -45,21 +43,6 @@ conformance!(
 
 /// Long enough never to elapse during a test.
 const FOREVER: Duration = Duration::from_secs(3600);
-
-/// Counts calls, shared between a closure and the scenario.
-#[derive(Clone, Default)]
-struct Counter(Arc<AtomicU32>);
-
-impl Counter {
-    /// Counts a call and returns its number, from 1.
-    fn next(&self) -> u32 {
-        self.0.fetch_add(1, SeqCst) + 1
-    }
-
-    fn get(&self) -> u32 {
-        self.0.load(SeqCst)
-    }
-}
 
 /// The latest instance a factory built, for the scenario to look at.
 #[derive(Clone, Default)]

@@ -44,11 +44,13 @@ use std::time::Duration;
 use lifecycle::EventKind;
 use lifecycle::{
     BuildError, Component, ComponentManager, Failure, FatalError, JoinHandle, Latch, Node,
-    NodeFailed, RestartPolicy, Runtime, RuntimeExt, Scope, SharedRuntime, Signal, StartError,
-    StartTimedOut, StatusBoard, StopSource, Supervisor, SupervisorBuilder, SupervisorEnd,
-    SupervisorEvent, SupervisorOutcome, Verdict,
+    NodeFailed, RestartPolicy, Runtime, RuntimeExt, SharedRuntime, Signal, StartTimedOut,
+    StatusBoard, StopSource, Supervisor, SupervisorBuilder, SupervisorEnd, SupervisorEvent,
+    SupervisorOutcome, Verdict,
 };
-use lifecycle_conformance::{conformance, eventually, let_others_run, Events};
+use lifecycle_conformance::{
+    conformance, eventually, let_others_run, Counter, Events, ManualComponent,
+};
 
 conformance!(
     shutdown_budget_aborts_what_is_not_done,
@@ -97,21 +99,6 @@ const SHORT: Duration = Duration::from_millis(5);
 
 /// How many times the racy error-while-stopping scenarios repeat.
 const REPEATS: usize = 200;
-
-/// Counts calls, shared between a closure and the scenario.
-#[derive(Clone, Default)]
-struct Counter(Arc<AtomicU32>);
-
-impl Counter {
-    /// Counts a call and returns its number, from 1.
-    fn next(&self) -> u32 {
-        self.0.fetch_add(1, SeqCst) + 1
-    }
-
-    fn get(&self) -> u32 {
-        self.0.load(SeqCst)
-    }
-}
 
 /// What a probe's worker does once told to stop.
 #[derive(Clone, Copy, PartialEq)]
@@ -1157,54 +1144,22 @@ async fn hung_node_is_aborted_at_its_stop_timeout(rt: SharedRuntime) {
     assert_eq!(log.snapshot(), ["hung stopped", "a stopped"]);
 }
 
-/// A component that is ready once started and ignores its stop and its
-/// abort alike: never done, as a task that never yields would be.
-#[derive(Clone, Default)]
-struct Unkillable {
-    ready: Latch,
-    never: Latch,
-    aborts: Counter,
-}
-
-impl Component for Unkillable {
-    fn start(&self, _scope: Scope) -> Result<(), StartError> {
-        self.ready.set();
-        Ok(())
-    }
-
-    fn ready(&self) -> Signal {
-        self.ready.signal()
-    }
-
-    fn shutdown_signal(&self) -> Signal {
-        self.never.signal()
-    }
-
-    fn done(&self) -> Signal {
-        self.never.signal()
-    }
-
-    fn abort(&self) {
-        self.aborts.next();
-    }
-}
-
 async fn an_instance_its_abort_does_not_end_is_given_up(rt: SharedRuntime) {
     // Past its stop timeout the instance is aborted; still not done as long
     // again after that, it is given up: the node counts as stopped and what
     // it depends on is stopped next, rather than the run hanging.
     let log = Events::new();
     let a = Probe::new("a", &log);
-    let stuck = Unkillable::default();
+    // Ready at start; its stop and its abort change nothing: never done,
+    // as a task that never yields would be.
+    let stuck = ManualComponent::new();
+    stuck.ready_latch().set();
     let supervisor = Supervisor::builder()
         .node(a.node())
         .node(
-            Node::new("stuck", {
-                let stuck = stuck.clone();
-                move || Ok::<_, FatalError>(stuck.clone())
-            })
-            .depends_on(["a"])
-            .stop_timeout(SHORT),
+            Node::new("stuck", stuck.factory())
+                .depends_on(["a"])
+                .stop_timeout(SHORT),
         )
         .build()
         .unwrap();
@@ -1213,8 +1168,8 @@ async fn an_instance_its_abort_does_not_end_is_given_up(rt: SharedRuntime) {
     running.ready.wait().await;
     let outcome = running.stop_taking(&rt, SHORT * 2).await;
     assert_eq!(overran(&outcome), ["stuck"]);
-    assert_eq!(stuck.aborts.get(), 1, "aborted once, then given up");
-    assert!(!stuck.never.is_set());
+    assert_eq!(stuck.abort_calls(), 1, "aborted once, then given up");
+    assert!(!stuck.done_latch().is_set());
     assert_eq!(log.snapshot(), ["a stopped"]);
     assert_eq!(status.summary(), "a=stopped stuck=stopped");
 }

@@ -149,6 +149,21 @@ impl fmt::Display for StartError {
     }
 }
 
+/// For a start made on behalf of an I/O-facing caller (a host adapter's
+/// `run`): a component started before is the caller's mistake
+/// (`InvalidInput`); a component that could not launch is `Other`. The
+/// `StartError` stays the source.
+#[cfg(feature = "std")]
+impl From<StartError> for std::io::Error {
+    fn from(error: StartError) -> Self {
+        let kind = match error {
+            StartError::AlreadyStarted => std::io::ErrorKind::InvalidInput,
+            StartError::Failed(_) => std::io::ErrorKind::Other,
+        };
+        std::io::Error::new(kind, error)
+    }
+}
+
 impl core::error::Error for StartError {
     fn source(&self) -> Option<&(dyn core::error::Error + 'static)> {
         match self {

@@ -82,8 +82,7 @@ pub fn signals() -> io::Result<HostSignals> {
 pub async fn run(supervisor: Supervisor) -> io::Result<HostExit> {
     // Refused before the signals are claimed: they would never reach a
     // supervisor started elsewhere.
-    let host = HostRun::new(supervisor)
-        .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+    let host = HostRun::new(supervisor)?;
     let signals = signals()?;
     #[cfg(feature = "systemd")]
     let host = host.with_systemd_from_env();

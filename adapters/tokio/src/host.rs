@@ -213,8 +213,7 @@ pub async fn run(supervisor: Supervisor) -> io::Result<HostExit> {
     let runtime = TokioRuntime::current().map_err(io::Error::other)?;
     // Refused before the signals are claimed: they would never reach a
     // supervisor started elsewhere.
-    let host = HostRun::new(supervisor)
-        .map_err(|error| io::Error::new(io::ErrorKind::InvalidInput, error))?;
+    let host = HostRun::new(supervisor)?;
     let signals = listen()?;
     #[cfg(feature = "systemd")]
     let host = host.with_systemd_from_env();
@@ -236,5 +235,20 @@ mod tests {
         let supervisor = Supervisor::builder().build().unwrap();
         let ran = run(supervisor).now_or_never().unwrap();
         assert_eq!(ran.unwrap_err().kind(), io::ErrorKind::Other);
+    }
+
+    #[tokio::test]
+    async fn a_supervisor_started_before_is_invalid_input() {
+        let supervisor = Supervisor::builder().build().unwrap();
+        let stop = lifecycle::StopSource::new();
+        let scope = lifecycle::Scope::new(
+            Arc::new(TokioRuntime::current().unwrap()),
+            stop.token(),
+            lifecycle::FatalSlot::new(),
+        );
+        lifecycle::Component::start(&supervisor, scope).unwrap();
+        let error = run(supervisor).await.unwrap_err();
+        assert_eq!(error.kind(), io::ErrorKind::InvalidInput);
+        assert!(error.to_string().contains("already started"), "{error}");
     }
 }

@@ -1484,28 +1484,45 @@ async fn factory_failing_at_once_does_not_spin_the_supervisor(rt: SharedRuntime)
     );
 }
 
+/// What a [`watched`] worker heeds once ready.
+#[derive(Clone, Copy)]
+enum Heeds {
+    /// It returns when told to stop.
+    Stop,
+    /// It ignores its stop: only an abort ends it.
+    Nothing,
+}
+
+/// A factory of one-worker managers whose worker is ready at once and sets
+/// `gone` when its future is dropped (returned or aborted).
+fn watched(
+    gone: &Latch,
+    heeds: Heeds,
+) -> impl FnMut() -> Result<ComponentManager, FatalError> + Send + 'static {
+    let gone = gone.clone();
+    move || {
+        let gone = gone.clone();
+        Ok(ComponentManager::builder()
+            .add_worker(move |ctx, ready| {
+                let probe = lifecycle_conformance::DropProbe::on(&gone);
+                async move {
+                    let _probe = probe;
+                    ready.ready();
+                    match heeds {
+                        Heeds::Stop => ctx.stopped().await,
+                        Heeds::Nothing => pending::<()>().await,
+                    }
+                    Ok(())
+                }
+            })
+            .build())
+    }
+}
+
 async fn aborting_a_supervisor_started_as_a_component_ends_it(rt: SharedRuntime) {
     let worker_gone = Latch::new();
     let supervisor = Supervisor::builder()
-        .node(Node::new("serving", {
-            let worker_gone = worker_gone.clone();
-            move || {
-                let worker_gone = worker_gone.clone();
-                Ok::<_, FatalError>(
-                    ComponentManager::builder()
-                        .add_worker(move |ctx, ready| {
-                            let probe = lifecycle_conformance::DropProbe::on(&worker_gone);
-                            async move {
-                                let _probe = probe;
-                                ready.ready();
-                                ctx.stopped().await;
-                                Ok(())
-                            }
-                        })
-                        .build(),
-                )
-            }
-        }))
+        .node(Node::new("serving", watched(&worker_gone, Heeds::Stop)))
         .build()
         .unwrap();
     let parent = StopSource::new();
@@ -1527,28 +1544,7 @@ async fn aborting_a_supervisor_started_as_a_component_ends_it(rt: SharedRuntime)
 async fn shutdown_budget_aborts_what_is_not_done(rt: SharedRuntime) {
     let gone = Latch::new();
     let supervisor = Supervisor::builder()
-        .node(
-            Node::new("stubborn", {
-                let gone = gone.clone();
-                move || {
-                    let gone = gone.clone();
-                    Ok::<_, FatalError>(
-                        ComponentManager::builder()
-                            .add_worker(move |_ctx, ready| {
-                                let probe = lifecycle_conformance::DropProbe::on(&gone);
-                                async move {
-                                    let _probe = probe;
-                                    ready.ready();
-                                    pending::<()>().await; // ignores its stop
-                                    Ok(())
-                                }
-                            })
-                            .build(),
-                    )
-                }
-            })
-            .no_stop_timeout(),
-        )
+        .node(Node::new("stubborn", watched(&gone, Heeds::Nothing)).no_stop_timeout())
         .shutdown_budget(Duration::from_millis(20))
         .build()
         .unwrap();

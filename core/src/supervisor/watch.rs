@@ -57,9 +57,11 @@ unsafe impl Send for Entry {}
 unsafe impl Sync for Entry {}
 
 impl Entry {
-    /// Queues the node unless it is queued already; returns the run's
-    /// waker if the run must be woken to see it.
-    fn enqueue(&self, shared: &Shared) -> Option<Waker> {
+    /// Queues the node unless it is queued already. With `wake_run`,
+    /// returns the run's waker if the run must be woken to see it (taken:
+    /// the run registers again before it next sleeps); without, the run is
+    /// the caller and its waker stays.
+    fn enqueue(&self, shared: &Shared, wake_run: bool) -> Option<Waker> {
         // AcqRel: the release half publishes whatever the waking side did
         // before (a signal set) to the run's clearing swap; the acquire
         // half orders this against that swap, so a wake that finds the
@@ -69,7 +71,11 @@ impl Entry {
         }
         let mut queue = shared.queue.lock();
         queue.woken.push(self.node);
-        queue.run.take()
+        if wake_run {
+            queue.run.take()
+        } else {
+            None
+        }
     }
 }
 
@@ -117,7 +123,7 @@ unsafe fn wake_by_ref(data: *const ()) {
     // SAFETY: called on a live waker.
     let (entry, shared) = unsafe { entry(data) };
     // Woken after the lock is released: a waker may do anything.
-    if let Some(run) = entry.enqueue(shared) {
+    if let Some(run) = entry.enqueue(shared, true) {
         run.wake();
     }
 }
@@ -161,8 +167,7 @@ impl Wakeups {
     /// Queues `node` to be looked at, without waking the run: for a watch
     /// the run itself just began, which must be polled once to register.
     pub(super) fn schedule(&mut self, node: usize) {
-        // The run is awake: it is the caller.
-        let _ = self.shared.nodes[node].enqueue(&self.shared);
+        self.shared.nodes[node].enqueue(&self.shared, false);
     }
 
     /// The next queued node, or `Pending` with the run's waker registered

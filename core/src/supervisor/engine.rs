@@ -122,23 +122,6 @@ enum State {
 }
 
 impl State {
-    /// Whether an instance exists (started and not yet done).
-    fn is_up(&self) -> bool {
-        matches!(
-            self,
-            State::Starting(_) | State::Ready(_) | State::Stopping { .. }
-        )
-    }
-
-    /// Whether dependents may start (and keep running) on it.
-    fn satisfies_dependents(&self) -> bool {
-        matches!(self, State::Ready(_) | State::Completed)
-    }
-
-    fn is_final(&self) -> bool {
-        matches!(self, State::Completed | State::Stopped)
-    }
-
     fn public(&self) -> NodeState {
         match self {
             State::Waiting => NodeState::Waiting,
@@ -193,7 +176,7 @@ impl NodeRun {
     /// Whether something stops its dependencies from being stopped: it is
     /// up, or something below it is.
     fn blocks(&self) -> bool {
-        is_up(self.public) || self.blocked_by > 0
+        self.public.is_up() || self.blocked_by > 0
     }
 }
 
@@ -232,21 +215,6 @@ pub(super) struct Engine {
     /// Where a Shutdown or SpinHalt error goes when the supervisor runs as
     /// a component.
     report: Option<FatalSlot>,
-}
-
-fn is_up(state: NodeState) -> bool {
-    matches!(
-        state,
-        NodeState::Starting | NodeState::Ready | NodeState::Stopping
-    )
-}
-
-fn is_satisfied(state: NodeState) -> bool {
-    matches!(state, NodeState::Ready | NodeState::Completed)
-}
-
-fn is_final(state: NodeState) -> bool {
-    matches!(state, NodeState::Completed | NodeState::Stopped)
 }
 
 impl Engine {
@@ -736,7 +704,7 @@ impl Engine {
                     };
                     for dependent in self.graph.dependents_of(node).into_iter().skip(1) {
                         if self.nodes[dependent].stop.is_none()
-                            && !self.nodes[dependent].state.is_final()
+                            && !self.nodes[dependent].state.public().is_final()
                         {
                             self.nodes[dependent].stop =
                                 Some(StopRequest::ForRestart(reason.clone()));
@@ -805,7 +773,7 @@ impl Engine {
 
     fn request_for_good(&mut self, nodes: impl Iterator<Item = usize>, reason: &StopReason) {
         for node in nodes {
-            if self.nodes[node].state.is_final() {
+            if self.nodes[node].state.public().is_final() {
                 continue;
             }
             if !matches!(self.nodes[node].stop, Some(StopRequest::ForGood(_))) {
@@ -889,7 +857,7 @@ impl Engine {
     fn may_start(&self, node: usize) -> bool {
         let dependencies_ready = self.graph.dependencies[node]
             .iter()
-            .all(|&on| self.nodes[on].state.satisfies_dependents());
+            .all(|&on| self.nodes[on].state.public().satisfies_dependents());
         if !dependencies_ready {
             return false;
         }
@@ -1043,7 +1011,7 @@ impl Engine {
     fn on_budget_spent(&mut self) {
         self.budget_spent = true;
         for node in 0..self.nodes.len() {
-            if !self.nodes[node].state.is_up() {
+            if !self.nodes[node].state.public().is_up() {
                 continue;
             }
             let name = self.nodes[node].spec.name.clone();
@@ -1076,10 +1044,10 @@ impl Engine {
         if self.nodes[node].blocks() != blocked {
             self.propagate_blocking(node, !blocked);
         }
-        self.up = self.up + usize::from(is_up(after)) - usize::from(is_up(before));
-        self.satisfied =
-            self.satisfied + usize::from(is_satisfied(after)) - usize::from(is_satisfied(before));
-        self.finals = self.finals + usize::from(is_final(after)) - usize::from(is_final(before));
+        self.up = self.up + usize::from(after.is_up()) - usize::from(before.is_up());
+        self.satisfied = self.satisfied + usize::from(after.satisfies_dependents())
+            - usize::from(before.satisfies_dependents());
+        self.finals = self.finals + usize::from(after.is_final()) - usize::from(before.is_final());
         self.status.update(node, |status| status.state = after);
     }
 
@@ -1125,7 +1093,7 @@ impl Engine {
                     }
                     // Up or not, an up node blocks by itself: its own
                     // dependencies see no change.
-                    if !is_up(run.public) {
+                    if !run.public.is_up() {
                         walk.push(on);
                     }
                 }

@@ -169,6 +169,26 @@ pub enum NodeState {
     Stopped,
 }
 
+impl NodeState {
+    /// Whether an instance exists (started and not yet done).
+    pub(super) fn is_up(self) -> bool {
+        matches!(
+            self,
+            NodeState::Starting | NodeState::Ready | NodeState::Stopping
+        )
+    }
+
+    /// Whether dependents may start (and keep running) on it.
+    pub(super) fn satisfies_dependents(self) -> bool {
+        matches!(self, NodeState::Ready | NodeState::Completed)
+    }
+
+    /// Whether the node is done for good.
+    pub(super) fn is_final(self) -> bool {
+        matches!(self, NodeState::Completed | NodeState::Stopped)
+    }
+}
+
 impl fmt::Display for NodeState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(match self {

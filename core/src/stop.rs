@@ -215,8 +215,27 @@ impl<T: Host> WithStop<T> {
     /// `parent`'s: a component's scope, made when the component is built,
     /// attached when it is started.
     pub(crate) fn attach_to(self: &Arc<Self>, parent: &StopToken) {
-        let node: NodeRef = self.clone();
-        node.attach(&parent.node);
+        let parent = &parent.node;
+        // Lock order parent before child, as everywhere.
+        let attached = parent.node.flag.with_state(|stopped, state| {
+            if stopped {
+                return false;
+            }
+            let child: ChildRef = Arc::<WithStop<T>>::downgrade(self);
+            let key = state.children.insert(child);
+            self.node.flag.with_state(|_, own| {
+                debug_assert!(own.parent.is_none(), "attached twice");
+                own.parent = Some(parent.clone());
+                own.key = Some(key);
+            });
+            true
+        });
+        if !attached {
+            self.node
+                .flag
+                .with_state(|_, own| own.parent = Some(parent.clone()));
+            self.node.stop(StopCause::ParentStopped);
+        }
     }
 }
 
@@ -262,30 +281,6 @@ impl WithStop<dyn Host> {
             child.node.stop(StopCause::ParentStopped);
             child
         })
-    }
-
-    /// Makes this root a child of `parent`: stopped when `parent` is (at
-    /// once if it already is). Only for roots nobody else has attached.
-    fn attach(self: &Arc<Self>, parent: &NodeRef) {
-        // Lock order parent before child, as everywhere.
-        let attached = parent.node.flag.with_state(|stopped, state| {
-            if stopped {
-                return false;
-            }
-            let key = state.children.insert(Arc::downgrade(self));
-            self.node.flag.with_state(|_, own| {
-                debug_assert!(own.parent.is_none(), "attached twice");
-                own.parent = Some(parent.clone());
-                own.key = Some(key);
-            });
-            true
-        });
-        if !attached {
-            self.node
-                .flag
-                .with_state(|_, own| own.parent = Some(parent.clone()));
-            self.node.stop(StopCause::ParentStopped);
-        }
     }
 }
 

@@ -469,7 +469,7 @@ mod systemd {
         let mut seen = Vec::new();
         notify.until("READY=1", &mut seen);
         child.expect("serving");
-        // Ten watchdog periods.
+        // Five watchdog periods: ten pings, were any sent.
         std::thread::sleep(Duration::from_millis(100));
         child.signal(libc::SIGTERM);
         child.expect("exit code 0");

@@ -377,27 +377,39 @@ fn service_concurrent_begins_begin_one_generation() {
     });
 }
 
+/// Begins a generation of `base` whose work, on a thread of its own,
+/// returns once the generation's scope is stopped; returns the token of
+/// that scope, the generation's stopped latch and the work's thread.
+fn begin_work_until_stopped(
+    base: &lifecycle::StartStop,
+    scope: &lifecycle::Scope,
+) -> (
+    lifecycle::StopToken,
+    lifecycle::Signal,
+    thread::JoinHandle<()>,
+) {
+    let generation = block_on(base.begin(scope)).unwrap();
+    let stopped = base.stopped();
+    let token = generation.scope.token().clone();
+    let handle = generation.stopped;
+    let work = {
+        let token = token.clone();
+        thread::spawn(move || {
+            block_on(token.stopped());
+            handle.set();
+        })
+    };
+    (token, stopped, work)
+}
+
 #[test]
 fn service_begin_during_a_stop_waits_for_it() {
-    use lifecycle::{Generation, StartStop};
+    use lifecycle::StartStop;
     loom::model(|| {
         let base = Arc::new(StartStop::new());
         let parent = StopSource::new();
         let scope = service_scope(&parent);
-        let Generation {
-            scope: scope1,
-            started: _started1,
-            stopped: stopped1_handle,
-        } = block_on(base.begin(&scope)).unwrap();
-        let stopped1 = base.stopped();
-        // The work: returns once its scope is stopped.
-        let work = {
-            let token = scope1.token().clone();
-            thread::spawn(move || {
-                block_on(token.stopped());
-                stopped1_handle.set();
-            })
-        };
+        let (token1, stopped1, work) = begin_work_until_stopped(&base, &scope);
         let stopper = {
             let base = base.clone();
             thread::spawn(move || block_on(base.stop()))
@@ -414,10 +426,7 @@ fn service_begin_during_a_stop_waits_for_it() {
         stopper.join().unwrap();
         work.join().unwrap();
         assert!(stopped1.is_set(), "the stop returned before the work ended");
-        assert!(matches!(
-            scope1.token().cause(),
-            Some(StopCause::ServiceStopped)
-        ));
+        assert!(matches!(token1.cause(), Some(StopCause::ServiceStopped)));
         match second {
             Some(generation) => {
                 assert!(base.is_running());
@@ -526,24 +535,12 @@ fn service_stale_handles_never_touch_the_next_generation_after_an_exit() {
 /// guard) races with a start and then another stop on the main thread, while
 /// the work returns once its scope is stopped.
 fn abandoned_stop_races_a_begin_and_a_stop(drop_guard: bool) {
-    use lifecycle::{Generation, StartStop};
+    use lifecycle::StartStop;
     loom::model(move || {
         let base = Arc::new(StartStop::new());
         let parent = StopSource::new();
         let scope = service_scope(&parent);
-        let Generation {
-            scope: scope1,
-            started: _started1,
-            stopped: stopped1_handle,
-        } = block_on(base.begin(&scope)).unwrap();
-        let stopped1 = base.stopped();
-        let work = {
-            let token = scope1.token().clone();
-            thread::spawn(move || {
-                block_on(token.stopped());
-                stopped1_handle.set();
-            })
-        };
+        let (token1, stopped1, work) = begin_work_until_stopped(&base, &scope);
         // Given up at once, as when its deadline passes.
         let abandoner = {
             let base = base.clone();
@@ -567,10 +564,7 @@ fn abandoned_stop_races_a_begin_and_a_stop(drop_guard: bool) {
                 stopped1.is_set(),
                 "a generation began while the last one's work ran"
             );
-            assert!(matches!(
-                scope1.token().cause(),
-                Some(StopCause::ServiceStopped)
-            ));
+            assert!(matches!(token1.cause(), Some(StopCause::ServiceStopped)));
         }
         drop(second);
         block_on(base.stop());
@@ -578,10 +572,7 @@ fn abandoned_stop_races_a_begin_and_a_stop(drop_guard: bool) {
         abandoner.join().unwrap();
         work.join().unwrap();
         assert!(stopped1.is_set());
-        assert!(matches!(
-            scope1.token().cause(),
-            Some(StopCause::ServiceStopped)
-        ));
+        assert!(matches!(token1.cause(), Some(StopCause::ServiceStopped)));
         // The abandoned stop may close after the stop above: then the
         // generation is back, exited, and one more stop completes it.
         block_on(base.stop());

@@ -136,6 +136,23 @@ fn a_child_dropped_during_a_parent_stop() {
 }
 
 #[test]
+fn a_chain_dropped_from_its_leaf_during_a_stop_of_its_root() {
+    // The leaf holds the only handle on the middle node, so its drop
+    // unlinks the middle node from the root and drops it too, while the
+    // root's stop may be upgrading the middle node from its child list:
+    // loom checks the unlink and the stop's visits for races on the nodes'
+    // guarded state.
+    loom::model(|| {
+        let root = StopSource::new();
+        let leaf = root.child().child();
+        let dropper = thread::spawn(move || drop(leaf));
+        root.stop();
+        dropper.join().unwrap();
+        assert!(root.child().is_stopped());
+    });
+}
+
+#[test]
 fn a_child_never_stops_its_parent() {
     loom::model(|| {
         let root = StopSource::new();

@@ -45,10 +45,11 @@ use alloc::boxed::Box;
 use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
+use core::any::Any;
 use core::fmt;
 use core::future::Future;
+use core::marker::PhantomData;
 use core::pin::Pin;
-use core::sync::atomic::Ordering::{AcqRel, Acquire};
 use core::task::{Context, Poll};
 
 use pin_project_lite::pin_project;
@@ -60,7 +61,7 @@ use crate::latch::{FlagOwner, Latch, Signal};
 use crate::runtime::{Runtime, SharedRuntime};
 use crate::scope::Scope;
 use crate::stop::{StopCause, StopToken, Stopped, WithStop};
-use crate::sync::{AtomicBool, Mutex};
+use crate::sync::Mutex;
 use crate::task::{self, JoinError};
 use crate::trace;
 
@@ -131,7 +132,10 @@ impl ComponentManagerBuilder {
     }
 
     /// Adds a worker. Workers run concurrently, as tasks of the start
-    /// scope's runtime.
+    /// scope's runtime. `start` only spawns those tasks: the worker function
+    /// is called in its own task, when the executor first polls it, so a
+    /// panic in the function itself (before its future exists) is a
+    /// [`WorkerPanic`] like a panic in the future.
     pub fn add_worker<F, Fut>(mut self, worker: F) -> Self
     where
         F: Fn(WorkerContext, ReadyHandle) -> Fut + Send + Sync + 'static,
@@ -151,7 +155,6 @@ impl ComponentManagerBuilder {
             inner: WithStop::root(Inner {
                 life: Mutex::new(Life::new(workers.len())),
                 workers,
-                started: AtomicBool::new(false),
                 ready: Flag::new(),
                 done: Flag::new(),
                 first_abort: Flag::new(),
@@ -224,7 +227,7 @@ impl ComponentManager {
 
     /// Whether `start` has been called successfully.
     pub fn is_started(&self) -> bool {
-        self.inner.started.load(Acquire)
+        self.inner.life.lock().started
     }
 
     fn signal(&self, which: u8) -> Signal {
@@ -234,41 +237,31 @@ impl ComponentManager {
 
 impl Component for ComponentManager {
     fn start(&self, scope: Scope) -> Result<(), StartError> {
-        // AcqRel: the winner's setup below happens-after any earlier reads of
-        // the flag, and losers see the winner's claim.
-        if self.inner.started.swap(true, AcqRel) {
-            return Err(StartError::AlreadyStarted);
-        }
         let (runtime, parent_token, parent) = scope.into_parts();
-        // A parent stopped already stops the workers' scope right here.
-        self.inner.attach_to(&parent_token);
         let no_workers = {
             let mut life = self.inner.life.lock();
+            if life.started {
+                return Err(StartError::AlreadyStarted);
+            }
+            life.started = true;
             life.parent = Some(parent);
             // Its events belong to whatever its starter was doing (a
             // supervisor's node, say).
             life.span = trace::Span::current();
             life.start()
         };
+        // A parent stopped already stops the workers' scope right here.
+        self.inner.attach_to(parent_token);
         if let Some(finish) = no_workers {
             self.inner.finish(finish);
             return Ok(());
         }
         for (index, worker) in self.inner.workers.iter().enumerate() {
-            let context = WorkerContext {
-                token: self.inner.token(),
-                inner: self.inner.clone(),
-                runtime: runtime.clone(),
-            };
-            let ready = ReadyHandle {
-                inner: self.inner.clone(),
-                index,
-            };
             let exit = Exit {
                 inner: self.inner.clone(),
                 index,
             };
-            worker.spawn(&*runtime, context, ready, exit);
+            worker.spawn(&*runtime, runtime.clone(), exit);
         }
         Ok(())
     }
@@ -319,7 +312,6 @@ type Shared = WithStop<Inner>;
 struct Inner {
     workers: Arc<[Arc<dyn Worker>]>,
     life: Mutex<Life>,
-    started: AtomicBool,
     ready: Flag,
     done: Flag,
     /// Each worker's abort: set by `abort`, and where its task's waker is
@@ -402,6 +394,9 @@ impl FlagOwner for Shared {
 
 /// The manager's life: every transition, under the manager's lock.
 struct Life {
+    /// Whether `start` has been called: checked and set under this lock,
+    /// so exactly one start wins.
+    started: bool,
     /// Workers that have not called their ready handle yet.
     not_ready: usize,
     /// Which workers have called it.
@@ -440,6 +435,7 @@ struct Finish {
 impl Life {
     fn new(workers: usize) -> Self {
         Self {
+            started: false,
             not_ready: workers,
             called_ready: Bits::default(),
             running: workers,
@@ -710,7 +706,11 @@ impl core::error::Error for WorkerPanic {}
 
 /// A worker function, type-erased so one manager holds workers of any type.
 trait Worker: Send + Sync + 'static {
-    fn spawn(&self, runtime: &dyn Runtime, context: WorkerContext, ready: ReadyHandle, exit: Exit);
+    /// Spawns the worker's task on `on`; `runtime` is for its context.
+    fn spawn(&self, on: &dyn Runtime, runtime: SharedRuntime, exit: Exit);
+
+    /// The worker function itself, for its task to call.
+    fn as_any(&self) -> &dyn Any;
 }
 
 impl<F, Fut> Worker for F
@@ -718,13 +718,17 @@ where
     F: Fn(WorkerContext, ReadyHandle) -> Fut + Send + Sync + 'static,
     Fut: Future<Output = WorkerResult> + Send + 'static,
 {
-    fn spawn(&self, runtime: &dyn Runtime, context: WorkerContext, ready: ReadyHandle, exit: Exit) {
-        let future = self(context, ready);
-        // One allocation per worker: the future lives inside its task.
-        runtime.spawn_detached(Box::pin(WorkerTask {
-            future: Some(future),
+    fn spawn(&self, on: &dyn Runtime, runtime: SharedRuntime, exit: Exit) {
+        // One allocation per worker: the future will live inside its task.
+        on.spawn_detached(Box::pin(WorkerTask::<F, Fut> {
+            stage: Stage::Unstarted { runtime },
             exit: Some(exit),
+            worker: PhantomData,
         }));
+    }
+
+    fn as_any(&self) -> &dyn Any {
+        self
     }
 }
 
@@ -735,6 +739,28 @@ struct Exit {
 }
 
 impl Exit {
+    /// Calls the worker function: what a worker task does at its first poll.
+    /// `None` only if `F` is not this worker's type, which the task that
+    /// calls this was made with.
+    fn call<F, Fut>(&self, runtime: SharedRuntime) -> Option<Fut>
+    where
+        F: Fn(WorkerContext, ReadyHandle) -> Fut + 'static,
+    {
+        let worker = self.inner.workers[self.index]
+            .as_any()
+            .downcast_ref::<F>()?;
+        let context = WorkerContext {
+            token: self.inner.token(),
+            inner: self.inner.clone(),
+            runtime,
+        };
+        let ready = ReadyHandle {
+            inner: self.inner.clone(),
+            index: self.index,
+        };
+        Some(worker(context, ready))
+    }
+
     /// Records how the worker ended, after its future was dropped.
     fn record(self, outcome: Result<WorkerResult, JoinError>) {
         // The task will not be polled again: free its waker (and with it,
@@ -759,34 +785,92 @@ impl Exit {
 
 pin_project! {
     /// The future handed to the executor for one worker.
-    struct WorkerTask<Fut> {
+    ///
+    /// The worker function is called at the task's first poll, not by
+    /// `start`: `start` only spawns (on a multi-thread executor, making the
+    /// worker's context and future is then off the starter's thread), and a
+    /// worker function that panics before it returns its future is a worker
+    /// panic like any other.
+    struct WorkerTask<F, Fut> {
         #[pin]
-        future: Option<Fut>,
+        stage: Stage<Fut>,
         exit: Option<Exit>,
+        worker: PhantomData<fn() -> F>,
     }
 
-    impl<Fut> PinnedDrop for WorkerTask<Fut> {
+    impl<F, Fut> PinnedDrop for WorkerTask<F, Fut> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
             if let Some(exit) = this.exit.take() {
                 // The executor dropped us unfinished (runtime shutdown).
-                let outcome = task::drop_future(this.future).and(Err(JoinError::Dropped));
+                let outcome = Stage::finish(this.stage).and(Err(JoinError::Dropped));
                 exit.record(outcome);
             }
         }
     }
 }
 
-impl<Fut> Future for WorkerTask<Fut>
+pin_project! {
+    /// Where a worker task is: not polled yet, running its worker's future,
+    /// or over (the future dropped).
+    #[project = StageProj]
+    #[project_replace = StageOwned]
+    enum Stage<Fut> {
+        Unstarted { runtime: SharedRuntime },
+        Running { #[pin] future: Fut },
+        Over,
+    }
+}
+
+impl<Fut: Future<Output = WorkerResult>> Stage<Fut> {
+    /// Polls the worker's future, calling the worker function `F` first if
+    /// this is the first poll.
+    fn poll_work<F>(
+        mut self: Pin<&mut Self>,
+        exit: &Exit,
+        cx: &mut Context<'_>,
+    ) -> Poll<WorkerResult>
+    where
+        F: Fn(WorkerContext, ReadyHandle) -> Fut + 'static,
+    {
+        if let StageProj::Unstarted { .. } = self.as_mut().project() {
+            if let StageOwned::Unstarted { runtime } = self.as_mut().project_replace(Stage::Over) {
+                match exit.call::<F, Fut>(runtime) {
+                    Some(future) => self.set(Stage::Running { future }),
+                    None => {
+                        return Poll::Ready(Err(FatalError::msg(
+                            "a worker task found a worker function of another type (a bug of lifecycle)",
+                        )))
+                    }
+                }
+            }
+        }
+        match self.project() {
+            StageProj::Running { future } => future.poll(cx),
+            // Never polled once over: the task's exit is gone by then.
+            StageProj::Unstarted { .. } | StageProj::Over => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl<Fut> Stage<Fut> {
+    /// Drops whatever the stage holds; with `std`, a panicking destructor
+    /// is reported instead of unwinding into the executor.
+    fn finish(mut self: Pin<&mut Self>) -> Result<(), JoinError> {
+        task::catch_panics(|| self.set(Stage::Over))
+    }
+}
+
+impl<F, Fut> Future for WorkerTask<F, Fut>
 where
+    F: Fn(WorkerContext, ReadyHandle) -> Fut + 'static,
     Fut: Future<Output = WorkerResult>,
 {
     type Output = ();
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
         let mut this = self.project();
-        let (Some(future), Some(exit)) = (this.future.as_mut().as_pin_mut(), this.exit.as_ref())
-        else {
+        let Some(exit) = this.exit.as_ref() else {
             return Poll::Ready(());
         };
         // Reads the abort and registers (or refreshes) the task's waker in
@@ -796,12 +880,14 @@ where
         let outcome = if abort.poll_wait(&mut key, cx).is_ready() {
             Err(JoinError::Aborted)
         } else {
-            match task::poll_catching_panics(future, cx) {
-                Poll::Pending => return Poll::Pending,
-                Poll::Ready(outcome) => outcome,
+            let stage = this.stage.as_mut();
+            match task::catch_panics(|| stage.poll_work::<F>(exit, cx)) {
+                Ok(Poll::Pending) => return Poll::Pending,
+                Ok(Poll::Ready(result)) => Ok(result),
+                Err(panic) => Err(panic),
             }
         };
-        let outcome = task::drop_future(this.future.as_mut()).and(outcome);
+        let outcome = Stage::finish(this.stage.as_mut()).and(outcome);
         if let Some(exit) = this.exit.take() {
             exit.record(outcome);
         }

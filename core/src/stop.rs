@@ -213,27 +213,21 @@ impl<T: Host> WithStop<T> {
 
     /// Makes the node, a root nobody has attached yet, a child of
     /// `parent`'s: a component's scope, made when the component is built,
-    /// attached when it is started.
-    pub(crate) fn attach_to(self: &Arc<Self>, parent: &StopToken) {
-        let parent = &parent.node;
+    /// attached when it is started. The token becomes the node's link to
+    /// its parent.
+    pub(crate) fn attach_to(self: &Arc<Self>, parent: StopToken) {
+        let parent = parent.node;
         // Lock order parent before child, as everywhere.
-        let attached = parent.node.flag.with_state(|stopped, state| {
-            if stopped {
-                return false;
-            }
-            let child: ChildRef = Arc::<WithStop<T>>::downgrade(self);
-            let key = state.children.insert(child);
-            self.node.flag.with_state(|_, own| {
-                debug_assert!(own.parent.is_none(), "attached twice");
-                own.parent = Some(parent.clone());
-                own.key = Some(key);
-            });
-            true
+        let key = parent.node.flag.with_state(|stopped, state| {
+            (!stopped).then(|| state.children.insert(Arc::<WithStop<T>>::downgrade(self)))
         });
-        if !attached {
-            self.node
-                .flag
-                .with_state(|_, own| own.parent = Some(parent.clone()));
+        let stopped_parent = key.is_none();
+        self.node.flag.with_state(|_, own| {
+            debug_assert!(own.parent.is_none(), "attached twice");
+            own.parent = Some(parent);
+            own.key = key;
+        });
+        if stopped_parent {
             self.node.stop(StopCause::ParentStopped);
         }
     }

@@ -134,41 +134,40 @@ fn finish<T>(shared: &Shared<T>, outcome: Result<T, JoinError>) {
     shared.finished.set(|slot| *slot = Some(outcome));
 }
 
-#[cfg(feature = "std")]
-pub(crate) fn poll_catching_panics<F: Future>(
-    future: Pin<&mut F>,
-    cx: &mut Context<'_>,
-) -> Poll<Result<F::Output, JoinError>> {
-    // AssertUnwindSafe: after a panic the future is dropped and never polled
-    // again, so no broken invariant of it can be observed.
-    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| future.poll(cx))) {
-        Ok(Poll::Pending) => Poll::Pending,
-        Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
-        Err(payload) => Poll::Ready(Err(JoinError::Panicked(panic_message(&*payload)))),
-    }
-}
-
-#[cfg(not(feature = "std"))]
-pub(crate) fn poll_catching_panics<F: Future>(
-    future: Pin<&mut F>,
-    cx: &mut Context<'_>,
-) -> Poll<Result<F::Output, JoinError>> {
-    future.poll(cx).map(Ok)
-}
-
-/// Drops the future in `slot`; with `std`, a panicking destructor is reported
-/// instead of unwinding into the executor.
-pub(crate) fn drop_future<F>(mut slot: Pin<&mut Option<F>>) -> Result<(), JoinError> {
+/// Runs `f`; with `std`, a panic in it is returned as
+/// [`JoinError::Panicked`] instead of unwinding into the caller (the
+/// executor).
+pub(crate) fn catch_panics<R>(f: impl FnOnce() -> R) -> Result<R, JoinError> {
     #[cfg(feature = "std")]
     {
-        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| slot.set(None)))
+        // AssertUnwindSafe: after a panic the callers drop whatever `f`
+        // touched and never use it again, so no broken invariant of it can
+        // be observed.
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
             .map_err(|payload| JoinError::Panicked(panic_message(&*payload)))
     }
     #[cfg(not(feature = "std"))]
     {
-        slot.set(None);
-        Ok(())
+        Ok(f())
     }
+}
+
+/// Polls `future`, catching a panic (see [`catch_panics`]).
+pub(crate) fn poll_catching_panics<F: Future>(
+    future: Pin<&mut F>,
+    cx: &mut Context<'_>,
+) -> Poll<Result<F::Output, JoinError>> {
+    match catch_panics(|| future.poll(cx)) {
+        Ok(Poll::Pending) => Poll::Pending,
+        Ok(Poll::Ready(output)) => Poll::Ready(Ok(output)),
+        Err(panic) => Poll::Ready(Err(panic)),
+    }
+}
+
+/// Drops the future in `slot`, catching a panicking destructor (see
+/// [`catch_panics`]).
+pub(crate) fn drop_future<F>(mut slot: Pin<&mut Option<F>>) -> Result<(), JoinError> {
+    catch_panics(|| slot.set(None))
 }
 
 /// The message of a panic payload: the `&str` or `String` given to `panic!`.

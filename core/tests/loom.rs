@@ -248,6 +248,31 @@ fn manager_is_ready_before_done_when_both_workers_return() {
 }
 
 #[test]
+fn manager_started_while_its_parent_stops_shuts_down() {
+    use lifecycle::{Component, ComponentManager};
+    loom::model(|| {
+        // Start attaches the manager's scope under the parent's token while
+        // another thread stops the parent: whichever comes first, the
+        // worker sees its stop and the manager gets done.
+        let manager = ComponentManager::builder()
+            .add_worker(|ctx, _ready| async move {
+                ctx.stopped().await;
+                Ok(())
+            })
+            .build();
+        let (stop, fatal) = (StopSource::new(), lifecycle::FatalSlot::new());
+        let stopper = {
+            let stop = stop.clone();
+            thread::spawn(move || stop.stop())
+        };
+        manager.start(scope(&stop, &fatal)).unwrap();
+        block_on(manager.done().wait());
+        stopper.join().unwrap();
+        assert!(manager.shutdown_signal().is_set());
+    });
+}
+
+#[test]
 fn manager_never_readies_after_done() {
     use lifecycle::{Component, ComponentManager};
     loom::model(|| {

@@ -30,6 +30,7 @@ conformance!(
     throw_through_the_worker_context,
     throw_handle_from_a_sub_task,
     panicking_worker_is_a_fatal_error,
+    worker_function_panicking_before_its_future_is_a_fatal_error,
     done_implies_every_worker_returned,
     error_shutdown_done_and_ready_are_ordered,
     error_shutdown_done_order_over_a_thousand_runs,
@@ -729,6 +730,44 @@ async fn panicking_worker_is_a_fatal_error(rt: SharedRuntime) {
     let late = hooked.snapshot();
     assert_eq!(late.len(), 1, "the late panic was lost: {late:?}");
     assert!(late[0].contains("panicked while shutting down"), "{late:?}");
+}
+
+/// A worker function that panics while making its future (before any
+/// `async` block): the same worker panic, from its task, never out of
+/// `start` and never a manager that cannot finish.
+async fn worker_function_panicking_before_its_future_is_a_fatal_error(rt: SharedRuntime) {
+    let manager = ComponentManager::builder()
+        .add_worker(|ctx, ready| async move {
+            ready.ready();
+            ctx.stopped().await;
+            Ok(())
+        })
+        .add_worker(
+            |_ctx, _ready| -> std::future::Ready<lifecycle::WorkerResult> {
+                panic!("no config file")
+            },
+        )
+        .build();
+    let stop = StopSource::new();
+    let hooked = Events::new();
+    let slot = FatalSlot::with_hook(hooked.hook());
+    assert!(manager.start(scope(&rt, &stop, &slot)).is_ok());
+    manager.done().wait().await;
+
+    let error = slot.take().expect("the panic did not reach the parent");
+    assert_eq!(
+        error.downcast_ref::<WorkerPanic>(),
+        Some(&WorkerPanic {
+            worker: 1,
+            message: "no config file".into()
+        }),
+        "the fatal error is not the worker's panic: {error}"
+    );
+    assert!(
+        !manager.ready().is_set(),
+        "the panicking worker never called ready"
+    );
+    assert!(hooked.is_empty());
 }
 
 /// Probes, one per worker, set when the worker's future is dropped.

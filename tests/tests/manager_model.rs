@@ -59,6 +59,7 @@
 //! `LIFECYCLE_PROPTEST_CASES=<n>` changes the number of cases (1024 by
 //! default) per executor.
 
+use std::collections::VecDeque;
 use std::fmt;
 use std::future::Future;
 use std::pin::{pin, Pin};
@@ -356,6 +357,9 @@ struct Handles {
 struct Rig {
     mailbox: Mailbox,
     handles: Mutex<Option<Arc<Handles>>>,
+    /// Set once the worker function has run (in the worker's task, at its
+    /// first poll) and `handles` is filled.
+    called: Latch,
     /// Set once the worker's future is dropped.
     future_dropped: Latch,
     /// Set once the executor dropped the worker's task: its exit is fully
@@ -402,29 +406,19 @@ impl Rig {
 }
 
 /// The runtime the manager is started on: the harness's, plus a latch per
-/// worker task, set once the executor has dropped it. Each worker function
-/// (called by the manager right before it spawns that worker's task) hands
-/// over its latch with [`Tracker::expect_worker`].
+/// worker task, set once the executor has dropped it. The manager spawns
+/// its workers' tasks in worker order, so the latches are handed over in
+/// that order before the start.
 struct Tracker {
     inner: SharedRuntime,
-    next: Mutex<Option<Latch>>,
-}
-
-impl Tracker {
-    fn expect_worker(&self, task_gone: Latch) {
-        let previous = lock(&self.next).replace(task_gone);
-        assert!(
-            previous.is_none(),
-            "the manager called two worker functions without spawning in between"
-        );
-    }
+    next: Mutex<VecDeque<Latch>>,
 }
 
 impl Runtime for Tracker {
     fn spawn_detached(&self, task: BoxFuture) {
         let gone = lock(&self.next)
-            .take()
-            .expect("the manager spawned a task that is not the worker it just created");
+            .pop_front()
+            .expect("the manager spawned more tasks than it has workers");
         self.inner.spawn_detached(Box::pin(Tracked {
             task,
             _gone: SetOnDrop(gone),
@@ -582,12 +576,11 @@ async fn run_case(rt: SharedRuntime, case: Case, coverage: Arc<Coverage>) {
     let rigs: Vec<Arc<Rig>> = (0..case.workers).map(|_| Arc::default()).collect();
     let tracker = Arc::new(Tracker {
         inner: rt.clone(),
-        next: Mutex::new(None),
+        next: Mutex::new(rigs.iter().map(|rig| rig.task_gone.clone()).collect()),
     });
     let mut builder = ComponentManager::builder();
     for rig in &rigs {
         let rig = rig.clone();
-        let tracker = tracker.clone();
         builder = builder.add_worker(move |ctx, ready| {
             let handles = Handles {
                 token: ctx.token().clone(),
@@ -596,7 +589,7 @@ async fn run_case(rt: SharedRuntime, case: Case, coverage: Arc<Coverage>) {
             };
             let previous = lock(&rig.handles).replace(Arc::new(handles));
             assert!(previous.is_none(), "a worker function was called twice");
-            tracker.expect_worker(rig.task_gone.clone());
+            rig.called.set();
             rig.clone().run(ctx, ready)
         });
     }
@@ -636,11 +629,15 @@ async fn run_case(rt: SharedRuntime, case: Case, coverage: Arc<Coverage>) {
         .start(scope.clone())
         .expect("the first start succeeds");
     assert!(manager.is_started());
-    assert_eq!(
-        lock(&tracker.next).take().map(|_| ()),
-        None,
-        "every worker function was followed by its spawn"
+    assert!(
+        lock(&tracker.next).is_empty(),
+        "the manager spawned fewer tasks than it has workers"
     );
+    // The worker functions run in their tasks; the steps need their handles.
+    for (worker, rig) in rigs.iter().enumerate() {
+        let what = format!("worker {worker}'s function is called");
+        within(&rt, what, rig.called.wait()).await;
+    }
 
     let mut world = World {
         rt: rt.clone(),

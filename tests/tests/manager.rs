@@ -699,15 +699,7 @@ async fn panicking_worker_is_a_fatal_error(rt: SharedRuntime) {
         sibling_stopped.is_set(),
         "a panic did not stop the siblings"
     );
-    let error = slot.take().expect("the panic did not reach the parent");
-    assert_eq!(
-        error.downcast_ref::<WorkerPanic>(),
-        Some(&WorkerPanic {
-            worker: 1,
-            message: "kaboom 7".into()
-        }),
-        "the fatal error is not the worker's panic: {error}"
-    );
+    let error = assert_worker_panic(slot.take(), 1, "kaboom 7");
     assert!(error.to_string().contains("kaboom 7"));
     assert!(hooked.is_empty());
 
@@ -732,6 +724,21 @@ async fn panicking_worker_is_a_fatal_error(rt: SharedRuntime) {
     assert!(late[0].contains("panicked while shutting down"), "{late:?}");
 }
 
+/// Asserts that the parent received worker `worker`'s panic with
+/// `message`; returns the error.
+fn assert_worker_panic(received: Option<FatalError>, worker: usize, message: &str) -> FatalError {
+    let error = received.expect("the panic did not reach the parent");
+    assert_eq!(
+        error.downcast_ref::<WorkerPanic>(),
+        Some(&WorkerPanic {
+            worker,
+            message: message.into()
+        }),
+        "the fatal error is not the worker's panic: {error}"
+    );
+    error
+}
+
 /// A worker function that panics while making its future (before any
 /// `async` block): the same worker panic, from its task, never out of
 /// `start` and never a manager that cannot finish.
@@ -754,15 +761,7 @@ async fn worker_function_panicking_before_its_future_is_a_fatal_error(rt: Shared
     assert!(manager.start(scope(&rt, &stop, &slot)).is_ok());
     manager.done().wait().await;
 
-    let error = slot.take().expect("the panic did not reach the parent");
-    assert_eq!(
-        error.downcast_ref::<WorkerPanic>(),
-        Some(&WorkerPanic {
-            worker: 1,
-            message: "no config file".into()
-        }),
-        "the fatal error is not the worker's panic: {error}"
-    );
+    assert_worker_panic(slot.take(), 1, "no config file");
     assert!(
         !manager.ready().is_set(),
         "the panicking worker never called ready"

@@ -721,7 +721,8 @@ where
     fn spawn(&self, on: &dyn Runtime, runtime: SharedRuntime, exit: Exit) {
         // One allocation per worker: the future will live inside its task.
         on.spawn_detached(Box::pin(WorkerTask::<F, Fut> {
-            stage: Stage::Unstarted { runtime },
+            future: None,
+            runtime: Some(runtime),
             exit: Some(exit),
             worker: PhantomData,
         }));
@@ -793,7 +794,10 @@ pin_project! {
     /// panic like any other.
     struct WorkerTask<F, Fut> {
         #[pin]
-        stage: Stage<Fut>,
+        future: Option<Fut>,
+        // For the worker's context: taken by the first poll, which calls
+        // the worker function.
+        runtime: Option<SharedRuntime>,
         exit: Option<Exit>,
         worker: PhantomData<fn() -> F>,
     }
@@ -803,61 +807,10 @@ pin_project! {
             let this = this.project();
             if let Some(exit) = this.exit.take() {
                 // The executor dropped us unfinished (runtime shutdown).
-                let outcome = Stage::finish(this.stage).and(Err(JoinError::Dropped));
+                let outcome = task::drop_future(this.future).and(Err(JoinError::Dropped));
                 exit.record(outcome);
             }
         }
-    }
-}
-
-pin_project! {
-    /// Where a worker task is: not polled yet, running its worker's future,
-    /// or over (the future dropped).
-    #[project = StageProj]
-    #[project_replace = StageOwned]
-    enum Stage<Fut> {
-        Unstarted { runtime: SharedRuntime },
-        Running { #[pin] future: Fut },
-        Over,
-    }
-}
-
-impl<Fut: Future<Output = WorkerResult>> Stage<Fut> {
-    /// Polls the worker's future, calling the worker function `F` first if
-    /// this is the first poll.
-    fn poll_work<F>(
-        mut self: Pin<&mut Self>,
-        exit: &Exit,
-        cx: &mut Context<'_>,
-    ) -> Poll<WorkerResult>
-    where
-        F: Fn(WorkerContext, ReadyHandle) -> Fut + 'static,
-    {
-        if let StageProj::Unstarted { .. } = self.as_mut().project() {
-            if let StageOwned::Unstarted { runtime } = self.as_mut().project_replace(Stage::Over) {
-                match exit.call::<F, Fut>(runtime) {
-                    Some(future) => self.set(Stage::Running { future }),
-                    None => {
-                        return Poll::Ready(Err(FatalError::msg(
-                            "a worker task found a worker function of another type (a bug of lifecycle)",
-                        )))
-                    }
-                }
-            }
-        }
-        match self.project() {
-            StageProj::Running { future } => future.poll(cx),
-            // Never polled once over: the task's exit is gone by then.
-            StageProj::Unstarted { .. } | StageProj::Over => Poll::Ready(Ok(())),
-        }
-    }
-}
-
-impl<Fut> Stage<Fut> {
-    /// Drops whatever the stage holds; with `std`, a panicking destructor
-    /// is reported instead of unwinding into the executor.
-    fn finish(mut self: Pin<&mut Self>) -> Result<(), JoinError> {
-        task::catch_panics(|| self.set(Stage::Over))
     }
 }
 
@@ -880,14 +833,25 @@ where
         let outcome = if abort.poll_wait(&mut key, cx).is_ready() {
             Err(JoinError::Aborted)
         } else {
-            let stage = this.stage.as_mut();
-            match task::catch_panics(|| stage.poll_work::<F>(exit, cx)) {
+            let (mut future, runtime) = (this.future.as_mut(), &mut *this.runtime);
+            let polled = task::catch_panics(|| {
+                if let Some(runtime) = runtime.take() {
+                    future.set(exit.call::<F, Fut>(runtime));
+                }
+                match future.as_pin_mut() {
+                    Some(future) => future.poll(cx),
+                    None => Poll::Ready(Err(FatalError::msg(
+                        "a worker task found a worker function of another type (a bug of lifecycle)",
+                    ))),
+                }
+            });
+            match polled {
                 Ok(Poll::Pending) => return Poll::Pending,
                 Ok(Poll::Ready(result)) => Ok(result),
                 Err(panic) => Err(panic),
             }
         };
-        let outcome = Stage::finish(this.stage.as_mut()).and(outcome);
+        let outcome = task::drop_future(this.future.as_mut()).and(outcome);
         if let Some(exit) = this.exit.take() {
             exit.record(outcome);
         }

@@ -931,10 +931,7 @@ async fn error_while_stopping_after_a_parent_stop(rt: SharedRuntime) {
                     .depends_on(["a"])
                     .handler(recording(&handled, "b", Verdict::Restart)),
             )
-            .on_event({
-                let events = events.clone();
-                move |event| events.push(describe(event))
-            })
+            .on_event(describing(&events))
             .build()
             .unwrap();
         let running = launch(&rt, supervisor);
@@ -1390,6 +1387,13 @@ async fn permanent_node_is_restarted_after_a_clean_exit(rt: SharedRuntime) {
     assert_eq!(log.snapshot(), ["b stopped", "a stopped"]);
 }
 
+/// An event hook that records every event into `events`, as [`describe`]
+/// writes it.
+fn describing(events: &Events) -> impl Fn(&SupervisorEvent) + Send + Sync + 'static {
+    let events = events.clone();
+    move |event| events.push(describe(event))
+}
+
 fn describe(event: &SupervisorEvent) -> String {
     let what = match &event.kind {
         EventKind::Starting { attempt } => format!("starting {attempt}"),
@@ -1428,10 +1432,7 @@ async fn restart_then_stop_event_sequence(rt: SharedRuntime) {
     let n = Probe::new("n", &log);
     let supervisor = Supervisor::builder()
         .node(n.node())
-        .on_event({
-            let events = events.clone();
-            move |event| events.push(describe(event))
-        })
+        .on_event(describing(&events))
         .build()
         .unwrap();
     let running = launch(&rt, supervisor);
@@ -1598,10 +1599,7 @@ async fn verdict_during_a_cascade_is_recorded_not_acted_on(rt: SharedRuntime) {
     let supervisor = Supervisor::builder()
         .node(a.node())
         .node(b)
-        .on_event({
-            let events = events.clone();
-            move |event| events.push(describe(event))
-        })
+        .on_event(describing(&events))
         .build()
         .unwrap();
     let running = launch(&rt, supervisor);

@@ -17,8 +17,8 @@ use async_net::{TcpListener, TcpStream};
 use futures_util::future::{select, Either};
 use futures_util::{AsyncReadExt, AsyncWriteExt};
 use lifecycle::{
-    ComponentManager, FatalError, Node, RestartPolicy, RuntimeExt, StopToken, SupervisorBuilder,
-    Verdict, WorkerContext,
+    ComponentManager, FatalError, JoinError, JoinHandle, Node, RestartPolicy, RuntimeExt,
+    StopToken, SupervisorBuilder, Verdict, WorkerContext,
 };
 
 use crate::options::Options;
@@ -191,8 +191,15 @@ async fn serve(
         let (stream, _peer) = accepted
             .map_err(|error| FatalError::msg(format!("cannot accept a connection: {error}")))?;
         shared.connections.fetch_add(1, Ordering::Relaxed);
-        // Forget the connections that have closed, so the list stays short.
-        connections.retain(|connection: &lifecycle::JoinHandle<()>| !connection.is_finished());
+        // Join the connections that have closed (at once: they are
+        // finished), so the list stays short.
+        let (closed, open): (Vec<JoinHandle<()>>, _) = connections
+            .into_iter()
+            .partition(|connection: &JoinHandle<()>| connection.is_finished());
+        connections = open;
+        for connection in closed {
+            report_panic(connection.await);
+        }
         connections.push(ctx.runtime().spawn(echo_back(
             stream,
             ctx.token().clone(),
@@ -201,9 +208,17 @@ async fn serve(
     }
     // Each connection watches the same token, so these end promptly.
     for connection in connections {
-        let _ = connection.await;
+        report_panic(connection.await);
     }
     Ok(())
+}
+
+/// A connection's handler that panicked ended that connection only, like a
+/// read error, but it is a bug: say so rather than lose it.
+fn report_panic(outcome: Result<(), JoinError>) {
+    if let Err(JoinError::Panicked(message)) = outcome {
+        eprintln!("echo: a connection's handler panicked: {message}");
+    }
 }
 
 /// Sends back what a client sends until it hangs up or the node stops.

@@ -156,7 +156,6 @@ impl HostNotify for Recorder {
 struct Hosted {
     ready: lifecycle::Signal,
     status: lifecycle::StatusBoard,
-    ended: Latch,
     run: lifecycle::JoinHandle<HostExit>,
 }
 
@@ -178,22 +177,8 @@ fn start_notifying(
     if let Some(notify) = notify {
         run = run.notify(notify);
     }
-    let ended = Latch::new();
-    let future = run.run(rt.clone(), script.stream());
-    let run = rt.spawn({
-        let ended = ended.clone();
-        async move {
-            let exit = future.await;
-            ended.set();
-            exit
-        }
-    });
-    Hosted {
-        ready,
-        status,
-        ended,
-        run,
-    }
+    let run = rt.spawn(run.run(rt.clone(), script.stream()));
+    Hosted { ready, status, run }
 }
 
 impl Hosted {
@@ -293,7 +278,10 @@ async fn second_interrupt_forces_the_exit(rt: SharedRuntime) {
     })
     .await;
     let_others_run(&rt).await;
-    assert!(!hosted.ended.is_set(), "the stop waits for the stuck node");
+    assert!(
+        !hosted.run.is_finished(),
+        "the stop waits for the stuck node"
+    );
     // The ordered stop never reached the base node: the stuck one holds it.
     assert_eq!(log.snapshot(), ["stuck stopped"]);
     second.set();
@@ -341,7 +329,7 @@ async fn spin_halt_ignores_interrupts_and_ends_on_terminate(rt: SharedRuntime) {
     })
     .await;
     let_others_run(&rt).await;
-    assert!(!hosted.ended.is_set(), "an interrupt ended a spin-halt");
+    assert!(!hosted.run.is_finished(), "an interrupt ended a spin-halt");
     terminate.set();
     let exit = hosted.exit().await;
     assert_eq!(exit.reason, ExitReason::SpinHaltReleased);
@@ -436,7 +424,7 @@ async fn closed_requests_do_not_end_the_run(rt: SharedRuntime) {
     hosted.ready.wait().await;
     let_others_run(&rt).await;
     assert!(
-        !hosted.ended.is_set(),
+        !hosted.run.is_finished(),
         "the end of the requests ended the run"
     );
     finish.set();

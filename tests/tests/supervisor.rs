@@ -274,7 +274,6 @@ struct Running {
     stop: StopSource,
     status: StatusBoard,
     ready: Signal,
-    ended: Latch,
     run: JoinHandle<SupervisorOutcome>,
 }
 
@@ -282,21 +281,11 @@ fn launch(rt: &SharedRuntime, supervisor: Supervisor) -> Running {
     let stop = StopSource::new();
     let status = supervisor.status();
     let ready = Component::ready(&supervisor);
-    let ended = Latch::new();
-    let run = supervisor.run(rt.clone(), stop.token());
-    let run = rt.spawn({
-        let ended = ended.clone();
-        async move {
-            let outcome = run.await;
-            ended.set();
-            outcome
-        }
-    });
+    let run = rt.spawn(supervisor.run(rt.clone(), stop.token()));
     Running {
         stop,
         status,
         ready,
-        ended,
         run,
     }
 }
@@ -681,7 +670,7 @@ async fn spin_halt_on_b_stops_everything_until_terminate(rt: SharedRuntime) {
         )
         .await;
     assert!(
-        !running.ended.is_set(),
+        !running.run.is_finished(),
         "a spin-halt waits for a terminate request"
     );
     assert_eq!(graph.built(), [1, 1, 1, 1, 1]);
@@ -891,7 +880,7 @@ async fn spin_halt_ignores_the_parent_stop(rt: SharedRuntime) {
     running.stop.stop();
     let_others_run(&rt).await;
     assert!(
-        !running.ended.is_set(),
+        !running.run.is_finished(),
         "the parent's stop ended a spin-halt"
     );
     assert_eq!((a.built(), b.built()), (1, 1), "nothing restarts");

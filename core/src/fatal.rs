@@ -17,6 +17,7 @@ use core::sync::atomic::Ordering::Relaxed;
 use core::task::{Context, Poll};
 
 use crate::flag::{Flag, Guarded, HasFlag, Waiter};
+use crate::stop::{StopSource, WithStop};
 use crate::sync::AtomicUsize;
 
 /// A type-erased, cheaply cloneable fatal error.
@@ -285,23 +286,54 @@ pub enum Reported {
 /// assert_eq!(slot.unhandled_count(), 1);
 /// # });
 /// ```
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct FatalSlot {
-    inner: Arc<SlotInner>,
+    owner: Arc<dyn SlotOwner>,
 }
 
-struct SlotInner {
+impl Default for FatalSlot {
+    fn default() -> Self {
+        Self::with_hook(FatalHook::default())
+    }
+}
+
+/// Whatever holds a slot's state: the slot's own allocation, or a stop
+/// node's, so that a supervised instance's scope (its stop source and its
+/// slot) is one allocation, not two.
+pub(crate) trait SlotOwner: Send + Sync + 'static {
+    fn slot(&self) -> &SlotInner;
+}
+
+impl SlotOwner for SlotInner {
+    fn slot(&self) -> &SlotInner {
+        self
+    }
+}
+
+impl SlotOwner for WithStop<SlotInner> {
+    fn slot(&self) -> &SlotInner {
+        self
+    }
+}
+
+impl HasFlag for dyn SlotOwner {
+    fn flag(&self) -> &Flag {
+        self.slot().recorded.flag()
+    }
+}
+
+pub(crate) struct SlotInner {
     /// Set once the first error is recorded; guards the error itself.
     recorded: Guarded<Option<FatalError>>,
     hook: FatalHook,
     unhandled: AtomicUsize,
 }
 
-impl Default for SlotInner {
-    fn default() -> Self {
+impl SlotInner {
+    fn with_hook(hook: FatalHook) -> Self {
         Self {
             recorded: Guarded::new(None),
-            hook: FatalHook::default(),
+            hook,
             unhandled: AtomicUsize::new(0),
         }
     }
@@ -322,11 +354,20 @@ impl FatalSlot {
     /// An empty slot whose later errors go to `hook`.
     pub fn with_hook(hook: FatalHook) -> Self {
         Self {
-            inner: Arc::new(SlotInner {
-                hook,
-                ..SlotInner::default()
-            }),
+            owner: Arc::new(SlotInner::with_hook(hook)),
         }
+    }
+
+    /// A new root stop source and an empty slot whose later errors go to
+    /// `hook`, in one allocation: the scope a supervisor gives each
+    /// instance it starts.
+    pub(crate) fn with_stop_source(hook: FatalHook) -> (StopSource, FatalSlot) {
+        let (source, shared) = StopSource::root_with(SlotInner::with_hook(hook));
+        (source, FatalSlot { owner: shared })
+    }
+
+    fn inner(&self) -> &SlotInner {
+        self.owner.slot()
     }
 
     /// Reports a fatal error. The first one is recorded for delivery; every
@@ -334,7 +375,7 @@ impl FatalSlot {
     pub fn report(&self, error: FatalError) -> Reported {
         // The closure runs, and moves the error, only if this is the first.
         let mut pending = Some(error);
-        self.inner.recorded.set(|slot| *slot = pending.take());
+        self.inner().recorded.set(|slot| *slot = pending.take());
         match pending {
             None => Reported::First,
             Some(late) => self.report_unhandled(late),
@@ -346,44 +387,44 @@ impl FatalSlot {
     /// first (a component reporting a second failure).
     pub fn report_unhandled(&self, error: FatalError) -> Reported {
         // Relaxed: a statistic, read on its own; no data hangs off it.
-        self.inner.unhandled.fetch_add(1, Relaxed);
-        self.inner.hook.call(&error);
+        self.inner().unhandled.fetch_add(1, Relaxed);
+        self.inner().hook.call(&error);
         Reported::Unhandled
     }
 
     /// Whether a first error has been recorded (delivered or not): one atomic
     /// load.
     pub fn is_recorded(&self) -> bool {
-        self.inner.recorded.is_set()
+        self.inner().recorded.is_set()
     }
 
     /// Takes the first error if it is recorded and not yet delivered. Returns
     /// `Some` at most once over the slot's whole life.
     pub fn take(&self) -> Option<FatalError> {
-        self.inner.recorded.with_state(|_, slot| slot.take())
+        self.inner().recorded.with_state(|_, slot| slot.take())
     }
 
     /// Waits until a first error is recorded, then takes it. Resolves to
     /// `None` if someone else took it first. Cancel-safe: dropping the future
     /// before it completes takes nothing.
     pub fn first(&self) -> First<'_> {
-        First(Waiter::new(&*self.inner))
+        First(Waiter::new(self.inner()))
     }
 
     /// [`first`](FatalSlot::first) as an owned waiter that any task can
     /// poll with any waker: for a watcher that keeps it beside the slot.
     pub(crate) fn first_owned(&self) -> FirstOwned {
-        FirstOwned(Waiter::new(self.inner.clone()))
+        FirstOwned(Waiter::new(self.owner.clone()))
     }
 
     /// How many errors went to the hook because the slot held one already.
     pub fn unhandled_count(&self) -> usize {
-        self.inner.unhandled.load(Relaxed)
+        self.inner().unhandled.load(Relaxed)
     }
 
     /// The hook this slot hands later errors to.
     pub fn hook(&self) -> &FatalHook {
-        &self.inner.hook
+        &self.inner().hook
     }
 }
 
@@ -415,7 +456,7 @@ impl Future for First<'_> {
 }
 
 /// The owned form of [`First`], polled by hand.
-pub(crate) struct FirstOwned(Waiter<Arc<SlotInner>>);
+pub(crate) struct FirstOwned(Waiter<Arc<dyn SlotOwner>>);
 
 impl FirstOwned {
     /// As [`First`]'s poll, always with the same waker (see
@@ -423,9 +464,13 @@ impl FirstOwned {
     /// if someone else took it.
     pub(crate) fn poll_same_waker(&mut self, cx: &mut Context<'_>) -> Poll<Option<FatalError>> {
         match self.0.poll_same_waker(cx) {
-            Poll::Ready(()) => {
-                Poll::Ready(self.0.holder().recorded.with_state(|_, slot| slot.take()))
-            }
+            Poll::Ready(()) => Poll::Ready(
+                self.0
+                    .holder()
+                    .slot()
+                    .recorded
+                    .with_state(|_, slot| slot.take()),
+            ),
             Poll::Pending => Poll::Pending,
         }
     }

@@ -425,6 +425,18 @@ impl StopSource {
         }
     }
 
+    /// A new root sharing its allocation with `value`: the source, and a
+    /// handle on the value (which keeps the node alive, as a token does).
+    pub(crate) fn root_with<T: Host>(value: T) -> (StopSource, Arc<WithStop<T>>) {
+        let shared = WithStop::root(value);
+        (
+            StopSource {
+                node: shared.clone(),
+            },
+            shared,
+        )
+    }
+
     /// A token observing this node.
     pub fn token(&self) -> StopToken {
         StopToken {

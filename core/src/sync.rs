@@ -18,10 +18,10 @@
 #[cfg(loom)]
 pub(crate) use loom::cell::UnsafeCell;
 #[cfg(loom)]
-pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize};
+pub(crate) use loom::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize};
 
 #[cfg(not(loom))]
-pub(crate) use core::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize};
+pub(crate) use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU8, AtomicUsize};
 
 /// A mutual-exclusion lock whose `lock` cannot fail.
 ///

@@ -44,11 +44,10 @@ use core::time::Duration;
 use futures_util::stream::{FuturesUnordered, StreamExt};
 
 use super::dirty::Dirty;
-use super::graph::{Graph, Node};
+use super::graph::{Built, Graph, Node};
 use super::observe::{EventHook, EventKind, NodeState, StatusBoard, StopReason, SupervisorEvent};
 use super::watch::{InstanceWatch, Seen, Wakeups};
 use super::{NodeError, NodeFailed, Parts, StartTimedOut, SupervisorEnd, SupervisorOutcome};
-use crate::component::Component;
 use crate::fatal::{FatalError, FatalHook, FatalSlot};
 use crate::latch::Latch;
 use crate::policy::RestartBudget;
@@ -91,7 +90,7 @@ enum Mode {
 }
 
 struct Instance {
-    component: Box<dyn Component>,
+    component: Built,
     source: StopSource,
     slot: FatalSlot,
     watch: InstanceWatch,
@@ -488,8 +487,7 @@ impl Engine {
     /// Shows a failure in the status and the events.
     fn record_failure(&self, node: usize, error: &FatalError) {
         let attempt = self.nodes[node].attempt;
-        self.status
-            .update(node, |status| status.last_error = Some(error.clone()));
+        self.status.set_last_error(node, error.clone());
         self.emit(
             node,
             EventKind::Failed {
@@ -689,8 +687,7 @@ impl Engine {
             Some(delay) => {
                 self.nodes[node].restarts += 1;
                 let restarts = self.nodes[node].restarts;
-                self.status
-                    .update(node, |status| status.restarts = restarts);
+                self.status.set_restarts(node, restarts);
                 self.emit(
                     node,
                     EventKind::Restarting {
@@ -873,8 +870,7 @@ impl Engine {
         run.attempt += 1;
         let attempt = run.attempt;
         run.started_at = started_at;
-        self.status
-            .update(node, |status| status.generation = attempt);
+        self.status.set_generation(node, attempt);
         self.emit(node, EventKind::Starting { attempt });
         // The factory and the start run in the node's span, which what
         // they start (a manager, a nested supervisor) keeps as its own.
@@ -888,8 +884,7 @@ impl Engine {
         // through the stop tree; and not a child of a root of the run's
         // either, which every start and stop would lock to join and leave
         // (the run stops what is left itself when dropped).
-        let source = StopSource::new();
-        let slot = FatalSlot::with_hook(self.hook.clone());
+        let (source, slot) = FatalSlot::with_stop_source(self.hook.clone());
         let scope = Scope::new(self.runtime.clone(), source.token(), slot.clone());
         if let Err(error) = span.in_scope(|| component.start(scope)) {
             source.stop();
@@ -1048,7 +1043,7 @@ impl Engine {
         self.satisfied = self.satisfied + usize::from(after.satisfies_dependents())
             - usize::from(before.satisfies_dependents());
         self.finals = self.finals + usize::from(after.is_final()) - usize::from(before.is_final());
-        self.status.update(node, |status| status.state = after);
+        self.status.set_state(node, after);
     }
 
     /// Ready once every node is ready or completed, while running only.

@@ -7,6 +7,7 @@ use alloc::string::String;
 use alloc::sync::Arc;
 use alloc::vec;
 use alloc::vec::Vec;
+use core::any::Any;
 use core::fmt;
 use core::time::Duration;
 
@@ -14,11 +15,44 @@ use super::observe::{EventHook, SupervisorEvent};
 use super::{Supervisor, TerminateRequests};
 use crate::component::Component;
 use crate::fatal::{FatalError, FatalHook};
+use crate::manager::ComponentManager;
 use crate::policy::{PolicyError, RestartPolicy};
 use crate::restart::{Failure, Verdict, DEFAULT_STOP_TIMEOUT};
 
-pub(super) type Factory = Box<dyn FnMut() -> Result<Box<dyn Component>, FatalError> + Send>;
+pub(super) type Factory = Box<dyn FnMut() -> Result<Built, FatalError> + Send>;
 pub(super) type Handler = Box<dyn FnMut(&Failure) -> Verdict + Send>;
+
+/// A component a node's factory built, as the supervisor keeps it. A
+/// manager is one `Arc` already and is kept as it is; anything else is
+/// boxed. (The manager is the common case, and its box would be an
+/// allocation and a free per instance for nothing.)
+pub(super) enum Built {
+    Manager(ComponentManager),
+    Other(Box<dyn Component>),
+}
+
+impl Built {
+    fn new<C: Component>(component: C) -> Built {
+        // Picked out through `Any`, with a clone of the manager's handle
+        // (one count up, and one down as `component` goes): stable Rust
+        // has no specialisation to do it by type.
+        match (&component as &dyn Any).downcast_ref::<ComponentManager>() {
+            Some(manager) => Built::Manager(manager.clone()),
+            None => Built::Other(Box::new(component)),
+        }
+    }
+}
+
+impl core::ops::Deref for Built {
+    type Target = dyn Component;
+
+    fn deref(&self) -> &(dyn Component + 'static) {
+        match self {
+            Built::Manager(manager) => manager,
+            Built::Other(component) => &**component,
+        }
+    }
+}
 
 /// One named node of a supervisor: a component factory and how to treat
 /// its failures.
@@ -68,7 +102,7 @@ impl Node {
         Node {
             name: Arc::from(name.into()),
             dependencies: Vec::new(),
-            factory: Box::new(move || factory().map(|c| Box::new(c) as Box<dyn Component>)),
+            factory: Box::new(move || factory().map(Built::new)),
             handler: Box::new(|_| Verdict::Restart),
             policy: RestartPolicy::default(),
             on_exhausted: Verdict::Shutdown,

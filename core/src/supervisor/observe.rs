@@ -1,14 +1,16 @@
 //! What a supervisor tells the world: [`SupervisorEvent`]s for every node
 //! transition and a [`NodeStatus`] snapshot of every node.
 
+use alloc::boxed::Box;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::fmt;
+use core::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use core::time::Duration;
 
 use crate::fatal::FatalError;
 use crate::restart::Verdict;
-use crate::sync::Mutex;
+use crate::sync::{AtomicU32, AtomicU8, Mutex};
 
 pub(super) type EventHook = Arc<dyn Fn(&SupervisorEvent) + Send + Sync>;
 
@@ -232,57 +234,116 @@ impl NodeStatus {
 }
 
 /// The status of every node, written by the supervisor on each transition
-/// and read by anyone through a short lock that the supervisor never holds
-/// across an await.
+/// and read by anyone without waiting: a node's state, generation and
+/// restart count are atomics of their own, so the run writes a transition
+/// with one store and a reader never holds it up.
+///
+/// Each field is read atomically. A node's new generation is written
+/// before the state that goes with it (release) and a snapshot reads the
+/// state first (acquire), so a node shown starting shows the instance it
+/// starts. Otherwise a snapshot taken while nodes change may show a
+/// node's fields from either side of a transition, and the tree as no
+/// single instant saw it; a snapshot of nodes at rest is exact.
 #[derive(Clone)]
 pub struct StatusBoard {
-    board: Arc<Mutex<Board>>,
+    board: Arc<Board>,
 }
 
 struct Board {
-    nodes: Vec<NodeStatus>,
+    nodes: Box<[Entry]>,
     /// The node whose failure put the supervisor in a spin-halt.
-    spin_halt: Option<Arc<str>>,
+    spin_halt: Mutex<Option<Arc<str>>>,
+}
+
+/// One node's status, written by the run alone.
+struct Entry {
+    name: Arc<str>,
+    /// A `NodeState` as its index in `STATES`.
+    state: AtomicU8,
+    generation: AtomicU32,
+    restarts: AtomicU32,
+    /// Written on a failure only: a lock is cheap enough there.
+    last_error: Mutex<Option<FatalError>>,
+}
+
+/// Every `NodeState`, at the index its entry stores: its discriminant.
+const STATES: [NodeState; 7] = [
+    NodeState::Waiting,
+    NodeState::Starting,
+    NodeState::Ready,
+    NodeState::Stopping,
+    NodeState::Backoff,
+    NodeState::Completed,
+    NodeState::Stopped,
+];
+
+impl Entry {
+    fn status(&self) -> NodeStatus {
+        // Acquire, first: the generation and restarts stored before this
+        // state (release) are seen with it.
+        let state = STATES[usize::from(self.state.load(Acquire))];
+        NodeStatus {
+            name: self.name.clone(),
+            state,
+            // Relaxed: ordered by the acquire load above.
+            generation: self.generation.load(Relaxed),
+            restarts: self.restarts.load(Relaxed),
+            last_error: self.last_error.lock().clone(),
+        }
+    }
 }
 
 impl StatusBoard {
     pub(super) fn new(names: impl Iterator<Item = Arc<str>>) -> Self {
         let nodes = names
-            .map(|name| NodeStatus {
+            .map(|name| Entry {
                 name,
-                state: NodeState::Waiting,
-                generation: 0,
-                restarts: 0,
-                last_error: None,
+                state: AtomicU8::new(0),
+                generation: AtomicU32::new(0),
+                restarts: AtomicU32::new(0),
+                last_error: Mutex::new(None),
             })
             .collect();
         Self {
-            board: Arc::new(Mutex::new(Board {
+            board: Arc::new(Board {
                 nodes,
-                spin_halt: None,
-            })),
+                spin_halt: Mutex::new(None),
+            }),
         }
     }
 
-    pub(super) fn update(&self, node: usize, change: impl FnOnce(&mut NodeStatus)) {
-        if let Some(status) = self.board.lock().nodes.get_mut(node) {
-            change(status);
-        }
+    pub(super) fn set_state(&self, node: usize, state: NodeState) {
+        // Release: publishes the generation and restarts written before.
+        self.board.nodes[node].state.store(state as u8, Release);
+    }
+
+    pub(super) fn set_generation(&self, node: usize, generation: u32) {
+        // Relaxed: published by the state stored after it.
+        self.board.nodes[node].generation.store(generation, Relaxed);
+    }
+
+    pub(super) fn set_restarts(&self, node: usize, restarts: u32) {
+        // Relaxed: as the generation.
+        self.board.nodes[node].restarts.store(restarts, Relaxed);
+    }
+
+    pub(super) fn set_last_error(&self, node: usize, error: FatalError) {
+        *self.board.nodes[node].last_error.lock() = Some(error);
     }
 
     pub(super) fn enter_spin_halt(&self, node: Arc<str>) {
-        self.board.lock().spin_halt = Some(node);
+        *self.board.spin_halt.lock() = Some(node);
     }
 
     /// A copy of every node's status, in declaration order.
     pub fn snapshot(&self) -> Vec<NodeStatus> {
-        self.board.lock().nodes.clone()
+        self.board.nodes.iter().map(Entry::status).collect()
     }
 
     /// The node whose failure put the supervisor in a spin-halt (every
     /// node stopped, waiting for a terminate request), if it is in one.
     pub fn spin_halted_by(&self) -> Option<Arc<str>> {
-        self.board.lock().spin_halt.clone()
+        self.board.spin_halt.lock().clone()
     }
 
     /// One line: each node's name and state, e.g.
@@ -291,15 +352,14 @@ impl StatusBoard {
     pub fn summary(&self) -> alloc::string::String {
         use core::fmt::Write;
         let mut line = alloc::string::String::new();
-        let board = self.board.lock();
-        for (at, node) in board.nodes.iter().enumerate() {
+        for (at, node) in self.snapshot().iter().enumerate() {
             let gap = if at == 0 { "" } else { " " };
             let _ = write!(line, "{gap}{}={}", node.name, node.state);
             if node.generation > 1 {
                 let _ = write!(line, "({})", node.generation);
             }
         }
-        if let Some(node) = &board.spin_halt {
+        if let Some(node) = self.spin_halted_by() {
             let gap = if line.is_empty() { "" } else { " " };
             let _ = write!(line, "{gap}spin-halt after {node}");
         }
@@ -309,8 +369,22 @@ impl StatusBoard {
 
 impl fmt::Debug for StatusBoard {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_list()
-            .entries(self.board.lock().nodes.iter())
-            .finish()
+        f.debug_list().entries(self.snapshot().iter()).finish()
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_state_reads_back_as_written() {
+        let board = StatusBoard::new(["a"].into_iter().map(Arc::from));
+        for state in STATES {
+            board.set_generation(0, 7);
+            board.set_state(0, state);
+            let status = &board.snapshot()[0];
+            assert_eq!((status.state, status.generation), (state, 7));
+        }
     }
 }

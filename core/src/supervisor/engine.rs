@@ -106,15 +106,13 @@ enum AfterStop {
     Settle,
 }
 
+/// A node's state; the node has an instance exactly while it is starting,
+/// ready or stopping (see `NodeRun::instance`).
 enum State {
     Waiting,
-    Starting(Instance),
-    Ready(Instance),
-    Stopping {
-        instance: Instance,
-        after: AfterStop,
-        aborted: bool,
-    },
+    Starting,
+    Ready,
+    Stopping { after: AfterStop, aborted: bool },
     Backoff,
     Completed,
     Stopped,
@@ -124,8 +122,8 @@ impl State {
     fn public(&self) -> NodeState {
         match self {
             State::Waiting => NodeState::Waiting,
-            State::Starting(_) => NodeState::Starting,
-            State::Ready(_) => NodeState::Ready,
+            State::Starting => NodeState::Starting,
+            State::Ready => NodeState::Ready,
             State::Stopping { .. } => NodeState::Stopping,
             State::Backoff => NodeState::Backoff,
             State::Completed => NodeState::Completed,
@@ -154,11 +152,13 @@ impl StopRequest {
 
 struct NodeRun {
     spec: Node,
+    /// Changed only through `Engine::set_state`, which keeps the counts.
     state: State,
-    /// `state` as last set through `Engine::set_state`, which keeps the
-    /// counts; `state` itself is briefly a placeholder while an instance
-    /// moves between states.
-    public: NodeState,
+    /// The current instance: there while `state` is starting, ready or
+    /// stopping, and dropped by the `set_state` that leaves those. It
+    /// stays in place through its transitions rather than moving with
+    /// the state.
+    instance: Option<Instance>,
     attempt: u32,
     restarts: u32,
     budget: RestartBudget,
@@ -175,7 +175,7 @@ impl NodeRun {
     /// Whether something stops its dependencies from being stopped: it is
     /// up, or something below it is.
     fn blocks(&self) -> bool {
-        self.public.is_up() || self.blocked_by > 0
+        self.state.public().is_up() || self.blocked_by > 0
     }
 }
 
@@ -234,7 +234,7 @@ impl Engine {
                 budget: RestartBudget::new(spec.policy.clone(), seed.wrapping_add(at as u64)),
                 spec,
                 state: State::Waiting,
-                public: NodeState::Waiting,
+                instance: None,
                 attempt: 0,
                 restarts: 0,
                 started_at: Instant::default(),
@@ -427,11 +427,10 @@ impl Engine {
     fn look_at(&mut self, node: usize) {
         loop {
             let run = &mut self.nodes[node];
-            let (instance, starting) = match &mut run.state {
-                State::Starting(instance) => (instance, true),
-                State::Ready(instance) | State::Stopping { instance, .. } => (instance, false),
-                // A wake about an instance that is gone.
-                _ => return,
+            let starting = matches!(run.state, State::Starting);
+            // None: a wake about an instance that is gone.
+            let Some(instance) = &mut run.instance else {
+                return;
             };
             let polled = self.wakeups.with_waker(node, |waker| {
                 let mut cx = Context::from_waker(waker);
@@ -450,16 +449,14 @@ impl Engine {
     }
 
     fn on_ready(&mut self, node: usize) {
-        if !matches!(self.nodes[node].state, State::Starting(_)) {
-            return;
-        }
-        let Some(mut instance) = self.take_live_instance(node) else {
+        let run = &mut self.nodes[node];
+        let (State::Starting, Some(instance)) = (&run.state, &mut run.instance) else {
             return;
         };
         // Started in time: no start deadline any more.
         instance.deadline = None;
-        let attempt = self.nodes[node].attempt;
-        self.set_state(node, State::Ready(instance));
+        let attempt = run.attempt;
+        self.set_state(node, State::Ready);
         self.emit(node, EventKind::Ready { attempt });
         self.mark_dependents(node);
         self.check_ready();
@@ -468,8 +465,8 @@ impl Engine {
     /// The instance reported an error (`Some`) or is done (`None`).
     fn on_ended(&mut self, node: usize, error: Option<FatalError>) {
         match (&self.nodes[node].state, error) {
-            (State::Starting(_) | State::Ready(_), Some(error)) => self.stop_failed(node, error),
-            (State::Starting(_) | State::Ready(_), None) => self.on_completed(node),
+            (State::Starting | State::Ready, Some(error)) => self.stop_failed(node, error),
+            (State::Starting | State::Ready, None) => self.on_completed(node),
             (
                 State::Stopping {
                     after: AfterStop::Settle,
@@ -501,15 +498,17 @@ impl Engine {
     /// handler once it is done.
     fn stop_failed(&mut self, node: usize, error: FatalError) {
         self.record_failure(node, &error);
-        let Some(mut instance) = self.take_live_instance(node) else {
+        if !matches!(self.nodes[node].state, State::Starting | State::Ready) {
             return;
-        };
-        instance.source.stop_with(StopCause::Fatal(error.clone()));
-        instance.deadline = self.deadline_after(self.nodes[node].spec.stop_timeout);
+        }
+        let deadline = self.deadline_after(self.nodes[node].spec.stop_timeout);
+        if let Some(instance) = &mut self.nodes[node].instance {
+            instance.source.stop_with(StopCause::Fatal(error.clone()));
+            instance.deadline = deadline;
+        }
         self.set_state(
             node,
             State::Stopping {
-                instance,
                 after: AfterStop::Handle(error),
                 aborted: false,
             },
@@ -519,7 +518,7 @@ impl Engine {
     /// The instance ended cleanly on its own.
     fn on_completed(&mut self, node: usize) {
         let attempt = self.nodes[node].attempt;
-        if let State::Starting(instance) | State::Ready(instance) = &self.nodes[node].state {
+        if let Some(instance) = &self.nodes[node].instance {
             instance.source.stop();
         }
         self.emit(node, EventKind::Completed { attempt });
@@ -548,22 +547,19 @@ impl Engine {
         self.check_ready();
     }
 
+    /// The stopping instance is done. It goes with the node's next state,
+    /// which every path below sets.
     fn on_done(&mut self, node: usize) {
-        if !matches!(self.nodes[node].state, State::Stopping { .. }) {
-            return;
-        }
-        let State::Stopping {
-            after, instance, ..
-        } = core::mem::replace(&mut self.nodes[node].state, State::Waiting)
-        else {
+        let run = &mut self.nodes[node];
+        let State::Stopping { after, .. } = &mut run.state else {
             return;
         };
-        match after {
+        match core::mem::replace(after, AfterStop::Settle) {
             AfterStop::Handle(error) => self.on_failure(node, error),
             AfterStop::Settle => {
                 // An error reported just before done is taken with done;
                 // should one still be in the slot, record it, not lose it.
-                if let Some(error) = instance.slot.take() {
+                if let Some(error) = run.instance.as_ref().and_then(|it| it.slot.take()) {
                     self.record_stop_error(node, error);
                 }
                 self.settle_stopped(node);
@@ -808,7 +804,7 @@ impl Engine {
                     }
                 }
             }
-            State::Starting(_) | State::Ready(_) => {
+            State::Starting | State::Ready => {
                 // Nothing below it is up, even through nodes that are down
                 // already (a dependent that failed first).
                 if self.nodes[node].blocked_by == 0 {
@@ -824,15 +820,17 @@ impl Engine {
         let Some(request) = self.nodes[node].stop.clone() else {
             return;
         };
-        let Some(mut instance) = self.take_live_instance(node) else {
+        if !matches!(self.nodes[node].state, State::Starting | State::Ready) {
             return;
-        };
+        }
         let attempt = self.nodes[node].attempt;
-        instance.deadline = self.deadline_after(self.nodes[node].spec.stop_timeout);
+        let deadline = self.deadline_after(self.nodes[node].spec.stop_timeout);
+        if let Some(instance) = &mut self.nodes[node].instance {
+            instance.deadline = deadline;
+        }
         self.set_state(
             node,
             State::Stopping {
-                instance,
                 after: AfterStop::Settle,
                 aborted: false,
             },
@@ -846,7 +844,7 @@ impl Engine {
                 cause: request.reason().clone(),
             },
         );
-        if let State::Stopping { instance, .. } = &self.nodes[node].state {
+        if let Some(instance) = &self.nodes[node].instance {
             instance.source.stop();
         }
     }
@@ -890,14 +888,15 @@ impl Engine {
             source.stop();
             return self.fail_before_start(node, FatalError::new(error));
         }
-        let instance = Instance {
+        let deadline = self.deadline_after(self.nodes[node].spec.start_timeout);
+        self.nodes[node].instance = Some(Instance {
             watch: InstanceWatch::new(&*component, &slot),
-            deadline: self.deadline_after(self.nodes[node].spec.start_timeout),
+            deadline,
             component,
             source,
             slot,
-        };
-        self.set_state(node, State::Starting(instance));
+        });
+        self.set_state(node, State::Starting);
         // Polled once to register the node's waker.
         self.wakeups.schedule(node);
     }
@@ -941,23 +940,20 @@ impl Engine {
         }
         // What the timer was armed for has come, whatever the clock says.
         let now = self.now().max(at);
+        // Only starting and stopping instances have a deadline.
         for node in 0..self.nodes.len() {
-            let (State::Starting(instance) | State::Stopping { instance, .. }) =
-                &self.nodes[node].state
-            else {
-                continue;
-            };
-            if instance.deadline.is_some_and(|deadline| deadline <= now) {
+            let deadline = self.nodes[node]
+                .instance
+                .as_ref()
+                .and_then(|it| it.deadline);
+            if deadline.is_some_and(|deadline| deadline <= now) {
                 self.on_late(node);
             }
         }
         let next = self
             .nodes
             .iter()
-            .filter_map(|run| match &run.state {
-                State::Starting(instance) | State::Stopping { instance, .. } => instance.deadline,
-                _ => None,
-            })
+            .filter_map(|run| run.instance.as_ref()?.deadline)
             .min();
         if let Some(next) = next {
             if self.timer_at.is_none_or(|armed| next < armed) {
@@ -971,7 +967,7 @@ impl Engine {
         let name = self.nodes[node].spec.name.clone();
         let attempt = self.nodes[node].attempt;
         match &self.nodes[node].state {
-            State::Starting(_) => {
+            State::Starting => {
                 let timeout = self.nodes[node].spec.start_timeout.unwrap_or_default();
                 let error = FatalError::new(StartTimedOut {
                     node: name,
@@ -986,9 +982,9 @@ impl Engine {
                 let timeout = self.nodes[node].spec.stop_timeout.unwrap_or_default();
                 // As long again for the abort to end it.
                 let deadline = self.deadline_after(Some(timeout));
-                if let State::Stopping {
-                    instance, aborted, ..
-                } = &mut self.nodes[node].state
+                let run = &mut self.nodes[node];
+                if let (State::Stopping { aborted, .. }, Some(instance)) =
+                    (&mut run.state, &mut run.instance)
                 {
                     *aborted = true;
                     instance.deadline = deadline;
@@ -1010,10 +1006,7 @@ impl Engine {
                 continue;
             }
             let name = self.nodes[node].spec.name.clone();
-            if let State::Starting(instance)
-            | State::Ready(instance)
-            | State::Stopping { instance, .. } = &self.nodes[node].state
-            {
+            if let Some(instance) = &self.nodes[node].instance {
                 instance.source.stop();
                 instance.component.abort();
             }
@@ -1033,10 +1026,14 @@ impl Engine {
 
     fn set_state(&mut self, node: usize, state: State) {
         let after = state.public();
-        let blocked = self.nodes[node].blocks();
-        let before = core::mem::replace(&mut self.nodes[node].public, after);
-        self.nodes[node].state = state;
-        if self.nodes[node].blocks() != blocked {
+        let run = &mut self.nodes[node];
+        let blocked = run.blocks();
+        let before = core::mem::replace(&mut run.state, state).public();
+        if !after.is_up() {
+            // Done, or never started: no instance any more.
+            run.instance = None;
+        }
+        if run.blocks() != blocked {
             self.propagate_blocking(node, !blocked);
         }
         self.up = self.up + usize::from(after.is_up()) - usize::from(before.is_up());
@@ -1050,18 +1047,6 @@ impl Engine {
     fn check_ready(&self) {
         if matches!(self.mode, Mode::Running) && self.satisfied == self.nodes.len() {
             self.ready.set();
-        }
-    }
-
-    /// Takes the instance of a starting or ready node, leaving a
-    /// placeholder state that the caller replaces.
-    fn take_live_instance(&mut self, node: usize) -> Option<Instance> {
-        if !matches!(self.nodes[node].state, State::Starting(_) | State::Ready(_)) {
-            return None;
-        }
-        match core::mem::replace(&mut self.nodes[node].state, State::Waiting) {
-            State::Starting(instance) | State::Ready(instance) => Some(instance),
-            _ => None,
         }
     }
 
@@ -1088,7 +1073,7 @@ impl Engine {
                     }
                     // Up or not, an up node blocks by itself: its own
                     // dependencies see no change.
-                    if !run.public.is_up() {
+                    if !run.state.public().is_up() {
                         walk.push(on);
                     }
                 }
@@ -1143,14 +1128,9 @@ impl Drop for Engine {
     /// down with it: every live instance's scope is stopped and the
     /// instance aborted.
     fn drop(&mut self) {
-        for node in &self.nodes {
-            if let State::Starting(instance)
-            | State::Ready(instance)
-            | State::Stopping { instance, .. } = &node.state
-            {
-                instance.source.stop();
-                instance.component.abort();
-            }
+        for instance in self.nodes.iter().filter_map(|run| run.instance.as_ref()) {
+            instance.source.stop();
+            instance.component.abort();
         }
     }
 }

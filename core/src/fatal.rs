@@ -14,7 +14,7 @@ use core::fmt;
 use core::future::Future;
 use core::pin::Pin;
 use core::sync::atomic::Ordering::Relaxed;
-use core::task::{Context, Poll};
+use core::task::{Context, Poll, Waker};
 
 use crate::flag::{Flag, Guarded, HasFlag, Waiter};
 use crate::stop::{StopSource, WithStop};
@@ -327,14 +327,19 @@ pub(crate) struct SlotInner {
     recorded: Guarded<Option<FatalError>>,
     hook: FatalHook,
     unhandled: AtomicUsize,
+    /// Woken once the first error is recorded: the waker of whoever made
+    /// the slot to watch it (a supervisor's node), given at creation, so
+    /// that watching takes no registration and no cancel.
+    watcher: Option<Waker>,
 }
 
 impl SlotInner {
-    fn with_hook(hook: FatalHook) -> Self {
+    fn new(hook: FatalHook, watcher: Option<Waker>) -> Self {
         Self {
             recorded: Guarded::new(None),
             hook,
             unhandled: AtomicUsize::new(0),
+            watcher,
         }
     }
 }
@@ -354,15 +359,16 @@ impl FatalSlot {
     /// An empty slot whose later errors go to `hook`.
     pub fn with_hook(hook: FatalHook) -> Self {
         Self {
-            owner: Arc::new(SlotInner::with_hook(hook)),
+            owner: Arc::new(SlotInner::new(hook, None)),
         }
     }
 
     /// A new root stop source and an empty slot whose later errors go to
     /// `hook`, in one allocation: the scope a supervisor gives each
-    /// instance it starts.
-    pub(crate) fn with_stop_source(hook: FatalHook) -> (StopSource, FatalSlot) {
-        let (source, shared) = StopSource::root_with(SlotInner::with_hook(hook));
+    /// instance it starts. `watcher` is woken once the first error is
+    /// recorded.
+    pub(crate) fn with_stop_source(hook: FatalHook, watcher: Waker) -> (StopSource, FatalSlot) {
+        let (source, shared) = StopSource::root_with(SlotInner::new(hook, Some(watcher)));
         (source, FatalSlot { owner: shared })
     }
 
@@ -377,7 +383,12 @@ impl FatalSlot {
         let mut pending = Some(error);
         self.inner().recorded.set(|slot| *slot = pending.take());
         match pending {
-            None => Reported::First,
+            None => {
+                if let Some(watcher) = &self.inner().watcher {
+                    watcher.wake_by_ref();
+                }
+                Reported::First
+            }
             Some(late) => self.report_unhandled(late),
         }
     }
@@ -409,12 +420,6 @@ impl FatalSlot {
     /// before it completes takes nothing.
     pub fn first(&self) -> First<'_> {
         First(Waiter::new(self.inner()))
-    }
-
-    /// [`first`](FatalSlot::first) as an owned waiter that any task can
-    /// poll with any waker: for a watcher that keeps it beside the slot.
-    pub(crate) fn first_owned(&self) -> FirstOwned {
-        FirstOwned(Waiter::new(self.owner.clone()))
     }
 
     /// How many errors went to the hook because the slot held one already.
@@ -450,27 +455,6 @@ impl Future for First<'_> {
             Poll::Ready(()) => {
                 Poll::Ready(waiter.holder().recorded.with_state(|_, slot| slot.take()))
             }
-            Poll::Pending => Poll::Pending,
-        }
-    }
-}
-
-/// The owned form of [`First`], polled by hand.
-pub(crate) struct FirstOwned(Waiter<Arc<dyn SlotOwner>>);
-
-impl FirstOwned {
-    /// As [`First`]'s poll, always with the same waker (see
-    /// [`Waiter::poll_same_waker`]): the first error once recorded, `None`
-    /// if someone else took it.
-    pub(crate) fn poll_same_waker(&mut self, cx: &mut Context<'_>) -> Poll<Option<FatalError>> {
-        match self.0.poll_same_waker(cx) {
-            Poll::Ready(()) => Poll::Ready(
-                self.0
-                    .holder()
-                    .slot()
-                    .recorded
-                    .with_state(|_, slot| slot.take()),
-            ),
             Poll::Pending => Poll::Pending,
         }
     }

@@ -38,7 +38,7 @@ use alloc::format;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
 use core::future::{poll_fn, Future};
-use core::task::{Context, Poll};
+use core::task::{Context, Poll, Waker};
 use core::time::Duration;
 
 use futures_util::stream::{FuturesUnordered, StreamExt};
@@ -882,7 +882,8 @@ impl Engine {
         // through the stop tree; and not a child of a root of the run's
         // either, which every start and stop would lock to join and leave
         // (the run stops what is left itself when dropped).
-        let (source, slot) = FatalSlot::with_stop_source(self.hook.clone());
+        let watcher = self.wakeups.with_waker(node, Waker::clone);
+        let (source, slot) = FatalSlot::with_stop_source(self.hook.clone(), watcher);
         let scope = Scope::new(self.runtime.clone(), source.token(), slot.clone());
         if let Err(error) = span.in_scope(|| component.start(scope)) {
             source.stop();
@@ -890,7 +891,7 @@ impl Engine {
         }
         let deadline = self.deadline_after(self.nodes[node].spec.start_timeout);
         self.nodes[node].instance = Some(Instance {
-            watch: InstanceWatch::new(&*component, &slot),
+            watch: InstanceWatch::new(&*component),
             deadline,
             component,
             source,

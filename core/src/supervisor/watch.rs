@@ -2,8 +2,10 @@
 //! node, which queues the node and wakes the run, instead of a future per
 //! thing to watch.
 //!
-//! An instance's ready and done signals and its fatal slot are polled by
-//! the run itself, with its node's waker, whenever the node is queued.
+//! An instance's ready and done signals are polled by the run itself,
+//! with its node's waker, whenever the node is queued; its fatal slot,
+//! which the run makes, keeps that waker from the start and wakes it with
+//! the first error, so it is only read.
 //! The wakers of all nodes share one allocation, made with the run, and
 //! serve every instance a node ever has, so watching costs no allocation
 //! per start or stop; a wake about an instance that is gone only makes the
@@ -21,7 +23,7 @@ use core::sync::atomic::Ordering::AcqRel;
 use core::task::{Context, Poll, RawWaker, RawWakerVTable, Waker};
 
 use crate::component::Component;
-use crate::fatal::{FatalError, FatalSlot, FirstOwned};
+use crate::fatal::{FatalError, FatalSlot};
 use crate::latch::WaitOwned;
 use crate::sync::{AtomicBool, Mutex};
 
@@ -220,41 +222,41 @@ pub(super) enum Seen {
     Ready,
 }
 
-/// The waits on one instance's signals, polled by the run.
+/// The waits on one instance's signals, polled by the run. The fatal slot
+/// needs no wait: the run made it with the node's waker as its watcher.
 pub(super) struct InstanceWatch {
-    /// `None` once the error was seen (or taken by someone else).
-    error: Option<FirstOwned>,
+    /// Whether the slot's error was seen (or taken by someone else).
+    error_seen: bool,
     /// `None` once ready was seen.
     ready: Option<WaitOwned>,
     done: WaitOwned,
 }
 
 impl InstanceWatch {
-    pub(super) fn new(component: &dyn Component, slot: &FatalSlot) -> InstanceWatch {
+    pub(super) fn new(component: &dyn Component) -> InstanceWatch {
         InstanceWatch {
-            error: Some(slot.first_owned()),
+            error_seen: false,
             ready: Some(component.ready().wait_owned()),
             done: component.done().wait_owned(),
         }
     }
 
-    /// Looks at the instance: the error first, then done, then ready (when
-    /// `want_ready`), registering `cx`'s waker on whatever is not there yet.
-    /// `cx` must carry the same waker every time (the node's).
+    /// Looks at the instance: the error in `slot` first, then done, then
+    /// ready (when `want_ready`), registering `cx`'s waker on whatever is
+    /// not there yet. `cx` must carry the same waker every time (the
+    /// node's, which `slot` was made with).
     pub(super) fn poll(
         &mut self,
         slot: &FatalSlot,
         want_ready: bool,
         cx: &mut Context<'_>,
     ) -> Poll<Seen> {
-        if let Some(error) = &mut self.error {
-            match error.poll_same_waker(cx) {
-                Poll::Ready(Some(error)) => {
-                    self.error = None;
-                    return Poll::Ready(Seen::Error(error));
-                }
-                Poll::Ready(None) => self.error = None,
-                Poll::Pending => {}
+        // The slot wakes the node once its first error is recorded.
+        if !self.error_seen && slot.is_recorded() {
+            self.error_seen = true;
+            // `None`: someone else took it.
+            if let Some(error) = slot.take() {
+                return Poll::Ready(Seen::Error(error));
             }
         }
         if self.done.poll_same_waker(cx).is_ready() {

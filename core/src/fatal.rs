@@ -302,6 +302,10 @@ impl Default for FatalSlot {
 /// slot) is one allocation, not two.
 pub(crate) trait SlotOwner: Send + Sync + 'static {
     fn slot(&self) -> &SlotInner;
+
+    /// Called once the first error is recorded: tells whoever watches the
+    /// slot, if anyone does.
+    fn recorded(&self) {}
 }
 
 impl SlotOwner for SlotInner {
@@ -310,9 +314,21 @@ impl SlotOwner for SlotInner {
     }
 }
 
-impl SlotOwner for WithStop<SlotInner> {
+/// A slot its maker watches: `watcher` is woken with the first error. The
+/// maker (a supervisor's node) gives its waker at creation, so watching
+/// takes no registration and no cancel.
+pub(crate) struct WatchedSlot {
+    slot: SlotInner,
+    watcher: Waker,
+}
+
+impl SlotOwner for WithStop<WatchedSlot> {
     fn slot(&self) -> &SlotInner {
-        self
+        &self.slot
+    }
+
+    fn recorded(&self) {
+        self.watcher.wake_by_ref();
     }
 }
 
@@ -327,19 +343,14 @@ pub(crate) struct SlotInner {
     recorded: Guarded<Option<FatalError>>,
     hook: FatalHook,
     unhandled: AtomicUsize,
-    /// Woken once the first error is recorded: the waker of whoever made
-    /// the slot to watch it (a supervisor's node), given at creation, so
-    /// that watching takes no registration and no cancel.
-    watcher: Option<Waker>,
 }
 
 impl SlotInner {
-    fn new(hook: FatalHook, watcher: Option<Waker>) -> Self {
+    fn new(hook: FatalHook) -> Self {
         Self {
             recorded: Guarded::new(None),
             hook,
             unhandled: AtomicUsize::new(0),
-            watcher,
         }
     }
 }
@@ -359,7 +370,7 @@ impl FatalSlot {
     /// An empty slot whose later errors go to `hook`.
     pub fn with_hook(hook: FatalHook) -> Self {
         Self {
-            owner: Arc::new(SlotInner::new(hook, None)),
+            owner: Arc::new(SlotInner::new(hook)),
         }
     }
 
@@ -368,7 +379,10 @@ impl FatalSlot {
     /// instance it starts. `watcher` is woken once the first error is
     /// recorded.
     pub(crate) fn with_stop_source(hook: FatalHook, watcher: Waker) -> (StopSource, FatalSlot) {
-        let (source, shared) = StopSource::root_with(SlotInner::new(hook, Some(watcher)));
+        let (source, shared) = StopSource::root_with(WatchedSlot {
+            slot: SlotInner::new(hook),
+            watcher,
+        });
         (source, FatalSlot { owner: shared })
     }
 
@@ -384,9 +398,7 @@ impl FatalSlot {
         self.inner().recorded.set(|slot| *slot = pending.take());
         match pending {
             None => {
-                if let Some(watcher) = &self.inner().watcher {
-                    watcher.wake_by_ref();
-                }
+                self.owner.recorded();
                 Reported::First
             }
             Some(late) => self.report_unhandled(late),

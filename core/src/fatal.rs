@@ -332,12 +332,6 @@ impl SlotOwner for WithStop<WatchedSlot> {
     }
 }
 
-impl HasFlag for dyn SlotOwner {
-    fn flag(&self) -> &Flag {
-        self.slot().recorded.flag()
-    }
-}
-
 pub(crate) struct SlotInner {
     /// Set once the first error is recorded; guards the error itself.
     recorded: Guarded<Option<FatalError>>,
@@ -415,7 +409,8 @@ impl FatalSlot {
         Reported::Unhandled
     }
 
-    /// Whether a first error has been recorded (delivered or not): one atomic
+    /// Whether a first error has been recorded (delivered or not): one call
+    /// that finds the slot in whichever allocation holds it, and one atomic
     /// load.
     pub fn is_recorded(&self) -> bool {
         self.inner().recorded.is_set()
@@ -529,6 +524,21 @@ mod tests {
             Poll::Ready(Some(error)) => assert_eq!(error.to_string(), "late"),
             other => panic!("expected the error, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_watched_slot_wakes_its_watcher_with_the_first_error_only() {
+        let (counter, waker) = CountingWaker::new();
+        let (source, slot) = FatalSlot::with_stop_source(FatalHook::new(|_| {}), waker);
+        assert_eq!(counter.wakes(), 0);
+        slot.report(FatalError::msg("first"));
+        assert_eq!(counter.wakes(), 1);
+        slot.report(FatalError::msg("second"));
+        assert_eq!(counter.wakes(), 1);
+        assert_eq!(slot.take().map(|e| e.to_string()), Some("first".into()));
+        // The source beside it is an ordinary root.
+        assert!(!source.is_stopped());
+        assert!(source.stop());
     }
 
     #[test]

@@ -498,21 +498,29 @@ impl Engine {
     /// handler once it is done.
     fn stop_failed(&mut self, node: usize, error: FatalError) {
         self.record_failure(node, &error);
+        let cause = StopCause::Fatal(error.clone());
+        if let Some(instance) = self.enter_stopping(node, AfterStop::Handle(error)) {
+            instance.source.stop_with(cause);
+        }
+    }
+
+    /// A live (starting or ready) node begins stopping, with its stop
+    /// deadline; its instance, for the caller to tell. `None` if the node
+    /// is not live.
+    fn enter_stopping(&mut self, node: usize, after: AfterStop) -> Option<&Instance> {
         if !matches!(self.nodes[node].state, State::Starting | State::Ready) {
-            return;
+            return None;
         }
         let deadline = self.deadline_after(self.nodes[node].spec.stop_timeout);
         if let Some(instance) = &mut self.nodes[node].instance {
-            instance.source.stop_with(StopCause::Fatal(error.clone()));
             instance.deadline = deadline;
         }
-        self.set_state(
-            node,
-            State::Stopping {
-                after: AfterStop::Handle(error),
-                aborted: false,
-            },
-        );
+        let after = State::Stopping {
+            after,
+            aborted: false,
+        };
+        self.set_state(node, after);
+        self.nodes[node].instance.as_ref()
     }
 
     /// The instance ended cleanly on its own.
@@ -820,21 +828,10 @@ impl Engine {
         let Some(request) = self.nodes[node].stop.clone() else {
             return;
         };
-        if !matches!(self.nodes[node].state, State::Starting | State::Ready) {
+        if self.enter_stopping(node, AfterStop::Settle).is_none() {
             return;
         }
         let attempt = self.nodes[node].attempt;
-        let deadline = self.deadline_after(self.nodes[node].spec.stop_timeout);
-        if let Some(instance) = &mut self.nodes[node].instance {
-            instance.deadline = deadline;
-        }
-        self.set_state(
-            node,
-            State::Stopping {
-                after: AfterStop::Settle,
-                aborted: false,
-            },
-        );
         // Told before the instance is, so that what it reports while
         // stopping comes after.
         self.emit(

@@ -26,7 +26,8 @@
 //!   `required_while_running`, a permanent node.
 //! - The exact event sequence of a restart followed by a parent stop, and
 //!   of a failure whose verdict comes once the parent's stop covers the
-//!   node (recorded, not acted on).
+//!   node (recorded, not acted on); a subscriber reading the status board
+//!   finds it showing the state every event tells of.
 //! - The shutdown budget: a node that ignores its stop, with no stop
 //!   timeout of its own, is aborted when the budget runs out and named.
 //! - A factory failing at once under an unlimited immediate policy does not
@@ -37,16 +38,16 @@ use std::future::{pending, poll_fn, Future};
 use std::pin::pin;
 use std::sync::atomic::AtomicU32;
 use std::sync::atomic::Ordering::SeqCst;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::Poll;
 use std::time::Duration;
 
 use lifecycle::EventKind;
 use lifecycle::{
     BuildError, Component, ComponentManager, Failure, FatalError, JoinHandle, Latch, Node,
-    NodeFailed, RestartPolicy, Runtime, RuntimeExt, SharedRuntime, Signal, StartTimedOut,
-    StatusBoard, StopSource, Supervisor, SupervisorBuilder, SupervisorEnd, SupervisorEvent,
-    SupervisorOutcome, Verdict,
+    NodeFailed, NodeState, RestartPolicy, Runtime, RuntimeExt, SharedRuntime, Signal,
+    StartTimedOut, StatusBoard, StopSource, Supervisor, SupervisorBuilder, SupervisorEnd,
+    SupervisorEvent, SupervisorOutcome, Verdict,
 };
 use lifecycle_conformance::{
     conformance, eventually, let_others_run, Counter, Events, ManualComponent,
@@ -92,6 +93,7 @@ conformance!(
     permanent_node_is_restarted_after_a_clean_exit,
     restart_then_stop_event_sequence,
     verdict_during_a_cascade_is_recorded_not_acted_on,
+    status_shows_what_each_event_tells,
 );
 
 /// Short enough to keep the suite fast, long enough to be a real wait.
@@ -1443,6 +1445,115 @@ async fn restart_then_stop_event_sequence(rt: SharedRuntime) {
             "n stopped 2",
         ]
     );
+}
+
+/// The states the status board may show for a node when `kind`, an event
+/// about it, reaches a subscriber: the state the event leads to. `None`
+/// for the handler's verdict and a spent budget, which come between two
+/// transitions.
+fn shown_with(kind: &EventKind) -> Option<&'static [NodeState]> {
+    Some(match kind {
+        EventKind::Starting { .. } => &[NodeState::Starting],
+        EventKind::Ready { .. } => &[NodeState::Ready],
+        // Stopping a live instance; waiting, after a factory error.
+        EventKind::Failed { .. } => &[NodeState::Stopping, NodeState::Waiting],
+        EventKind::Restarting { .. } => &[NodeState::Backoff],
+        EventKind::Stopping { .. }
+        | EventKind::ErrorDuringStop { .. }
+        | EventKind::StopTimedOut { .. } => &[NodeState::Stopping],
+        // A permanent node waits out its backoff.
+        EventKind::Completed { .. } => &[NodeState::Completed, NodeState::Backoff],
+        EventKind::Stopped { .. } => &[NodeState::Stopped],
+        EventKind::Waiting { .. } => &[NodeState::Waiting],
+        _ => return None,
+    })
+}
+
+async fn status_shows_what_each_event_tells(rt: SharedRuntime) {
+    let log = Events::new();
+    let (failing, finishing, permanent) = (
+        Probe::new("failing", &log),
+        Probe::new("finishing", &log),
+        Probe::new("permanent", &log),
+    );
+    let erring = Probe::new("erring", &log).on_stop(OnStop::Fail);
+    let calls = Counter::default();
+    let mut build = Probe::new("config", &log).factory();
+    let config = Node::new("config", move || {
+        if calls.next() == 1 {
+            Err(FatalError::msg("no config"))
+        } else {
+            build()
+        }
+    });
+    let board = Arc::new(OnceLock::<StatusBoard>::new());
+    let (events, mismatches) = (Events::new(), Events::new());
+    let hook = {
+        let (board, events, mismatches) = (board.clone(), events.clone(), mismatches.clone());
+        move |event: &SupervisorEvent| {
+            events.push(describe(event));
+            let shown = board.get().and_then(|board| {
+                board
+                    .snapshot()
+                    .into_iter()
+                    .find(|it| it.name == event.node)
+            });
+            let Some(shown) = shown else {
+                return mismatches.push(format!("{}: no status", describe(event)));
+            };
+            if shown_with(&event.kind).is_some_and(|states| !states.contains(&shown.state)) {
+                mismatches.push(format!("{}: shown {}", describe(event), shown.state));
+            }
+        }
+    };
+    let supervisor = Supervisor::builder()
+        .node(failing.node())
+        .node(finishing.node())
+        .node(permanent.node().permanent())
+        .node(erring.node())
+        .node(config.policy(RestartPolicy::immediate()))
+        .on_event(hook)
+        .build()
+        .unwrap();
+    board.set(supervisor.status()).ok().unwrap();
+    let running = launch(&rt, supervisor);
+    running.ready.wait().await;
+    failing.fail();
+    finishing.finish();
+    permanent.finish();
+    running
+        .settles_to(
+            &rt,
+            "failing=ready(2) finishing=completed permanent=ready(2) erring=ready config=ready(2)",
+        )
+        .await;
+    running.stop.stop();
+    let outcome = running.outcome().await;
+    assert!(
+        matches!(outcome.end, SupervisorEnd::ParentStopped),
+        "got {outcome:?}"
+    );
+    assert_stop_errors(&outcome, &["erring"]);
+    assert_eq!(mismatches.snapshot(), Vec::<String>::new());
+    // Every kind checked above came by.
+    let events = events.snapshot();
+    for kind in [
+        "failing failed 1",
+        "config failed 1",
+        "failing restarting 2",
+        "config starting 2",
+        "finishing completed 1",
+        "permanent completed 1",
+        "erring stopping 1",
+        "erring error during stop 1",
+        "failing stopped 2",
+        "failing ready 2",
+    ] {
+        assert!(
+            events.iter().any(|event| event.starts_with(kind)),
+            "no {kind:?} in {events:?}"
+        );
+    }
 }
 
 async fn factory_failing_at_once_does_not_spin_the_supervisor(rt: SharedRuntime) {

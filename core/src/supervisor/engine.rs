@@ -506,9 +506,14 @@ impl Engine {
     /// The instance failed with `error`: stop it, and hand the error to the
     /// handler once it is done.
     fn stop_failed(&mut self, node: usize, error: FatalError) {
-        self.record_failure(node, &error);
         let cause = StopCause::Fatal(error.clone());
-        if let Some(instance) = self.enter_stopping(node, AfterStop::Handle(error)) {
+        let live = self
+            .enter_stopping(node, AfterStop::Handle(error.clone()))
+            .is_some();
+        // Recorded once the state shows it stopping; the instance is told
+        // after, so what it reports while stopping comes later.
+        self.record_failure(node, &error);
+        if let (true, Some(instance)) = (live, &self.nodes[node].instance) {
             instance.source.stop_with(cause);
         }
     }
@@ -538,7 +543,6 @@ impl Engine {
         if let Some(instance) = &self.nodes[node].instance {
             instance.source.stop();
         }
-        self.emit(node, EventKind::Completed { attempt });
         let spec = &self.specs[node];
         if spec.permanent && matches!(self.mode, Mode::Running) && self.nodes[node].stop.is_none() {
             let error = FatalError::msg(format!(
@@ -546,6 +550,7 @@ impl Engine {
                 spec.name
             ));
             self.set_state(node, State::Backoff);
+            self.emit(node, EventKind::Completed { attempt });
             self.restart(node, error);
             // As after a failure: the node may start again at once, and
             // what waited for it to be down may go on.
@@ -554,6 +559,7 @@ impl Engine {
         }
         let required = spec.required;
         self.set_state(node, State::Completed);
+        self.emit(node, EventKind::Completed { attempt });
         if required {
             let reason = StopReason::RequiredNodeCompleted {
                 node: self.specs[node].name.clone(),
@@ -875,6 +881,9 @@ impl Engine {
         let attempt = run.attempt;
         run.started_at = started_at;
         self.status.set_generation(node, attempt);
+        // Shown starting while the factory and the start run, and before
+        // the event: a subscriber reading the status sees what it is told.
+        self.status.set_state(node, NodeState::Starting);
         self.emit(node, EventKind::Starting { attempt });
         // The factory and the start run in the node's span, which what
         // they start (a manager, a nested supervisor) keeps as its own.
@@ -911,8 +920,8 @@ impl Engine {
     /// A factory or start error: a failure of the node, with no instance to
     /// stop.
     fn fail_before_start(&mut self, node: usize, error: FatalError) {
-        self.record_failure(node, &error);
         self.set_state(node, State::Waiting);
+        self.record_failure(node, &error);
         self.on_failure(node, error);
         self.mark_neighbours(node);
     }
@@ -1115,6 +1124,8 @@ impl Engine {
         }
     }
 
+    /// Tells the subscribers of a transition, once the status board shows
+    /// the state it leads to: every caller sets the state first.
     fn emit(&self, node: usize, kind: EventKind) {
         if self.events.is_none() && !cfg!(feature = "tracing") {
             return;

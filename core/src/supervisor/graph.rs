@@ -309,7 +309,10 @@ impl SupervisorBuilder {
     }
 
     /// Calls `hook` with every node transition, from the supervisor's task;
-    /// keep it quick.
+    /// keep it quick. The [status board](Supervisor::status) shows the
+    /// state a transition leads to by the time its event arrives (for
+    /// `Starting`, while the factory runs), so a hook that reads it sees
+    /// what it is told.
     pub fn on_event<H>(mut self, hook: H) -> Self
     where
         H: Fn(&SupervisorEvent) + Send + Sync + 'static,

@@ -114,7 +114,7 @@ impl Waiters {
         }
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     fn len(&self) -> usize {
         usize::from(self.first.is_some()) + self.rest.as_ref().map_or(0, |rest| rest.len())
     }
@@ -294,7 +294,7 @@ impl Flag {
         drop(removed); // after the lock: a waker's drop is foreign code
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn waiter_count(&self) -> usize {
         self.lock().with_waiters(|waiters| waiters.len())
     }

@@ -122,7 +122,7 @@ impl Latch {
         Signal(self.clone())
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     pub(crate) fn waiter_count(&self) -> usize {
         self.flag.waiter_count()
     }

@@ -185,7 +185,7 @@ impl Children {
             .filter_map(|child| child.upgrade())
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     fn len(&self) -> usize {
         usize::from(self.first.is_some()) + self.rest.as_ref().map_or(0, |rest| rest.len())
     }
@@ -343,7 +343,7 @@ impl Node {
             .with_state_mut(|state| (state.parent.take(), state.key.take()))
     }
 
-    #[cfg(test)]
+    #[cfg(all(test, not(loom)))]
     fn child_count(&self) -> usize {
         self.flag.with_state(|_, state| state.children.len())
     }

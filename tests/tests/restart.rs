@@ -59,7 +59,6 @@ impl Latest {
     }
 }
 
-/// A one-worker manager whose worker calls ready and then fails.
 /// A handler that counts its calls in `handled` and always restarts.
 fn restarts_counted(handled: &Counter) -> impl FnMut(&Failure) -> Verdict + Clone + Send + 'static {
     let handled = handled.clone();
@@ -69,6 +68,7 @@ fn restarts_counted(handled: &Counter) -> impl FnMut(&Failure) -> Verdict + Clon
     }
 }
 
+/// A one-worker manager whose worker calls ready and then fails.
 fn failing_manager(message: String) -> ComponentManager {
     ComponentManager::builder()
         .add_worker(move |_ctx, ready| {

@@ -194,6 +194,21 @@ impl Probe {
         Node::new(self.name, self.factory()).policy(RestartPolicy::immediate())
     }
 
+    /// As [`node`](Probe::node), with a factory whose first call fails
+    /// with "no config" (the probe builds nothing then).
+    fn node_without_config_at_first(&self) -> Node {
+        let calls = Counter::default();
+        let mut build = self.factory();
+        let factory = move || {
+            if calls.next() == 1 {
+                Err(FatalError::msg("no config"))
+            } else {
+                build()
+            }
+        };
+        Node::new(self.name, factory).policy(RestartPolicy::immediate())
+    }
+
     fn factory(&self) -> impl FnMut() -> Result<ComponentManager, FatalError> + Send + 'static {
         let probe = self.clone();
         move || Ok(probe.build())
@@ -1185,20 +1200,12 @@ async fn factory_error_goes_to_the_handler(rt: SharedRuntime) {
     let log = Events::new();
     let handled = Events::new();
     let probe = Probe::new("f", &log);
-    let calls = Counter::default();
-    let mut build = probe.factory();
     let supervisor = Supervisor::builder()
-        .node(
-            Node::new("f", move || {
-                if calls.next() == 1 {
-                    Err(FatalError::msg("no config"))
-                } else {
-                    build()
-                }
-            })
-            .policy(RestartPolicy::immediate())
-            .handler(recording(&handled, "f", Verdict::Restart)),
-        )
+        .node(probe.node_without_config_at_first().handler(recording(
+            &handled,
+            "f",
+            Verdict::Restart,
+        )))
         .build()
         .unwrap();
     let running = launch(&rt, supervisor);
@@ -1477,15 +1484,7 @@ async fn status_shows_what_each_event_tells(rt: SharedRuntime) {
         Probe::new("permanent", &log),
     );
     let erring = Probe::new("erring", &log).on_stop(OnStop::Fail);
-    let calls = Counter::default();
-    let mut build = Probe::new("config", &log).factory();
-    let config = Node::new("config", move || {
-        if calls.next() == 1 {
-            Err(FatalError::msg("no config"))
-        } else {
-            build()
-        }
-    });
+    let config = Probe::new("config", &log).node_without_config_at_first();
     let board = Arc::new(OnceLock::<StatusBoard>::new());
     let (events, mismatches) = (Events::new(), Events::new());
     let hook = {
@@ -1511,7 +1510,7 @@ async fn status_shows_what_each_event_tells(rt: SharedRuntime) {
         .node(finishing.node())
         .node(permanent.node().permanent())
         .node(erring.node())
-        .node(config.policy(RestartPolicy::immediate()))
+        .node(config)
         .on_event(hook)
         .build()
         .unwrap();

@@ -332,15 +332,17 @@ impl HostRun {
         let terminate = Latch::new();
         // The run has not started (`new` made sure, and the supervisor has
         // been ours since), so both additions take.
-        supervisor.also_terminate_on(Arc::new(terminate.signal()));
+        let added = supervisor.also_terminate_on(Arc::new(terminate.signal()));
+        debug_assert!(added, "a host run's supervisor started elsewhere");
         let changed = Arc::new(AtomicBool::new(true));
         if notify.is_some() {
             let flag = changed.clone();
             // Relaxed: the flag is set and read by the same task (the
             // supervisor's events fire while this run polls it).
-            supervisor.also_on_event(Arc::new(move |_: &SupervisorEvent| {
+            let added = supervisor.also_on_event(Arc::new(move |_: &SupervisorEvent| {
                 flag.store(true, Ordering::Relaxed);
             }));
+            debug_assert!(added, "a host run's supervisor started elsewhere");
         }
         let status = supervisor.status();
         let ready = Component::ready(&supervisor);

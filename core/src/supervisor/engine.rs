@@ -507,23 +507,21 @@ impl Engine {
     /// handler once it is done.
     fn stop_failed(&mut self, node: usize, error: FatalError) {
         let cause = StopCause::Fatal(error.clone());
-        let live = self
-            .enter_stopping(node, AfterStop::Handle(error.clone()))
-            .is_some();
+        let live = self.enter_stopping(node, AfterStop::Handle(error.clone()));
         // Recorded once the state shows it stopping; the instance is told
         // after, so what it reports while stopping comes later.
         self.record_failure(node, &error);
-        if let (true, Some(instance)) = (live, &self.nodes[node].instance) {
+        if let Some(instance) = self.nodes[node].instance.as_ref().filter(|_| live) {
             instance.source.stop_with(cause);
         }
     }
 
     /// A live (starting or ready) node begins stopping, with its stop
-    /// deadline; its instance, for the caller to tell. `None` if the node
-    /// is not live.
-    fn enter_stopping(&mut self, node: usize, after: AfterStop) -> Option<&Instance> {
+    /// deadline; the caller tells its instance. False, and nothing done, if
+    /// the node is not live.
+    fn enter_stopping(&mut self, node: usize, after: AfterStop) -> bool {
         if !matches!(self.nodes[node].state, State::Starting | State::Ready) {
-            return None;
+            return false;
         }
         let deadline = self.deadline_after(self.specs[node].stop_timeout);
         if let Some(instance) = &mut self.nodes[node].instance {
@@ -534,7 +532,7 @@ impl Engine {
             aborted: false,
         };
         self.set_state(node, after);
-        self.nodes[node].instance.as_ref()
+        true
     }
 
     /// The instance ended cleanly on its own.
@@ -843,7 +841,7 @@ impl Engine {
         let Some(request) = self.nodes[node].stop.clone() else {
             return;
         };
-        if self.enter_stopping(node, AfterStop::Settle).is_none() {
+        if !self.enter_stopping(node, AfterStop::Settle) {
             return;
         }
         let attempt = self.nodes[node].attempt;

@@ -419,7 +419,14 @@ impl FatalSlot {
     /// Takes the first error if it is recorded and not yet delivered. Returns
     /// `Some` at most once over the slot's whole life.
     pub fn take(&self) -> Option<FatalError> {
-        self.inner().recorded.with_state(|_, slot| slot.take())
+        let recorded = &self.inner().recorded;
+        // The error is written before the flag shows set (both under the
+        // flag's lock): while it shows unset there is nothing to take, and
+        // one load says so without the lock.
+        if !recorded.is_set() {
+            return None;
+        }
+        recorded.with_state(|_, slot| slot.take())
     }
 
     /// Waits until a first error is recorded, then takes it. Resolves to

@@ -1106,6 +1106,12 @@ impl Engine {
     /// waiting for their dependents, are marked as the counts change: see
     /// `propagate_blocking`.)
     fn mark_neighbours(&mut self, node: usize) {
+        // While everything stops, nothing starts: what is left to carry
+        // out are stop requests, marked as they are made and as the counts
+        // free them.
+        if !matches!(self.mode, Mode::Running) {
+            return;
+        }
         self.dirty.insert(node);
         self.dirty
             .extend(self.graph.dependents[node].iter().copied());

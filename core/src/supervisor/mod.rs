@@ -114,8 +114,9 @@ struct Parts {
 ///   and it is restarted only if [`permanent`](Node::permanent).
 ///
 /// Every transition is reported to an event hook ([`SupervisorEvent`]),
-/// and a [`StatusBoard`] gives a snapshot of every node at any time.
-///
+/// and a [`StatusBoard`] gives a snapshot of every node at any time; the
+/// board shows the state a transition leads to before its event goes out
+/// (see [`SupervisorBuilder::on_event`]).
 ///
 /// # Example
 ///

@@ -78,8 +78,8 @@ pub use harness::{
 pub use model::{run_model, within, ModelRun};
 pub use record::{when_set, Events, ManualComponent, WhenSet};
 pub use util::{
-    eventually, let_others_run, scope, yield_now, Counter, DropProbe, Held, YieldNow,
-    EVENTUALLY_TIME_LIMIT,
+    eventually, let_others_run, scope, serve_until_stopped, yield_now, Counter, DropProbe, Held,
+    YieldNow, EVENTUALLY_TIME_LIMIT,
 };
 pub use virtual_time::{VirtualTimeExecutor, VirtualTimeRuntime, BUSY_POLL_LIMIT, IDLE_WAIT_LIMIT};
 

@@ -8,10 +8,31 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use lifecycle::{FatalSlot, Latch, Scope, SharedRuntime, StopSource};
+use lifecycle::{
+    FatalSlot, Latch, ReadyHandle, Scope, SharedRuntime, StopSource, WorkerContext, WorkerResult,
+};
 
 /// How long [`eventually`] waits for its condition before failing.
 pub const EVENTUALLY_TIME_LIMIT: Duration = Duration::from_secs(10);
+
+/// The plainest worker: ready at once, then serves until told to stop,
+/// then returns cleanly.
+///
+/// # Example
+///
+/// ```
+/// use lifecycle::ComponentManager;
+///
+/// let manager = ComponentManager::builder()
+///     .add_worker(lifecycle_conformance::serve_until_stopped)
+///     .build();
+/// # drop(manager);
+/// ```
+pub async fn serve_until_stopped(ctx: WorkerContext, ready: ReadyHandle) -> WorkerResult {
+    ready.ready();
+    ctx.stopped().await;
+    Ok(())
+}
 
 /// Yields to the executor once: the current task is rescheduled at once, so
 /// other ready tasks get to run first.

@@ -13,7 +13,8 @@ use lifecycle::{
     Reported, RuntimeExt, SharedRuntime, Signal, StopCause, StopSource, ThrowHandle, WorkerPanic,
 };
 use lifecycle_conformance::{
-    conformance, eventually, let_others_run, scope, when_set, yield_now, DropProbe, Events, WhenSet,
+    conformance, eventually, let_others_run, scope, serve_until_stopped, when_set, yield_now,
+    DropProbe, Events, WhenSet,
 };
 
 conformance!(
@@ -266,11 +267,7 @@ async fn ready_handle_called_after_its_worker_returned(rt: SharedRuntime) {
                 }
             }
         })
-        .add_worker(|ctx, ready| async move {
-            ready.ready();
-            ctx.stopped().await;
-            Ok(())
-        });
+        .add_worker(serve_until_stopped);
 
     let manager = builder.build();
     let stop = StopSource::new();
@@ -567,11 +564,7 @@ async fn throw_through_the_worker_context(rt: SharedRuntime) {
                 }
             }
         })
-        .add_worker(|ctx, ready| async move {
-            ready.ready();
-            ctx.stopped().await;
-            Ok(())
-        })
+        .add_worker(serve_until_stopped)
         .build();
     let stop = StopSource::new();
     manager.start(scope(&rt, &stop, &slot)).unwrap();
@@ -658,11 +651,7 @@ async fn panicking_worker_is_a_fatal_error(rt: SharedRuntime) {
     let gate = Latch::new();
     let sibling_stopped = Latch::new();
     let manager = ComponentManager::builder()
-        .add_worker(|ctx, ready| async move {
-            ready.ready();
-            ctx.stopped().await;
-            Ok(())
-        })
+        .add_worker(serve_until_stopped)
         .add_worker({
             let gate = gate.clone();
             move |_ctx, ready| {
@@ -744,11 +733,7 @@ fn assert_worker_panic(received: Option<FatalError>, worker: usize, message: &st
 /// `start` and never a manager that cannot finish.
 async fn worker_function_panicking_before_its_future_is_a_fatal_error(rt: SharedRuntime) {
     let manager = ComponentManager::builder()
-        .add_worker(|ctx, ready| async move {
-            ready.ready();
-            ctx.stopped().await;
-            Ok(())
-        })
+        .add_worker(serve_until_stopped)
         .add_worker(
             |_ctx, _ready| -> std::future::Ready<lifecycle::WorkerResult> {
                 panic!("no config file")

@@ -13,7 +13,8 @@ use lifecycle::{
     StopSource, Verdict,
 };
 use lifecycle_conformance::{
-    conformance, eventually, yield_now, Counter, DropProbe, Events, ManualComponent,
+    conformance, eventually, serve_until_stopped, yield_now, Counter, DropProbe, Events,
+    ManualComponent,
 };
 
 conformance!(
@@ -617,11 +618,7 @@ async fn start_errors_are_returned_at_once(rt: SharedRuntime) {
     // The factory hands back an instance that was started elsewhere (and is
     // still running: were the loop to wait for it, it would wait forever).
     let running = ComponentManager::builder()
-        .add_worker(|ctx, ready| async move {
-            ready.ready();
-            ctx.stopped().await;
-            Ok(())
-        })
+        .add_worker(serve_until_stopped)
         .build();
     let elsewhere = StopSource::new();
     running

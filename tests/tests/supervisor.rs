@@ -1036,11 +1036,7 @@ fn logging_builds(probe: &Probe) -> Node {
 
 async fn restart_with_dependents(rt: SharedRuntime) {
     let log = Events::new();
-    let (a, b, c) = (
-        Probe::new("a", &log),
-        Probe::new("b", &log),
-        Probe::new("c", &log),
-    );
+    let [a, b, c] = ["a", "b", "c"].map(|name| Probe::new(name, &log));
     let supervisor = Supervisor::builder()
         .node(logging_builds(&a).restart_dependents())
         .node(logging_builds(&b).depends_on(["a"]))
@@ -1336,11 +1332,7 @@ async fn clean_completion_keeps_dependents_running(rt: SharedRuntime) {
 
 async fn completion_of_a_required_node_stops_its_dependents(rt: SharedRuntime) {
     let log = Events::new();
-    let (a, b, c) = (
-        Probe::new("a", &log),
-        Probe::new("b", &log),
-        Probe::new("c", &log),
-    );
+    let [a, b, c] = ["a", "b", "c"].map(|name| Probe::new(name, &log));
     let supervisor = Supervisor::builder()
         .node(a.node().required_while_running())
         .node(b.node().depends_on(["a"]))
@@ -1478,11 +1470,8 @@ fn shown_with(kind: &EventKind) -> Option<&'static [NodeState]> {
 
 async fn status_shows_what_each_event_tells(rt: SharedRuntime) {
     let log = Events::new();
-    let (failing, finishing, permanent) = (
-        Probe::new("failing", &log),
-        Probe::new("finishing", &log),
-        Probe::new("permanent", &log),
-    );
+    let [failing, finishing, permanent] =
+        ["failing", "finishing", "permanent"].map(|name| Probe::new(name, &log));
     let erring = Probe::new("erring", &log).on_stop(OnStop::Fail);
     let config = Probe::new("config", &log).node_without_config_at_first();
     let board = Arc::new(OnceLock::<StatusBoard>::new());

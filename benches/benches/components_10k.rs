@@ -24,6 +24,8 @@ use lifecycle_benches::components::{
     bare_components_round, components_round, BareStop, Executor, COMPONENTS,
 };
 
+lifecycle_benches::bench_allocator!();
+
 fn components_10k(c: &mut Criterion) {
     for executor in Executor::all() {
         let mut group = c.benchmark_group(format!("components_10k/{}", executor.name()));

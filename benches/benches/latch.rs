@@ -24,6 +24,8 @@ use lifecycle::Latch;
 use lifecycle_benches::multi_thread_runtime;
 use tokio::sync::Notify;
 
+lifecycle_benches::bench_allocator!();
+
 fn same_thread(c: &mut Criterion) {
     let mut group = c.benchmark_group("latch/same_thread");
     let mut cx = Context::from_waker(Waker::noop());

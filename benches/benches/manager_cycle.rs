@@ -20,6 +20,8 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion};
 use lifecycle_benches::components::{bare_cycles, manager_cycles, Executor};
 
+lifecycle_benches::bench_allocator!();
+
 fn manager_cycle(c: &mut Criterion) {
     for executor in Executor::all() {
         let mut group = c.benchmark_group(format!("manager_cycle/{}", executor.name()));

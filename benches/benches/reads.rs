@@ -16,6 +16,8 @@ use criterion::{criterion_group, criterion_main, Criterion};
 use lifecycle::{Latch, StopSource};
 use tokio_util::sync::CancellationToken;
 
+lifecycle_benches::bench_allocator!();
+
 fn reads(c: &mut Criterion) {
     let mut group = c.benchmark_group("reads");
 

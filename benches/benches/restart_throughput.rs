@@ -22,6 +22,8 @@ use std::time::Duration;
 use criterion::{criterion_group, criterion_main, Criterion, Throughput};
 use lifecycle_benches::components::{bare_restarts_round, restarts_round, Executor, StopWait};
 
+lifecycle_benches::bench_allocator!();
+
 fn restart_throughput(c: &mut Criterion) {
     for executor in [
         Executor::tokio_current_thread(),

@@ -49,6 +49,8 @@ use lifecycle_benches::services::{
     group_round, service_cycles, trivial_fn, trivial_services, ServiceScope, Trivial, SERVICES,
 };
 
+lifecycle_benches::bench_allocator!();
+
 fn service_cycle(c: &mut Criterion) {
     for executor in Executor::all() {
         let scope = ServiceScope::on(&executor);

@@ -27,6 +27,8 @@ use lifecycle_benches::{
 };
 use tokio::runtime::Runtime;
 
+lifecycle_benches::bench_allocator!();
+
 const WAITERS: [usize; 3] = [1, 1_000, 10_000];
 
 fn bench<S: Signal>(

@@ -35,6 +35,8 @@ use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throug
 use lifecycle_benches::components::{BareStop, Executor};
 use lifecycle_benches::supervisors::{bare_rounds, builds, supervisor_rounds, Phase, NODES};
 
+lifecycle_benches::bench_allocator!();
+
 fn supervisor(c: &mut Criterion) {
     for executor in Executor::all() {
         let mut group = c.benchmark_group(format!("supervisor/{}", executor.name()));

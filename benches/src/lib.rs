@@ -19,6 +19,10 @@
 //! - [`supervisors`]: a supervisor of 1,000 nodes in a layered DAG, started
 //!   and stopped, timed phase by phase beside the bare round of
 //!   [`components`] split the same way.
+//!
+//! Every timing bench allocates through the system allocator, or through
+//! mimalloc with the `mimalloc` feature: [`bench_allocator!`] installs it.
+//! The `allocations` bench installs its own counting allocator instead.
 
 use core::future::{poll_fn, Future};
 use core::pin::pin;
@@ -30,6 +34,22 @@ use std::time::{Duration, Instant};
 use lifecycle::StopSource;
 use tokio::runtime::Runtime;
 use tokio_util::sync::CancellationToken;
+
+/// Installs the benches' global allocator: mimalloc with the `mimalloc`
+/// feature, the system allocator (Rust's default) without it. Each timing
+/// bench calls it once at its top level.
+#[macro_export]
+macro_rules! bench_allocator {
+    () => {
+        #[cfg(feature = "mimalloc")]
+        #[global_allocator]
+        static ALLOCATOR: $crate::MiMalloc = $crate::MiMalloc;
+    };
+}
+
+#[cfg(feature = "mimalloc")]
+#[doc(hidden)]
+pub use mimalloc::MiMalloc;
 
 pub mod components;
 pub mod services;

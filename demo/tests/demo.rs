@@ -386,7 +386,7 @@ fn serves_and_stops_in_order(runtime: &str) {
     demo.expect_exit(0);
     check_stop_order(&demo);
     demo.position("the final line", |line| {
-        line == "supervisor: clean stop (exit code 0): stopped by a terminate request"
+        line == "supervisor: clean stop (exit code 0): stopped by SIGTERM"
     });
     check_notifications(&demo.notifications());
 }
@@ -466,7 +466,7 @@ fn without_a_notify_socket_ctrl_c_stops_cleanly() {
     demo.expect_exit(0);
     check_stop_order(&demo);
     demo.position("the final line", |line| {
-        line == "supervisor: clean stop (exit code 0): stopped by the parent"
+        line == "supervisor: clean stop (exit code 0): stopped by SIGINT"
     });
 }
 

@@ -227,8 +227,15 @@ async fn interrupt_stops_cleanly_in_order(rt: SharedRuntime) {
     let exit = hosted.exit().await;
     assert_eq!(exit.reason, ExitReason::Clean);
     assert_eq!(exit.code(), 0);
+    assert_eq!(exit.request, Some(HostSignal::Interrupt));
+    assert_eq!(
+        exit.to_string(),
+        "clean stop (exit code 0): stopped by SIGINT"
+    );
     let outcome = exit.outcome.expect("a graceful stop has an outcome");
     assert!(matches!(outcome.end, SupervisorEnd::ParentStopped));
+    // The outcome alone does not know the parent was a signal.
+    assert_eq!(outcome.to_string(), "stopped by the parent");
     assert_eq!(
         log.snapshot(),
         ["api stopped", "db stopped", "config stopped"]
@@ -244,6 +251,11 @@ async fn terminate_stops_cleanly(rt: SharedRuntime) {
     terminate.set();
     let exit = hosted.exit().await;
     assert_eq!(exit.code(), 0, "{exit}");
+    assert_eq!(exit.request, Some(HostSignal::Terminate));
+    assert_eq!(
+        exit.to_string(),
+        "clean stop (exit code 0): stopped by SIGTERM"
+    );
     let outcome = exit.outcome.expect("a graceful stop has an outcome");
     assert!(matches!(outcome.end, SupervisorEnd::Terminated));
     assert_eq!(
@@ -289,6 +301,7 @@ async fn second_interrupt_forces_the_exit(rt: SharedRuntime) {
     assert_eq!(exit.reason, ExitReason::Forced);
     assert_eq!(exit.code(), 130);
     assert!(exit.outcome.is_none(), "a forced exit does not wait");
+    assert_eq!(exit.request, Some(HostSignal::Interrupt));
     assert_eq!(delivered.snapshot(), ["Interrupt", "Interrupt"]);
     // Dropping the run stops every scope at once and aborts the tasks, so
     // the base node may or may not log its stop before it is aborted.
@@ -334,6 +347,8 @@ async fn spin_halt_ignores_interrupts_and_ends_on_terminate(rt: SharedRuntime) {
     let exit = hosted.exit().await;
     assert_eq!(exit.reason, ExitReason::SpinHaltReleased);
     assert_eq!(exit.code(), 3);
+    // The interrupts were ignored: the first request acted on is SIGTERM.
+    assert_eq!(exit.request, Some(HostSignal::Terminate));
     let outcome = exit.outcome.expect("a released spin-halt has an outcome");
     assert_eq!(
         outcome.error().map(ToString::to_string).as_deref(),
@@ -353,6 +368,7 @@ async fn shutdown_verdict_is_fatal(rt: SharedRuntime) {
     let exit = hosted.exit().await;
     assert_eq!(exit.reason, ExitReason::Fatal);
     assert_eq!(exit.code(), 1);
+    assert_eq!(exit.request, None, "the supervisor ended on its own");
     assert_eq!(
         exit.to_string(),
         "fatal failure (exit code 1): shut down after node db failed: db failed"
@@ -374,7 +390,7 @@ async fn error_during_the_stop_is_fatal(rt: SharedRuntime) {
     assert_eq!(exit.reason, ExitReason::Fatal);
     assert_eq!(
         exit.to_string(),
-        "fatal failure (exit code 1): stopped by a terminate request; \
+        "fatal failure (exit code 1): stopped by SIGTERM; \
          flush failed while stopping: flush failed while stopping"
     );
 }

@@ -44,6 +44,15 @@ pub enum HostSignal {
     Terminate,
 }
 
+impl fmt::Display for HostSignal {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            HostSignal::Interrupt => "SIGINT",
+            HostSignal::Terminate => "SIGTERM",
+        })
+    }
+}
+
 /// Why a host run ended, and the process exit code that says so.
 ///
 /// | reason | code | when |
@@ -118,6 +127,12 @@ pub struct HostExit {
     /// The supervisor's outcome; `None` after a forced exit, which does not
     /// wait for it.
     pub outcome: Option<SupervisorOutcome>,
+    /// The first of the host's requests that the run acted on (an
+    /// interrupt during a spin-halt is ignored, so it is not one); `None`
+    /// if none was. When it is what stopped the supervisor, the exit's line
+    /// names it ("stopped by SIGINT") where the outcome alone would say
+    /// "stopped by the parent".
+    pub request: Option<HostSignal>,
 }
 
 impl HostExit {
@@ -149,7 +164,9 @@ impl fmt::Display for HostExit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} (exit code {})", self.reason, self.code())?;
         if let Some(outcome) = &self.outcome {
-            write!(f, ": {outcome}")?;
+            f.write_str(": ")?;
+            let request = self.request.as_ref().map(|r| r as &dyn fmt::Display);
+            outcome.describe(f, request)?;
             for error in &outcome.shutdown_errors {
                 write!(f, "; {} failed while stopping: {}", error.node, error.error)?;
             }
@@ -360,6 +377,7 @@ impl HostRun {
             parent,
             terminate,
             state: HostState::Running,
+            request: None,
             notify,
             changed,
             status,
@@ -398,6 +416,8 @@ struct Driver<S> {
     parent: StopSource,
     terminate: Latch,
     state: HostState,
+    /// The first request acted on: [`HostExit::request`].
+    request: Option<HostSignal>,
     notify: Option<Box<dyn HostNotify>>,
     changed: Arc<AtomicBool>,
     status: crate::StatusBoard,
@@ -426,6 +446,7 @@ where
                         return Poll::Ready(HostExit {
                             reason: ExitReason::Forced,
                             outcome: None,
+                            request: self.request,
                         });
                     }
                 }
@@ -439,6 +460,7 @@ where
             return Poll::Ready(HostExit {
                 reason: ExitReason::of(&outcome),
                 outcome: Some(outcome),
+                request: self.request,
             });
         }
         self.poll_alive(cx);
@@ -454,11 +476,13 @@ where
             (HostSignal::Interrupt, HostState::Stopping) => true,
             (HostSignal::Interrupt, HostState::Running) => {
                 self.state = HostState::Stopping;
+                self.request.get_or_insert(signal);
                 self.parent.stop();
                 false
             }
             (HostSignal::Terminate, _) => {
                 self.state = HostState::Stopping;
+                self.request.get_or_insert(signal);
                 self.terminate.set();
                 false
             }

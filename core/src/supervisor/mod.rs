@@ -469,18 +469,34 @@ impl SupervisorOutcome {
 
 impl fmt::Display for SupervisorOutcome {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.end {
-            SupervisorEnd::Completed => f.write_str("every node completed")?,
-            SupervisorEnd::ParentStopped => f.write_str("stopped by the parent")?,
-            SupervisorEnd::Terminated => f.write_str("stopped by a terminate request")?,
-            SupervisorEnd::Shutdown { node, error } => {
+        self.describe(f, None)
+    }
+}
+
+impl SupervisorOutcome {
+    /// The outcome in words. `stopped_by`, if given, names what stopped the
+    /// run in place of "the parent" or "a terminate request": a host run
+    /// knows which of its signals that was.
+    pub(crate) fn describe(
+        &self,
+        f: &mut fmt::Formatter<'_>,
+        stopped_by: Option<&dyn fmt::Display>,
+    ) -> fmt::Result {
+        match (&self.end, stopped_by) {
+            (SupervisorEnd::ParentStopped | SupervisorEnd::Terminated, Some(by)) => {
+                write!(f, "stopped by {by}")?
+            }
+            (SupervisorEnd::Completed, _) => f.write_str("every node completed")?,
+            (SupervisorEnd::ParentStopped, None) => f.write_str("stopped by the parent")?,
+            (SupervisorEnd::Terminated, None) => f.write_str("stopped by a terminate request")?,
+            (SupervisorEnd::Shutdown { node, error }, _) => {
                 write!(f, "shut down after node {node} failed: {error}")?
             }
-            SupervisorEnd::SpinHaltReleased { node, error } => write!(
+            (SupervisorEnd::SpinHaltReleased { node, error }, _) => write!(
                 f,
                 "spin-halt after node {node} failed ({error}), released by a terminate request"
             )?,
-            SupervisorEnd::Aborted => f.write_str("aborted")?,
+            (SupervisorEnd::Aborted, _) => f.write_str("aborted")?,
         }
         if !self.overran.is_empty() {
             f.write_str("; overran their stop: ")?;

@@ -98,6 +98,15 @@ struct Instance {
     deadline: Option<Instant>,
 }
 
+impl Instance {
+    /// Gives the instance up: its scope stopped and its tasks aborted, with
+    /// no wait for done (the shutdown budget is spent, or the run is gone).
+    fn give_up(&self) {
+        self.source.stop();
+        self.component.abort();
+    }
+}
+
 /// What happens once a stopping instance is done.
 enum AfterStop {
     /// It failed with this error: ask the handler.
@@ -978,13 +987,12 @@ impl Engine {
 
     /// The node's instance is past its deadline.
     fn on_late(&mut self, node: usize) {
-        let name = self.specs[node].name.clone();
         let attempt = self.nodes[node].attempt;
         match &self.nodes[node].state {
             State::Starting => {
                 let timeout = self.specs[node].start_timeout.unwrap_or_default();
                 let error = FatalError::new(StartTimedOut {
-                    node: name,
+                    node: self.specs[node].name.clone(),
                     timeout,
                 });
                 self.stop_failed(node, error);
@@ -1004,12 +1012,18 @@ impl Engine {
                     instance.deadline = deadline;
                     instance.component.abort();
                 }
-                if !self.overran.contains(&name) {
-                    self.overran.push(name);
-                }
+                self.note_overran(node);
                 self.emit(node, EventKind::StopTimedOut { attempt, timeout });
             }
             _ => {}
+        }
+    }
+
+    /// Names the node in the outcome as one that overran its stop, once.
+    fn note_overran(&mut self, node: usize) {
+        let name = &self.specs[node].name;
+        if !self.overran.contains(name) {
+            self.overran.push(name.clone());
         }
     }
 
@@ -1019,14 +1033,10 @@ impl Engine {
             if !self.nodes[node].state.public().is_up() {
                 continue;
             }
-            let name = self.specs[node].name.clone();
             if let Some(instance) = &self.nodes[node].instance {
-                instance.source.stop();
-                instance.component.abort();
+                instance.give_up();
             }
-            if !self.overran.contains(&name) {
-                self.overran.push(name);
-            }
+            self.note_overran(node);
             let attempt = self.nodes[node].attempt;
             self.nodes[node].stop = None;
             self.set_state(node, State::Stopped);
@@ -1151,8 +1161,7 @@ impl Drop for Engine {
     /// instance aborted.
     fn drop(&mut self) {
         for instance in self.nodes.iter().filter_map(|run| run.instance.as_ref()) {
-            instance.source.stop();
-            instance.component.abort();
+            instance.give_up();
         }
     }
 }

@@ -40,6 +40,16 @@
 //! shared with the builder. Because the node lives in the manager's
 //! allocation, a token of the workers' scope kept after the manager is gone
 //! keeps the whole (small) manager state alive, not only the node.
+//!
+//! A finished worker's task is freed with the manager, not when it
+//! finishes: each abort flag keeps its task's waker, which on most
+//! executors holds the executor's task (the worker's future itself is
+//! dropped as it finishes). A joined task is freed the same way, by its
+//! joiner. It moves the free from the thread that finished the task to the
+//! one that drops the manager, usually its starter, which on a
+//! multi-thread executor keeps the two threads out of each other's
+//! allocator arenas. A done manager kept around holds one executor task
+//! per worker (128 bytes on tokio, 80 on smol) until it is dropped.
 
 use alloc::boxed::Box;
 use alloc::string::String;
@@ -765,11 +775,14 @@ impl Exit {
 
     /// Records how the worker ended, after its future was dropped.
     fn record(self, outcome: Result<WorkerResult, JoinError>) {
-        // The task will not be polled again: free its waker (and with it,
-        // on most executors, the task's memory) now rather than at the
-        // manager's drop.
-        let mut key = SOLE_WAITER;
-        self.inner.abort_flag(self.index).cancel_wait(&mut key);
+        // The task's waker stays in its abort flag until the manager is
+        // dropped. On most executors it keeps the task's memory, which is
+        // then freed by whoever drops the manager (usually the thread that
+        // started it, as a joined task is freed by its joiner) instead of
+        // by the thread that finished the task: there, with glibc's
+        // allocator on two threads, every such free took the lock of the
+        // starter's arena while the starter was allocating from it
+        // (`benches/README.md`, "How much is the allocator's").
         let error = match outcome {
             Ok(Ok(())) | Err(JoinError::Aborted | JoinError::Dropped) => None,
             Ok(Err(error)) => Some(error),

@@ -197,6 +197,11 @@ impl fmt::Debug for ComponentManagerBuilder {
 ///   The order is always: error reported, shutdown signal, done.
 /// - With zero workers: ready, shutdown signal and done right at start.
 ///
+/// A finished worker's task is freed with the manager (by whoever drops
+/// its last handle), as a joined task is freed by its joiner: a done
+/// manager kept around holds one executor task per worker, about a
+/// hundred bytes each.
+///
 /// Clones are handles to the same manager. See [`ComponentManagerBuilder`]
 /// for a manager with a worker.
 ///

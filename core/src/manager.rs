@@ -1036,8 +1036,8 @@ mod tests {
             ctx.stopped().await;
             Ok::<(), FatalError>(())
         };
-        // See `Stage`: a byte more and every worker task freed on another
-        // thread than its starter's takes an arena lock.
+        // See `Stage`: a byte more, and on two threads most worker tasks
+        // take their starter's arena lock to be freed.
         assert!(task_size(&worker) <= 120, "{} bytes", task_size(&worker));
     }
 

@@ -18,7 +18,9 @@
 //!   [`components`];
 //! - [`supervisors`]: a supervisor of 1,000 nodes in a layered DAG, started
 //!   and stopped, timed phase by phase beside the bare round of
-//!   [`components`] split the same way.
+//!   [`components`] split the same way;
+//! - [`turns`]: lifecycle and bare rounds taken in turn, compared by their
+//!   medians, for ratios that a busy host does not move.
 //!
 //! Every timing bench allocates through the system allocator, or through
 //! mimalloc with the `mimalloc` feature: [`bench_allocator!`] installs it.
@@ -54,6 +56,7 @@ pub use mimalloc::MiMalloc;
 pub mod components;
 pub mod services;
 pub mod supervisors;
+pub mod turns;
 
 /// A tokio multi-thread runtime with one worker per core (two on the machine
 /// the figures in the README come from).

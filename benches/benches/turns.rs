@@ -16,13 +16,15 @@
 //! markdown table; `NAME` keeps the rows whose round or executor contains
 //! it.
 
-use lifecycle_benches::components::{one_worker, BareStop, Executor, COMPONENTS};
+use lifecycle_benches::components::{
+    components_phases, one_worker, BareStop, Executor, COMPONENTS,
+};
 use std::time::Duration;
 
 use lifecycle_benches::supervisors::{
     bare_round, dag_supervisor, supervisor_round, LAYERS, NODES, WIDTH,
 };
-use lifecycle_benches::turns::{components_round, Turns};
+use lifecycle_benches::turns::Turns;
 
 lifecycle_benches::bench_allocator!();
 
@@ -41,7 +43,7 @@ fn main() {
         if wanted("components_10k", &executor) {
             let turns = Turns::take(
                 40,
-                || components_round(&executor, COMPONENTS),
+                || components_phases(&executor, COMPONENTS),
                 || bare_round(&executor, COMPONENTS, BareStop::ChildTokens),
             );
             print_rows("components_10k", &executor, &turns, COMPONENTS);

@@ -16,6 +16,7 @@ use core::task::{Context, Poll};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::supervisors::Phases;
 use lifecycle::{
     run_component, Component, ComponentManager, ComponentManagerBuilder, FatalError, FatalSlot,
     RestartPolicy, RunOutcome, Scope, SharedRuntime, StopSource, Verdict,
@@ -417,12 +418,25 @@ pub async fn bare_restart_loop(spawner: &Spawner, restarts: u64) -> u64 {
 /// One round of [`components`] with `n` managers on `executor`; returns its
 /// time, measured inside the round.
 pub fn components_round(executor: &Executor, n: usize) -> Duration {
+    let phases = components_phases(executor, n);
+    phases.start_to_ready + phases.stop_to_done
+}
+
+/// [`components_round`] timed phase by phase: from the first build until
+/// every manager is ready, then from the root's stop until every manager
+/// is done. The bare round split the same way is
+/// [`supervisors::bare_round`](crate::supervisors::bare_round).
+pub fn components_phases(executor: &Executor, n: usize) -> Phases {
     let builder = one_worker();
     let runtime = executor.runtime();
     executor.run(async move {
         let start = Instant::now();
-        components(&builder, &runtime, n).await;
-        start.elapsed()
+        let mut ready_at = start;
+        components_with(&builder, &runtime, n, || ready_at = Instant::now()).await;
+        Phases {
+            start_to_ready: ready_at - start,
+            stop_to_done: ready_at.elapsed(),
+        }
     })
 }
 

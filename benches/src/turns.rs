@@ -7,9 +7,8 @@
 //! do not move a median. The `turns` bench prints these ratios for the
 //! 10,000 components and the 1,000-node supervisor.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::components::{one_worker, Executor};
 use crate::supervisors::Phases;
 
 /// The medians of a lifecycle round and of its bare counterpart over
@@ -80,30 +79,10 @@ impl Medians {
     }
 }
 
-/// One round of [`components`](crate::components::components) with `n`
-/// one-worker managers on `executor`, timed phase by phase: from the first
-/// build until every manager is ready, then from the root's stop until
-/// every manager is done. The bare round split the same way is
-/// [`supervisors::bare_round`](crate::supervisors::bare_round).
-pub fn components_round(executor: &Executor, n: usize) -> Phases {
-    let builder = one_worker();
-    let runtime = executor.runtime();
-    executor.run(async move {
-        let start = Instant::now();
-        let mut ready_at = start;
-        crate::components::components_with(&builder, &runtime, n, || ready_at = Instant::now())
-            .await;
-        Phases {
-            start_to_ready: ready_at - start,
-            stop_to_done: ready_at.elapsed(),
-        }
-    })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::components::BareStop;
+    use crate::components::{components_phases, BareStop, Executor};
     use crate::supervisors::bare_round;
 
     #[test]
@@ -126,7 +105,7 @@ mod tests {
         for executor in Executor::all() {
             let turns = Turns::take(
                 2,
-                || components_round(&executor, 50),
+                || components_phases(&executor, 50),
                 || bare_round(&executor, 50, BareStop::ChildTokens),
             );
             assert!(turns.lifecycle.start_to_ready > Duration::ZERO);

@@ -2,9 +2,9 @@
 //!
 //! Each lifecycle round is followed by its bare round on the same executor,
 //! and each phase's ratio, and the whole round's, is that of the two
-//! medians (see [`lifecycle_benches::turns`]): steadier than criterion's lines on a busy
-//! host, where a line measured a minute after another can be 30% slower
-//! for reasons of its own.
+//! medians (see [`lifecycle_benches::turns`]): steadier than criterion's
+//! lines on a busy host, where a line measured a minute after another can
+//! be 30% slower for reasons of its own.
 //!
 //! - `components_10k`: 10,000 one-worker managers against 10,000 tasks
 //!   with a child token each (the `components_10k` bench's rounds, timed
@@ -16,14 +16,12 @@
 //! markdown table; `NAME` keeps the rows whose round or executor contains
 //! it.
 
-use lifecycle_benches::components::{
-    components_phases, one_worker, BareStop, Executor, COMPONENTS,
-};
 use std::time::Duration;
 
-use lifecycle_benches::supervisors::{
-    bare_round, dag_supervisor, supervisor_round, LAYERS, NODES, WIDTH,
+use lifecycle_benches::components::{
+    bare_components_phases, components_phases, one_worker, BareStop, Executor, COMPONENTS,
 };
+use lifecycle_benches::supervisors::{dag_supervisor, supervisor_round, LAYERS, NODES, WIDTH};
 use lifecycle_benches::turns::Turns;
 
 lifecycle_benches::bench_allocator!();
@@ -44,7 +42,7 @@ fn main() {
             let turns = Turns::take(
                 40,
                 || components_phases(&executor, COMPONENTS),
-                || bare_round(&executor, COMPONENTS, BareStop::ChildTokens),
+                || bare_components_phases(&executor, COMPONENTS, BareStop::ChildTokens),
             );
             print_rows("components_10k", &executor, &turns, COMPONENTS);
         }
@@ -52,7 +50,7 @@ fn main() {
             let turns = Turns::take(
                 200,
                 || supervisor_round(&executor, dag_supervisor(&builder, LAYERS, WIDTH)),
-                || bare_round(&executor, NODES, BareStop::ChildTokens),
+                || bare_components_phases(&executor, NODES, BareStop::ChildTokens),
             );
             print_rows("supervisor", &executor, &turns, NODES);
         }

@@ -16,7 +16,6 @@ use core::task::{Context, Poll};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::supervisors::Phases;
 use lifecycle::{
     run_component, Component, ComponentManager, ComponentManagerBuilder, FatalError, FatalSlot,
     RestartPolicy, RunOutcome, Scope, SharedRuntime, StopSource, Verdict,
@@ -418,14 +417,12 @@ pub async fn bare_restart_loop(spawner: &Spawner, restarts: u64) -> u64 {
 /// One round of [`components`] with `n` managers on `executor`; returns its
 /// time, measured inside the round.
 pub fn components_round(executor: &Executor, n: usize) -> Duration {
-    let phases = components_phases(executor, n);
-    phases.start_to_ready + phases.stop_to_done
+    components_phases(executor, n).total()
 }
 
 /// [`components_round`] timed phase by phase: from the first build until
 /// every manager is ready, then from the root's stop until every manager
-/// is done. The bare round split the same way is
-/// [`supervisors::bare_round`](crate::supervisors::bare_round).
+/// is done.
 pub fn components_phases(executor: &Executor, n: usize) -> Phases {
     let builder = one_worker();
     let runtime = executor.runtime();
@@ -443,12 +440,87 @@ pub fn components_phases(executor: &Executor, n: usize) -> Phases {
 /// One round of [`bare_components`] with `n` tasks on `executor`; returns its
 /// time, measured inside the round.
 pub fn bare_components_round(executor: &Executor, n: usize, stop: BareStop) -> Duration {
+    bare_components_phases(executor, n, stop).total()
+}
+
+/// [`bare_components_round`] timed phase by phase, split at the moment
+/// every task has sent ready (before the root is cancelled).
+pub fn bare_components_phases(executor: &Executor, n: usize, stop: BareStop) -> Phases {
     let spawner = executor.spawner();
     executor.run(async move {
         let start = Instant::now();
-        bare_components(&spawner, n, stop).await;
-        start.elapsed()
+        let mut ready_at = start;
+        bare_components_with(&spawner, n, stop, || ready_at = Instant::now()).await;
+        Phases {
+            start_to_ready: ready_at - start,
+            stop_to_done: ready_at.elapsed(),
+        }
     })
+}
+
+/// The two timed phases of one round.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Phases {
+    /// From the start (the first build or spawn, or a supervisor's run
+    /// begun) until every component, task or node is ready.
+    pub start_to_ready: Duration,
+    /// From the stop (the root stopped or cancelled, or a supervisor's
+    /// parent) until every one is done (and a supervisor's run returned).
+    pub stop_to_done: Duration,
+}
+
+impl Phases {
+    /// Both phases together: the whole round.
+    pub fn total(&self) -> Duration {
+        self.start_to_ready + self.stop_to_done
+    }
+
+    /// The time of `phase`.
+    pub fn of(&self, phase: Phase) -> Duration {
+        match phase {
+            Phase::StartToReady => self.start_to_ready,
+            Phase::StopToDone => self.stop_to_done,
+        }
+    }
+}
+
+/// One of the two timed phases of a round ([`Phases`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// [`Phases::start_to_ready`].
+    StartToReady,
+    /// [`Phases::stop_to_done`].
+    StopToDone,
+}
+
+impl Phase {
+    /// Both phases, in the order of a round.
+    pub const BOTH: [Phase; 2] = [Phase::StartToReady, Phase::StopToDone];
+
+    /// A short name for bench ids.
+    pub fn name(self) -> &'static str {
+        match self {
+            Phase::StartToReady => "start_to_ready",
+            Phase::StopToDone => "stop_to_done",
+        }
+    }
+}
+
+impl core::ops::Add for Phases {
+    type Output = Phases;
+
+    fn add(self, other: Phases) -> Phases {
+        Phases {
+            start_to_ready: self.start_to_ready + other.start_to_ready,
+            stop_to_done: self.stop_to_done + other.stop_to_done,
+        }
+    }
+}
+
+impl core::iter::Sum for Phases {
+    fn sum<I: Iterator<Item = Phases>>(phases: I) -> Phases {
+        phases.fold(Phases::default(), |sum, one| sum + one)
+    }
 }
 
 /// [`restart_loop`] with `restarts` restarts on `executor`; returns its
@@ -489,6 +561,8 @@ mod tests {
             components_round(&executor, 100);
             bare_components_round(&executor, 100, BareStop::SharedToken);
             bare_components_round(&executor, 100, BareStop::ChildTokens);
+            components_phases(&executor, 100);
+            bare_components_phases(&executor, 100, BareStop::ChildTokens);
             restarts_round(&executor, 10, StopWait::DefaultTimeout);
             restarts_round(&executor, 10, StopWait::NoTimeout);
             bare_restarts_round(&executor, 10);

@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use lifecycle::{Component, ComponentManagerBuilder, Node, StopSource, Supervisor, SupervisorEnd};
 
-use crate::components::{bare_components_with, one_worker, BareStop, Executor};
+use crate::components::{bare_components_phases, one_worker, BareStop, Executor, Phases};
 
 /// How many layers [`dag_supervisor`] stacks in the `supervisor` bench.
 pub const LAYERS: usize = 10;
@@ -56,66 +56,6 @@ pub fn dag_supervisor(
     supervisor.build().expect("the layered graph is valid")
 }
 
-/// The two timed phases of one round.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct Phases {
-    /// From the start (the supervisor's run begun, the first task spawned)
-    /// until every node (task) is ready.
-    pub start_to_ready: Duration,
-    /// From the stop (the parent token stopped, the root token cancelled)
-    /// until every node (task) is done and the run has returned.
-    pub stop_to_done: Duration,
-}
-
-impl Phases {
-    /// The time of `phase`.
-    pub fn of(&self, phase: Phase) -> Duration {
-        match phase {
-            Phase::StartToReady => self.start_to_ready,
-            Phase::StopToDone => self.stop_to_done,
-        }
-    }
-}
-
-/// One of the two timed phases of a round ([`Phases`]).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Phase {
-    /// [`Phases::start_to_ready`].
-    StartToReady,
-    /// [`Phases::stop_to_done`].
-    StopToDone,
-}
-
-impl Phase {
-    /// Both phases, in the order of a round.
-    pub const BOTH: [Phase; 2] = [Phase::StartToReady, Phase::StopToDone];
-
-    /// A short name for bench ids.
-    pub fn name(self) -> &'static str {
-        match self {
-            Phase::StartToReady => "start_to_ready",
-            Phase::StopToDone => "stop_to_done",
-        }
-    }
-}
-
-impl core::ops::Add for Phases {
-    type Output = Phases;
-
-    fn add(self, other: Phases) -> Phases {
-        Phases {
-            start_to_ready: self.start_to_ready + other.start_to_ready,
-            stop_to_done: self.stop_to_done + other.stop_to_done,
-        }
-    }
-}
-
-impl core::iter::Sum for Phases {
-    fn sum<I: Iterator<Item = Phases>>(phases: I) -> Phases {
-        phases.fold(Phases::default(), |sum, one| sum + one)
-    }
-}
-
 /// One round of `supervisor` on `executor`: its run spawned as a task of
 /// the executor under a fresh parent [`StopSource`], its ready latch
 /// awaited, the parent stopped, the run's task joined. Each phase is timed
@@ -145,24 +85,6 @@ pub fn supervisor_round(executor: &Executor, supervisor: Supervisor) -> Phases {
     })
 }
 
-/// One round of [`bare_components`](crate::components::bare_components)
-/// with `n` tasks on `executor`, split at the moment every task has sent
-/// ready (before the root is cancelled).
-pub fn bare_round(executor: &Executor, n: usize, stop: BareStop) -> Phases {
-    let spawner = executor.spawner();
-    executor.run(async move {
-        let mut ready_at = None;
-        let start = Instant::now();
-        bare_components_with(&spawner, n, stop, || ready_at = Some(Instant::now())).await;
-        let done_at = Instant::now();
-        let ready_at = ready_at.expect("every task sent ready");
-        Phases {
-            start_to_ready: ready_at - start,
-            stop_to_done: done_at - ready_at,
-        }
-    })
-}
-
 /// `iters` rounds of [`supervisor_round`] on `executor`, each over a fresh
 /// supervisor of [`LAYERS`] by [`WIDTH`] nodes built before the round;
 /// returns the sum of their phases.
@@ -173,10 +95,12 @@ pub fn supervisor_rounds(executor: &Executor, iters: u64) -> Phases {
         .sum()
 }
 
-/// `iters` rounds of [`bare_round`] with [`NODES`] tasks on `executor`;
+/// `iters` rounds of [`bare_components_phases`] with [`NODES`] tasks on `executor`;
 /// returns the sum of their phases.
 pub fn bare_rounds(executor: &Executor, iters: u64, stop: BareStop) -> Phases {
-    (0..iters).map(|_| bare_round(executor, NODES, stop)).sum()
+    (0..iters)
+        .map(|_| bare_components_phases(executor, NODES, stop))
+        .sum()
 }
 
 /// The time of `iters` builds of the bench's supervisor ([`dag_supervisor`]
@@ -204,8 +128,6 @@ mod tests {
         for executor in Executor::all() {
             supervisor_round(&executor, dag_supervisor(&builder, 3, 4));
             supervisor_round(&executor, dag_supervisor(&builder, LAYERS, WIDTH));
-            bare_round(&executor, 100, BareStop::SharedToken);
-            bare_round(&executor, 100, BareStop::ChildTokens);
         }
         assert!(builds(1) > Duration::ZERO);
     }

@@ -9,7 +9,7 @@
 
 use std::time::Duration;
 
-use crate::supervisors::Phases;
+use crate::components::{Phase, Phases};
 
 /// The medians of a lifecycle round and of its bare counterpart over
 /// rounds taken in turn.
@@ -23,12 +23,16 @@ pub struct Turns {
 
 impl Turns {
     /// Runs `rounds` rounds of each kind, a lifecycle round then a bare one,
-    /// and keeps the medians of each kind.
+    /// and keeps the medians of each kind. One round of each goes first,
+    /// untimed: the first round on a fresh executor also pays for its
+    /// threads' and the allocator's first use.
     pub fn take(
         rounds: usize,
         mut lifecycle: impl FnMut() -> Phases,
         mut bare: impl FnMut() -> Phases,
     ) -> Turns {
+        lifecycle();
+        bare();
         let (mut ours, mut theirs) = (Vec::with_capacity(rounds), Vec::with_capacity(rounds));
         for _ in 0..rounds {
             ours.push(lifecycle());
@@ -45,45 +49,43 @@ impl Turns {
 /// may come from different rounds).
 #[derive(Clone, Copy, Debug, Default)]
 pub struct Medians {
-    /// From the start until every unit is ready.
-    pub start_to_ready: Duration,
-    /// From the stop until every unit is done.
-    pub stop_to_done: Duration,
-    /// Both phases of a round together.
+    /// The median of each phase.
+    pub phases: Phases,
+    /// The median of the whole round.
     pub whole: Duration,
 }
 
 impl Medians {
     /// The medians of `rounds`; zero for none.
     pub fn of(rounds: &[Phases]) -> Medians {
-        let middle = |time: fn(&Phases) -> Duration| {
+        let middle = |time: &dyn Fn(&Phases) -> Duration| {
             let mut times: Vec<Duration> = rounds.iter().map(time).collect();
             times.sort_unstable();
             times.get(times.len() / 2).copied().unwrap_or_default()
         };
+        let [start_to_ready, stop_to_done] =
+            Phase::BOTH.map(|phase| middle(&|round| round.of(phase)));
         Medians {
-            start_to_ready: middle(|round| round.start_to_ready),
-            stop_to_done: middle(|round| round.stop_to_done),
-            whole: middle(|round| round.start_to_ready + round.stop_to_done),
+            phases: Phases {
+                start_to_ready,
+                stop_to_done,
+            },
+            whole: middle(&Phases::total),
         }
     }
 
     /// Each median with its name, in the order the `turns` bench prints
     /// them.
     pub fn named(&self) -> [(&'static str, Duration); 3] {
-        [
-            ("start_to_ready", self.start_to_ready),
-            ("stop_to_done", self.stop_to_done),
-            ("whole_round", self.whole),
-        ]
+        let [start, stop] = Phase::BOTH.map(|phase| (phase.name(), self.phases.of(phase)));
+        [start, stop, ("whole_round", self.whole)]
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::components::{components_phases, BareStop, Executor};
-    use crate::supervisors::bare_round;
+    use crate::components::{bare_components_phases, components_phases, BareStop, Executor};
 
     #[test]
     fn medians_are_taken_phase_by_phase() {
@@ -93,8 +95,8 @@ mod tests {
         };
         let rounds = [phases(3, 10), phases(1, 30), phases(2, 20)];
         let medians = Medians::of(&rounds);
-        assert_eq!(medians.start_to_ready, Duration::from_micros(2));
-        assert_eq!(medians.stop_to_done, Duration::from_micros(20));
+        assert_eq!(medians.phases.start_to_ready, Duration::from_micros(2));
+        assert_eq!(medians.phases.stop_to_done, Duration::from_micros(20));
         // Whole rounds: 13, 31 and 22.
         assert_eq!(medians.whole, Duration::from_micros(22));
         assert_eq!(Medians::of(&[]).whole, Duration::ZERO);
@@ -106,10 +108,10 @@ mod tests {
             let turns = Turns::take(
                 2,
                 || components_phases(&executor, 50),
-                || bare_round(&executor, 50, BareStop::ChildTokens),
+                || bare_components_phases(&executor, 50, BareStop::ChildTokens),
             );
-            assert!(turns.lifecycle.start_to_ready > Duration::ZERO);
-            assert!(turns.bare.stop_to_done > Duration::ZERO);
+            assert!(turns.lifecycle.phases.start_to_ready > Duration::ZERO);
+            assert!(turns.bare.phases.stop_to_done > Duration::ZERO);
         }
     }
 }

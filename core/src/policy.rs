@@ -86,6 +86,13 @@ impl RestartPolicy {
         }
     }
 
+    /// Whether a budget under this policy needs the time at all: the
+    /// immediate policy does not, which keeps a restart storm off the
+    /// clock.
+    pub(crate) fn reads_clock(&self) -> bool {
+        self.intensity.is_some() || !self.reset_after.is_zero() || !self.initial.is_zero()
+    }
+
     /// Never restart: the first failure spends the budget.
     pub fn never() -> Self {
         Self::immediate().intensity(0, Duration::MAX)
@@ -213,22 +220,14 @@ impl RestartBudget {
         }
     }
 
-    /// The runtime's clock, read only if the policy looks at time (the
-    /// immediate policy does not, which keeps a restart storm off the clock).
+    /// The runtime's clock, read only if the policy looks at time (see
+    /// [`RestartPolicy::reads_clock`]).
     pub(crate) fn now(&self, runtime: &SharedRuntime) -> Instant {
-        if self.reads_clock() {
+        if self.policy.reads_clock() {
             runtime.now()
         } else {
             Instant::default()
         }
-    }
-
-    /// Whether the policy needs the time at all (see
-    /// [`now`](RestartBudget::now)).
-    pub(crate) fn reads_clock(&self) -> bool {
-        self.policy.intensity.is_some()
-            || !self.policy.reset_after.is_zero()
-            || !self.policy.initial.is_zero()
     }
 
     /// An instance started at `started` failed at `now` and its handler asks

@@ -33,7 +33,7 @@
 //! never a walk of the graph below.
 
 use alloc::boxed::Box;
-use alloc::collections::VecDeque;
+use alloc::collections::{BTreeMap, VecDeque};
 use alloc::format;
 use alloc::sync::Arc;
 use alloc::vec::Vec;
@@ -191,12 +191,17 @@ impl NodeRun {
 pub(super) struct Engine {
     runtime: SharedRuntime,
     graph: Graph,
-    /// Each node's spec and restart budget, by node, apart from `nodes`:
-    /// a transition reads a timeout at most, and a stop cascade touches
-    /// fewer cache lines per node when the factory, the handler and the
-    /// policies are elsewhere.
+    /// Each node's spec, by node, apart from `nodes`: a transition reads a
+    /// timeout at most, and a stop cascade touches fewer cache lines per
+    /// node when the factory, the handler and the policy are elsewhere.
     specs: Vec<Node>,
-    budgets: Vec<RestartBudget>,
+    /// The restart budgets of the nodes that restarted so far, made at
+    /// their first restart: most nodes of a large graph never restart,
+    /// and a table of budgets for all would be made, and freed, with every
+    /// run.
+    budgets: BTreeMap<usize, RestartBudget>,
+    /// Where each budget's jitter starts from (offset by the node).
+    seed: u64,
     nodes: Vec<NodeRun>,
     mode: Mode,
     inputs: FuturesUnordered<BoxFuture<Input>>,
@@ -242,11 +247,6 @@ impl Engine {
     ) -> Engine {
         let seed = runtime.now().since_origin().as_nanos() as u64;
         let specs = parts.nodes;
-        let budgets = specs
-            .iter()
-            .enumerate()
-            .map(|(at, spec)| RestartBudget::new(spec.policy.clone(), seed.wrapping_add(at as u64)))
-            .collect();
         let nodes = (0..specs.len())
             .map(|_| NodeRun {
                 state: State::Waiting,
@@ -270,7 +270,8 @@ impl Engine {
             runtime,
             graph: parts.graph,
             specs,
-            budgets,
+            budgets: BTreeMap::new(),
+            seed,
             nodes,
             mode: Mode::Running,
             inputs: FuturesUnordered::new(),
@@ -372,7 +373,7 @@ impl Engine {
     /// The time for the node's restart budget; a budget that needs none
     /// gets a constant, and the clock is not read.
     fn budget_now(&mut self, node: usize) -> Instant {
-        if self.budgets[node].reads_clock() {
+        if self.specs[node].policy.reads_clock() {
             self.now()
         } else {
             Instant::default()
@@ -709,7 +710,11 @@ impl Engine {
         let now = self.budget_now(node);
         let started_at = self.nodes[node].started_at;
         let attempt = self.nodes[node].attempt;
-        match self.budgets[node].restart(started_at, now) {
+        let spec = &self.specs[node];
+        let budget = self.budgets.entry(node).or_insert_with(|| {
+            RestartBudget::new(spec.policy.clone(), self.seed.wrapping_add(node as u64))
+        });
+        match budget.restart(started_at, now) {
             Some(delay) => {
                 self.nodes[node].restarts += 1;
                 let restarts = self.nodes[node].restarts;

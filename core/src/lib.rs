@@ -112,8 +112,11 @@
 //!   `signal-hook-registry`, the registry `os-signals` uses). A separate
 //!   feature, so that tokio's adapter, which has tokio's signal driver,
 //!   does not pull in async-io.
-//! - `sd-notify` (`systemd`): the `sd_notify(3)` datagram protocol,
-//!   including abstract socket addresses, without linking libsystemd.
+//!
+//! The `systemd` feature needs no crate: `sd_notify(3)` is one datagram
+//! to a unix socket, which `std` sends. The `sd-notify` crate opens a
+//! blocking socket per message and does not read abstract addresses
+//! (`NOTIFY_SOCKET=@name`), and `libsystemd` would link a C library.
 //!
 //! Wakeups use one small waiter list of our own (the first waker inline, more
 //! in a `slab`, behind a lock that is a bit of the signal's own state byte,

@@ -264,7 +264,7 @@ fn read_messages(socket: &UnixDatagram, done: &AtomicBool) -> Vec<String> {
         match socket.recv(&mut buffer) {
             Ok(length) => {
                 let message = String::from_utf8_lossy(&buffer[..length]).into_owned();
-                // sd-notify ends each message with a line break.
+                // Each message ends with a line break.
                 match message.strip_suffix('\n') {
                     Some(message) => messages.push(message.to_owned()),
                     None => panic!("a message without its line break: {message:?}"),

@@ -521,7 +521,10 @@ impl Engine {
         // Recorded once the state shows it stopping; the instance is told
         // after, so what it reports while stopping comes later.
         self.record_failure(node, &error);
-        if let Some(instance) = self.nodes[node].instance.as_ref().filter(|_| live) {
+        if !live {
+            return;
+        }
+        if let Some(instance) = &self.nodes[node].instance {
             instance.source.stop_with(cause);
         }
     }

@@ -94,13 +94,14 @@ pub struct Node {
 impl Node {
     /// A node named `name` whose instances `factory` builds: once at start
     /// and once per restart.
-    pub fn new<F, C>(name: impl Into<String>, mut factory: F) -> Node
+    pub fn new<F, C>(name: impl AsRef<str>, mut factory: F) -> Node
     where
         F: FnMut() -> Result<C, FatalError> + Send + 'static,
         C: Component,
     {
         Node {
-            name: Arc::from(name.into()),
+            // Copied once into the shared string, whatever `name` is.
+            name: Arc::from(name.as_ref()),
             dependencies: Vec::new(),
             factory: Box::new(move || factory().map(Built::new)),
             handler: Box::new(|_| Verdict::Restart),
@@ -119,10 +120,10 @@ impl Node {
     pub fn depends_on<I, N>(mut self, names: I) -> Node
     where
         I: IntoIterator<Item = N>,
-        N: Into<String>,
+        N: AsRef<str>,
     {
         self.dependencies
-            .extend(names.into_iter().map(|name| Arc::from(name.into())));
+            .extend(names.into_iter().map(|name| Arc::from(name.as_ref())));
         self
     }
 
@@ -380,18 +381,29 @@ pub(super) struct Adjacency {
 }
 
 impl Adjacency {
-    fn pack(lists: Vec<Vec<usize>>) -> Adjacency {
-        let mut starts = Vec::with_capacity(lists.len() + 1);
-        let mut edges = Vec::with_capacity(lists.iter().map(Vec::len).sum());
-        starts.push(0);
-        for list in lists {
-            edges.extend(list);
-            starts.push(edges.len());
+    /// The same edges the other way round: for each node, the nodes whose
+    /// lists name it, in node order. Counted first, then filled, so that
+    /// no node needs a list of its own.
+    fn reversed(&self) -> Adjacency {
+        let nodes = self.len();
+        let mut starts = vec![0; nodes + 1];
+        for &to in &self.edges {
+            starts[to + 1] += 1;
+        }
+        for node in 0..nodes {
+            starts[node + 1] += starts[node];
+        }
+        let mut next = starts.clone();
+        let mut edges = vec![0; self.edges.len()];
+        for from in 0..nodes {
+            for &to in &self[from] {
+                edges[next[to]] = from;
+                next[to] += 1;
+            }
         }
         Adjacency { starts, edges }
     }
 
-    /// How many nodes there are.
     pub(super) fn len(&self) -> usize {
         self.starts.len() - 1
     }
@@ -413,9 +425,14 @@ impl Graph {
                 return Err(BuildError::DuplicateName(String::from(&*node.name)));
             }
         }
-        let mut dependencies = vec![Vec::new(); nodes.len()];
-        let mut dependents = vec![Vec::new(); nodes.len()];
-        for (at, node) in nodes.iter().enumerate() {
+        // Each node's dependencies, once each, in the order named.
+        let mut dependencies = Adjacency {
+            starts: Vec::with_capacity(nodes.len() + 1),
+            edges: Vec::new(),
+        };
+        dependencies.starts.push(0);
+        for node in nodes {
+            let first = dependencies.edges.len();
             for name in &node.dependencies {
                 let Some(&on) = index.get(name) else {
                     return Err(BuildError::UnknownDependency {
@@ -423,12 +440,13 @@ impl Graph {
                         dependency: String::from(&**name),
                     });
                 };
-                if !dependencies[at].contains(&on) {
-                    dependencies[at].push(on);
-                    dependents[on].push(at);
+                if !dependencies.edges[first..].contains(&on) {
+                    dependencies.edges.push(on);
                 }
             }
+            dependencies.starts.push(dependencies.edges.len());
         }
+        let dependents = dependencies.reversed();
         for node in nodes {
             if let Err(error) = node.policy.validate() {
                 return Err(BuildError::InvalidPolicy {
@@ -441,8 +459,8 @@ impl Graph {
             }
         }
         let graph = Graph {
-            dependencies: Adjacency::pack(dependencies),
-            dependents: Adjacency::pack(dependents),
+            dependencies,
+            dependents,
         };
         if let Some(cycle) = graph.find_cycle() {
             return Err(BuildError::Cycle(
@@ -522,5 +540,42 @@ impl Graph {
             }
         }
         found
+    }
+}
+
+#[cfg(all(test, not(loom)))]
+mod tests {
+    use super::*;
+    use crate::manager::ComponentManager;
+
+    fn node(name: &str, dependencies: &[&str]) -> Node {
+        Node::new(name, || Ok(ComponentManager::builder().build()))
+            .depends_on(dependencies.iter().copied())
+    }
+
+    fn lists(adjacency: &Adjacency) -> Vec<Vec<usize>> {
+        (0..adjacency.len())
+            .map(|node| adjacency[node].to_vec())
+            .collect()
+    }
+
+    #[test]
+    fn both_directions_list_each_edge_once_in_order() {
+        // d depends on b and a (a named twice), b and c on a.
+        let nodes = [
+            node("a", &[]),
+            node("b", &["a"]),
+            node("c", &["a"]),
+            node("d", &["b", "a", "a"]),
+        ];
+        let graph = Graph::new(&nodes).unwrap();
+        assert_eq!(
+            lists(&graph.dependencies),
+            [vec![], vec![0], vec![0], vec![1, 0]]
+        );
+        assert_eq!(
+            lists(&graph.dependents),
+            [vec![1, 2, 3], vec![3], vec![], vec![]]
+        );
     }
 }

@@ -227,7 +227,7 @@ impl Supervisor {
     /// });
     /// assert_eq!(supervisor.status().summary(), "app=waiting");
     /// ```
-    pub fn of_one<F, C>(name: impl Into<alloc::string::String>, factory: F) -> Supervisor
+    pub fn of_one<F, C>(name: impl AsRef<str>, factory: F) -> Supervisor
     where
         F: FnMut() -> Result<C, FatalError> + Send + 'static,
         C: Component,

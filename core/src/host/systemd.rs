@@ -9,6 +9,7 @@ use std::os::unix::{
     ffi::OsStrExt as _,
     net::{SocketAddr, UnixDatagram},
 };
+use std::string::ToString as _;
 
 use super::HostNotify;
 
@@ -115,10 +116,7 @@ impl Systemd {
     fn send(&mut self, message: &str) {
         let sent = match &self.channel {
             Ok(channel) => channel.send(message),
-            Err(error) => Err(io::Error::new(
-                error.kind(),
-                std::string::ToString::to_string(error),
-            )),
+            Err(error) => Err(io::Error::new(error.kind(), error.to_string())),
         };
         let Err(error) = sent else {
             return;
@@ -149,13 +147,9 @@ impl Channel {
             Some((b'/', _)) => SocketAddr::from_pathname(name)?,
             Some((b'@', abstract_name)) => abstract_address(abstract_name)?,
             _ => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidInput,
-                    std::format!(
-                    "NOTIFY_SOCKET={} is neither an absolute path nor an abstract address (@name)",
-                    name.to_string_lossy()
-                ),
-                ))
+                let name = name.to_string_lossy();
+                let why = std::format!("NOTIFY_SOCKET={name} is not an absolute path or @name");
+                return Err(io::Error::new(io::ErrorKind::InvalidInput, why));
             }
         };
         let socket = UnixDatagram::unbound()?;
@@ -269,7 +263,6 @@ impl fmt::Debug for Systemd {
 #[cfg(all(test, unix))]
 mod tests {
     use super::*;
-    use std::os::unix::net::{SocketAddr, UnixDatagram};
 
     fn os(text: &str) -> Option<OsString> {
         Some(OsString::from(text))

@@ -404,6 +404,7 @@ impl Adjacency {
         Adjacency { starts, edges }
     }
 
+    /// How many nodes there are.
     pub(super) fn len(&self) -> usize {
         self.starts.len() - 1
     }
@@ -428,7 +429,7 @@ impl Graph {
         // Each node's dependencies, once each, in the order named.
         let mut dependencies = Adjacency {
             starts: Vec::with_capacity(nodes.len() + 1),
-            edges: Vec::new(),
+            edges: Vec::with_capacity(nodes.iter().map(|node| node.dependencies.len()).sum()),
         };
         dependencies.starts.push(0);
         for node in nodes {

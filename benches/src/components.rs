@@ -427,13 +427,9 @@ pub fn components_phases(executor: &Executor, n: usize) -> Phases {
     let builder = one_worker();
     let runtime = executor.runtime();
     executor.run(async move {
-        let start = Instant::now();
-        let mut ready_at = start;
-        components_with(&builder, &runtime, n, || ready_at = Instant::now()).await;
-        Phases {
-            start_to_ready: ready_at - start,
-            stop_to_done: ready_at.elapsed(),
-        }
+        let mut clock = PhaseClock::start();
+        components_with(&builder, &runtime, n, || clock.ready()).await;
+        clock.phases()
     })
 }
 
@@ -448,13 +444,9 @@ pub fn bare_components_round(executor: &Executor, n: usize, stop: BareStop) -> D
 pub fn bare_components_phases(executor: &Executor, n: usize, stop: BareStop) -> Phases {
     let spawner = executor.spawner();
     executor.run(async move {
-        let start = Instant::now();
-        let mut ready_at = start;
-        bare_components_with(&spawner, n, stop, || ready_at = Instant::now()).await;
-        Phases {
-            start_to_ready: ready_at - start,
-            stop_to_done: ready_at.elapsed(),
-        }
+        let mut clock = PhaseClock::start();
+        bare_components_with(&spawner, n, stop, || clock.ready()).await;
+        clock.phases()
     })
 }
 
@@ -480,6 +472,39 @@ impl Phases {
         match phase {
             Phase::StartToReady => self.start_to_ready,
             Phase::StopToDone => self.stop_to_done,
+        }
+    }
+}
+
+/// Times a round's two phases: started with the round, told when
+/// everything is ready, read once everything is done.
+#[derive(Debug)]
+pub struct PhaseClock {
+    start: Instant,
+    /// When [`ready`](PhaseClock::ready) was called; the start until then.
+    ready_at: Instant,
+}
+
+impl PhaseClock {
+    /// A clock whose round starts now.
+    pub fn start() -> PhaseClock {
+        let start = Instant::now();
+        PhaseClock {
+            start,
+            ready_at: start,
+        }
+    }
+
+    /// Everything is ready now: the first phase ends, the second begins.
+    pub fn ready(&mut self) {
+        self.ready_at = Instant::now();
+    }
+
+    /// Everything is done now: both phases.
+    pub fn phases(&self) -> Phases {
+        Phases {
+            start_to_ready: self.ready_at - self.start,
+            stop_to_done: self.ready_at.elapsed(),
         }
     }
 }

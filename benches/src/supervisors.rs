@@ -11,7 +11,9 @@ use std::time::{Duration, Instant};
 
 use lifecycle::{Component, ComponentManagerBuilder, Node, StopSource, Supervisor, SupervisorEnd};
 
-use crate::components::{bare_components_phases, one_worker, BareStop, Executor, Phases};
+use crate::components::{
+    bare_components_phases, one_worker, BareStop, Executor, PhaseClock, Phases,
+};
 
 /// How many layers [`dag_supervisor`] stacks in the `supervisor` bench.
 pub const LAYERS: usize = 10;
@@ -67,21 +69,18 @@ pub fn supervisor_round(executor: &Executor, supervisor: Supervisor) -> Phases {
     executor.run(async move {
         let parent = StopSource::new();
         let ready = Component::ready(&supervisor);
-        let start = Instant::now();
+        let mut clock = PhaseClock::start();
         let run = spawner.spawn(supervisor.run(runtime, parent.token()));
         ready.wait().await;
-        let ready_at = Instant::now();
+        clock.ready();
         parent.stop();
         let outcome = run.await;
-        let done_at = Instant::now();
+        let phases = clock.phases();
         assert!(
             matches!(outcome.end, SupervisorEnd::ParentStopped) && outcome.is_clean(),
             "unexpected outcome: {outcome}"
         );
-        Phases {
-            start_to_ready: ready_at - start,
-            stop_to_done: done_at - ready_at,
-        }
+        phases
     })
 }
 

@@ -9,7 +9,6 @@ use std::os::unix::{
     ffi::OsStrExt as _,
     net::{SocketAddr, UnixDatagram},
 };
-use std::string::ToString as _;
 
 use super::HostNotify;
 
@@ -114,12 +113,16 @@ impl Systemd {
     }
 
     fn send(&mut self, message: &str) {
-        let sent = match &self.channel {
-            Ok(channel) => channel.send(message),
-            Err(error) => Err(io::Error::new(error.kind(), error.to_string())),
-        };
-        let Err(error) = sent else {
-            return;
+        let failed;
+        let error = match &self.channel {
+            Ok(channel) => match channel.send(message) {
+                Ok(()) => return,
+                Err(error) => {
+                    failed = error;
+                    &failed
+                }
+            },
+            Err(error) => error,
         };
         if !self.reported {
             self.reported = true;

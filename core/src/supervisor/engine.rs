@@ -215,6 +215,9 @@ pub(super) struct Engine {
     dirty: Dirty,
     /// Scratch space for walks up the graph, kept to spare allocations.
     walk: Vec<usize>,
+    /// Instances that are done, until the run has settled what their end
+    /// lets go on.
+    retired: Vec<Instance>,
     hook: FatalHook,
     events: Option<EventHook>,
     status: StatusBoard,
@@ -267,6 +270,7 @@ impl Engine {
             timer_at: None,
             clock: None,
             walk: Vec::new(),
+            retired: Vec::new(),
             runtime,
             graph: parts.graph,
             specs,
@@ -311,9 +315,14 @@ impl Engine {
         // Every node of an empty supervisor is ready: it is ready at once,
         // like a manager without workers.
         self.check_ready();
-        let mut handled: u32 = 0;
+        // Inputs handled since the run last waited.
+        let mut in_a_row: u32 = 0;
         loop {
             self.settle();
+            // Dropped once what their end lets go on has been told to:
+            // freeing a component and its tasks is work nobody waits for,
+            // and a stop cascade's next nodes do wait for the settle.
+            self.retired.clear();
             if let Some(end) = self.finished() {
                 self.shutdown.set();
                 return SupervisorOutcome {
@@ -325,17 +334,50 @@ impl Engine {
             }
             // Inputs that are ready at once (a node whose factory fails
             // at once, restarted without a backoff) would otherwise keep
-            // this task from ever returning to its executor: yield now and
-            // then, so that timers and other tasks run.
-            handled += 1;
-            if handled % YIELD_EVERY == 0 {
+            // this task from ever returning to its executor: after so many
+            // in a row, yield, so that timers and other tasks run. Only in
+            // a row: a run that waited has been back to its executor, and
+            // each yield wakes a parked thread of a multi-thread executor
+            // to look for work.
+            if in_a_row >= YIELD_EVERY {
+                in_a_row = 0;
                 self.clock = None;
                 YieldOnce(false).await;
             }
-            match poll_fn(|cx| self.poll_next(cx)).await {
-                Next::Node(node) => self.look_at(node),
-                Next::Input(input) => self.handle(input),
+            let mut waited = false;
+            let reacted = poll_fn(|cx| {
+                let reacted = self.react(cx, YIELD_EVERY - in_a_row);
+                waited |= reacted.is_pending();
+                reacted
+            })
+            .await;
+            in_a_row = if waited { reacted } else { in_a_row + reacted };
+        }
+    }
+
+    /// Reacts to everything that has happened, `most` inputs at most
+    /// (at least one), before the run settles: how many, or pending (the
+    /// run's waker registered) if nothing has.
+    ///
+    /// All at once rather than one input and a settle each: a layer's
+    /// nodes are then started, or told to stop, in one burst. On a
+    /// multi-thread executor a burst of spawns or wakes rouses a parked
+    /// thread once, where one node at a time roused it again and again
+    /// (`benches/README.md`, the supervisor's figures).
+    fn react(&mut self, cx: &mut Context<'_>, most: u32) -> Poll<u32> {
+        let mut reacted = 0;
+        while reacted < most {
+            match self.poll_next(cx) {
+                Poll::Ready(Next::Node(node)) => self.look_at(node),
+                Poll::Ready(Next::Input(input)) => self.handle(input),
+                Poll::Pending => break,
             }
+            reacted += 1;
+        }
+        if reacted == 0 {
+            Poll::Pending
+        } else {
+            Poll::Ready(reacted)
         }
     }
 
@@ -364,7 +406,7 @@ impl Engine {
     /// a wake touches: a stop cascade starts a deadline for every node it
     /// reaches, and a clock read costs as much as the rest of a node's
     /// step. Everything the run does in one wake is one moment to it, a
-    /// few inputs' handling at most (it yields every `YIELD_EVERY`).
+    /// few inputs' handling at most (it yields after `YIELD_EVERY` in a row).
     fn now(&mut self) -> Instant {
         let runtime = &self.runtime;
         *self.clock.get_or_insert_with(|| runtime.now())
@@ -1063,7 +1105,9 @@ impl Engine {
         let before = core::mem::replace(&mut run.state, state).public();
         if !after.is_up() {
             // Done, or never started: no instance any more.
-            run.instance = None;
+            if let Some(instance) = run.instance.take() {
+                self.retired.push(instance);
+            }
         }
         if run.blocks() != blocked {
             self.propagate_blocking(node, !blocked);
@@ -1174,7 +1218,8 @@ impl Drop for Engine {
     }
 }
 
-/// How many inputs the run handles between two yields to its executor.
+/// How many inputs the run handles in a row, without waiting, before it
+/// yields to its executor.
 const YIELD_EVERY: u32 = 64;
 
 /// Pending once, waking itself: lets the executor run other tasks.

@@ -344,14 +344,15 @@ impl Engine {
                 self.clock = None;
                 YieldOnce(false).await;
             }
-            let mut waited = false;
             let reacted = poll_fn(|cx| {
                 let reacted = self.react(cx, YIELD_EVERY - in_a_row);
-                waited |= reacted.is_pending();
+                if reacted.is_pending() {
+                    in_a_row = 0;
+                }
                 reacted
             })
             .await;
-            in_a_row = if waited { reacted } else { in_a_row + reacted };
+            in_a_row += reacted;
         }
     }
 
@@ -365,6 +366,8 @@ impl Engine {
     /// thread once, where one node at a time roused it again and again
     /// (`benches/README.md`, the supervisor's figures).
     fn react(&mut self, cx: &mut Context<'_>, most: u32) -> Poll<u32> {
+        // At 0 it would be pending without having registered the waker.
+        debug_assert!(most > 0, "the run reacts to one input at least");
         let mut reacted = 0;
         while reacted < most {
             match self.poll_next(cx) {

@@ -32,8 +32,7 @@
 use std::time::Duration;
 
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
-use lifecycle_benches::components::Phase;
-use lifecycle_benches::components::{BareStop, Executor};
+use lifecycle_benches::components::{BareStop, Executor, Phase};
 use lifecycle_benches::supervisors::{bare_rounds, builds, supervisor_rounds, NODES};
 
 lifecycle_benches::bench_allocator!();

@@ -481,30 +481,35 @@ impl Phases {
 #[derive(Debug)]
 pub struct PhaseClock {
     start: Instant,
-    /// When [`ready`](PhaseClock::ready) was called; the start until then.
-    ready_at: Instant,
+    /// When [`ready`](PhaseClock::ready) was called.
+    ready_at: Option<Instant>,
 }
 
 impl PhaseClock {
     /// A clock whose round starts now.
     pub fn start() -> PhaseClock {
-        let start = Instant::now();
         PhaseClock {
-            start,
-            ready_at: start,
+            start: Instant::now(),
+            ready_at: None,
         }
     }
 
     /// Everything is ready now: the first phase ends, the second begins.
     pub fn ready(&mut self) {
-        self.ready_at = Instant::now();
+        self.ready_at = Some(Instant::now());
     }
 
     /// Everything is done now: both phases.
+    ///
+    /// # Panics
+    ///
+    /// If [`ready`](PhaseClock::ready) was not called: a round that never
+    /// got ready has no phases to split, and a zero would pass for a time.
     pub fn phases(&self) -> Phases {
+        let ready_at = self.ready_at.expect("the round got ready before it ended");
         Phases {
-            start_to_ready: self.ready_at - self.start,
-            stop_to_done: self.ready_at.elapsed(),
+            start_to_ready: ready_at - self.start,
+            stop_to_done: ready_at.elapsed(),
         }
     }
 }

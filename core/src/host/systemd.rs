@@ -113,16 +113,12 @@ impl Systemd {
     }
 
     fn send(&mut self, message: &str) {
-        let failed;
-        let error = match &self.channel {
-            Ok(channel) => match channel.send(message) {
-                Ok(()) => return,
-                Err(error) => {
-                    failed = error;
-                    &failed
-                }
-            },
-            Err(error) => error,
+        let sent = self.channel.as_ref().map(|channel| channel.send(message));
+        let error = match &sent {
+            Ok(Ok(())) => return,
+            Ok(Err(error)) => error,
+            // No channel: why the address could not be opened.
+            Err(error) => *error,
         };
         if !self.reported {
             self.reported = true;

@@ -255,6 +255,26 @@ impl fmt::Debug for FatalHook {
 }
 
 /// What [`FatalSlot::report`] did with an error.
+///
+/// # Example
+///
+/// A callback that reports every error it meets learns which one stops
+/// the component:
+///
+/// ```
+/// use lifecycle::{FatalError, FatalHook, FatalSlot, Reported};
+///
+/// let slot = FatalSlot::with_hook(FatalHook::new(|_| {}));
+/// let mut stopping_on = None;
+/// for error in ["connection reset", "timed out"] {
+///     match slot.report(FatalError::msg(error)) {
+///         Reported::First => stopping_on = Some(error), // the component stops with it
+///         Reported::Unhandled => {}                     // the hook has it, and it is counted
+///     }
+/// }
+/// assert_eq!(stopping_on, Some("connection reset"));
+/// assert_eq!(slot.unhandled_count(), 1);
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Reported {
     /// It was the scope's first fatal error: recorded for delivery.
@@ -457,6 +477,21 @@ impl fmt::Debug for FatalSlot {
 }
 
 /// Future returned by [`FatalSlot::first`].
+///
+/// # Example
+///
+/// The supervising side waits for the first error a worker thread reports:
+///
+/// ```
+/// use lifecycle::{FatalError, FatalSlot};
+///
+/// let slot = FatalSlot::new();
+/// let worker = slot.clone();
+/// let thread = std::thread::spawn(move || worker.report(FatalError::msg("lease lost")));
+/// let first = futures_executor::block_on(slot.first());
+/// assert_eq!(first.map(|error| error.to_string()).as_deref(), Some("lease lost"));
+/// # thread.join().expect("the reporting thread does not panic");
+/// ```
 #[must_use = "futures do nothing unless awaited"]
 pub struct First<'a>(Waiter<&'a SlotInner>);
 

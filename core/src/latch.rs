@@ -193,11 +193,55 @@ impl fmt::Debug for Signal {
     }
 }
 
-/// Future returned by [`Latch::wait`].
+/// Future returned by [`Latch::wait`] (and [`Signal::wait`]).
+///
+/// It borrows the latch; any number of them may wait on one latch. It is
+/// cancel-safe: dropping it before completion unregisters it.
+///
+/// # Example
+///
+/// ```
+/// use futures_util::FutureExt;
+/// use lifecycle::Latch;
+///
+/// let ready = Latch::new();
+/// let mut wait = ready.wait(); // borrows the latch
+/// assert!((&mut wait).now_or_never().is_none(), "unset: still pending");
+///
+/// ready.set();
+/// assert_eq!(wait.now_or_never(), Some(()), "set: completes");
+/// ```
 #[must_use = "futures do nothing unless awaited"]
 pub struct Wait<'a>(Waiter<&'a Flag>);
 
-/// Future returned by [`Latch::wait_owned`].
+/// Future returned by [`Latch::wait_owned`] (and [`Signal::wait_owned`]).
+///
+/// It owns a handle on the latch, so it is `'static` and `Send`: it can
+/// move into a spawned task or another thread. Whatever was written before
+/// the latch was set is visible once it completes.
+///
+/// # Example
+///
+/// ```
+/// use std::sync::atomic::{AtomicU16, Ordering::Relaxed};
+/// use std::sync::Arc;
+/// use lifecycle::Latch;
+///
+/// let port = Arc::new(AtomicU16::new(0));
+/// let bound = Latch::new();
+/// let wait = bound.signal().wait_owned(); // 'static: moves into the thread
+/// let client = {
+///     let port = port.clone();
+///     std::thread::spawn(move || {
+///         futures_executor::block_on(wait);
+///         port.load(Relaxed) // the latch orders this after the store
+///     })
+/// };
+///
+/// port.store(8080, Relaxed);
+/// bound.set();
+/// assert_eq!(client.join().expect("the client does not panic"), 8080);
+/// ```
 #[must_use = "futures do nothing unless awaited"]
 pub struct WaitOwned(Waiter<FlagRef>);
 

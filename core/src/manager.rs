@@ -77,6 +77,25 @@ use crate::trace;
 
 /// What a worker returns: `Ok(())` when it ends cleanly, or the fatal error
 /// that ends the whole component. Any error converts with `?`.
+///
+/// # Example
+///
+/// A worker written as a named function, whose parse error ends it:
+///
+/// ```
+/// use lifecycle::{ComponentManager, ReadyHandle, WorkerContext, WorkerResult};
+///
+/// async fn listen(ctx: WorkerContext, ready: ReadyHandle) -> WorkerResult {
+///     let port: u16 = "8080".parse()?; // a `ParseIntError` becomes the fatal error
+///     assert_eq!(port, 8080);
+///     ready.ready();
+///     ctx.stopped().await;
+///     Ok(())
+/// }
+///
+/// let manager = ComponentManager::builder().add_worker(listen).build();
+/// # drop(manager);
+/// ```
 pub type WorkerResult = Result<(), FatalError>;
 
 /// Builds [`ComponentManager`]s from an ordered list of workers.
@@ -620,7 +639,48 @@ impl fmt::Debug for WorkerContext {
 
 /// Reports fatal errors into a running manager from anywhere: a callback, a
 /// sub-task, another thread. A throw after the manager is done goes to the
-/// hook. See [`WorkerContext`] for an example.
+/// hook.
+///
+/// # Example
+///
+/// A watcher thread reports that it lost its connection; the manager
+/// delivers the error to its scope's fatal slot, stops its workers and is
+/// done:
+///
+/// ```
+/// use lifecycle::{Component, ComponentManager, FatalError, FatalSlot, Scope, StopSource};
+/// # use lifecycle::{BoxFuture, Instant, Runtime};
+/// # use std::{sync::Arc, time::Duration};
+/// # struct Threads;
+/// # impl Runtime for Threads {
+/// #     fn spawn_detached(&self, task: BoxFuture) {
+/// #         std::thread::spawn(move || futures_executor::block_on(task));
+/// #     }
+/// #     // No timer fires in this example (and Miri wants no stray threads).
+/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+/// # futures_executor::block_on(async {
+/// let manager = ComponentManager::builder()
+///     .add_worker(|ctx, ready| async move {
+///         let throw = ctx.throw_handle();
+///         std::thread::spawn(move || throw.throw(FatalError::msg("watcher lost")));
+///         ready.ready();
+///         ctx.stopped().await; // the throw stops it
+///         Ok(())
+///     })
+///     .build();
+///
+/// let slot = FatalSlot::new();
+/// let parent = StopSource::new();
+/// manager.start(Scope::new(Arc::new(Threads), parent.token(), slot.clone()))?;
+/// let error = slot.first().await.expect("the throw is the first error");
+/// assert_eq!(error.to_string(), "watcher lost");
+/// manager.done().wait().await;
+/// assert!(!parent.is_stopped()); // it went to the slot, not to the parent
+/// # Ok::<(), lifecycle::StartError>(())
+/// # }).unwrap();
+/// ```
 #[derive(Clone)]
 pub struct ThrowHandle {
     inner: Arc<Shared>,

@@ -161,6 +161,26 @@ impl RestartPolicy {
 }
 
 /// A bad [`RestartPolicy`] setting.
+///
+/// [`RestartPolicy::validate`] returns it; so does a restart loop given the
+/// policy ([`RunOutcome::InvalidPolicy`](crate::RunOutcome::InvalidPolicy))
+/// and a supervisor's `build` for a node with it
+/// ([`BuildError::InvalidPolicy`](crate::BuildError::InvalidPolicy)).
+///
+/// # Example
+///
+/// ```
+/// use std::time::Duration;
+/// use lifecycle::{PolicyError, RestartPolicy};
+///
+/// let policy = RestartPolicy::default().backoff(Duration::from_secs(10), Duration::from_secs(1));
+/// let error = policy.validate().unwrap_err();
+/// assert!(matches!(error, PolicyError::InitialAboveMax { .. }));
+/// assert_eq!(
+///     error.to_string(),
+///     "invalid restart policy: initial backoff 10s is longer than the maximum 1s"
+/// );
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum PolicyError {

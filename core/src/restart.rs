@@ -73,6 +73,43 @@ impl fmt::Display for Verdict {
 
 /// A failed instance, as its error handler sees it; see [`Verdict`] for a
 /// handler.
+///
+/// # Example
+///
+/// A handler that gives a component three attempts, then stops:
+///
+/// ```
+/// use lifecycle::{run_component, ComponentManager, FatalError, Failure, RestartPolicy, RunOutcome, StopSource, Verdict};
+/// # use lifecycle::{BoxFuture, Instant, Runtime};
+/// # use std::{sync::Arc, time::Duration};
+/// # struct Threads;
+/// # impl Runtime for Threads {
+/// #     fn spawn_detached(&self, task: BoxFuture) {
+/// #         std::thread::spawn(move || futures_executor::block_on(task));
+/// #     }
+/// #     // No timer fires in this example (and Miri wants no stray threads).
+/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+/// let factory = || {
+///     Ok::<_, FatalError>(
+///         ComponentManager::builder()
+///             .add_worker(|_, _| async { Err(FatalError::msg("bad config")) })
+///             .build(),
+///     )
+/// };
+/// let handler = |failure: &Failure| {
+///     assert_eq!(failure.error.to_string(), "bad config");
+///     if failure.attempt < 3 { Verdict::Restart } else { Verdict::Stop }
+/// };
+/// let parent = StopSource::new();
+/// let outcome = futures_executor::block_on(
+///     run_component(factory, handler)
+///         .policy(RestartPolicy::immediate())
+///         .run(Arc::new(Threads), parent.token()),
+/// );
+/// assert!(matches!(outcome, RunOutcome::Failed { verdict: Verdict::Stop, attempt: 3, .. }), "{outcome:?}");
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct Failure {
@@ -312,6 +349,42 @@ where
 pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 /// A configured restart loop; see [`run_component`].
+///
+/// # Example
+///
+/// A component that fails at every start, under a budget of two restarts
+/// in a minute:
+///
+/// ```
+/// use std::time::Duration;
+/// use lifecycle::{run_component, ComponentManager, FatalError, RestartPolicy, RunOutcome, StopSource, Verdict};
+/// # use lifecycle::{BoxFuture, Instant, Runtime};
+/// # use std::sync::Arc;
+/// # struct Threads;
+/// # impl Runtime for Threads {
+/// #     fn spawn_detached(&self, task: BoxFuture) {
+/// #         std::thread::spawn(move || futures_executor::block_on(task));
+/// #     }
+/// #     // No timer fires in this example (and Miri wants no stray threads).
+/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+/// let factory = || {
+///     Ok::<_, FatalError>(
+///         ComponentManager::builder()
+///             .add_worker(|_, _| async { Err(FatalError::msg("port in use")) })
+///             .build(),
+///     )
+/// };
+/// let restarts = run_component(factory, |_| Verdict::Restart)
+///     .policy(RestartPolicy::immediate().intensity(2, Duration::from_secs(60)))
+///     .stop_timeout(Duration::from_secs(1));
+///
+/// let parent = StopSource::new();
+/// let outcome = futures_executor::block_on(restarts.run(Arc::new(Threads), parent.token()));
+/// assert!(matches!(outcome, RunOutcome::RestartsExhausted { .. }), "{outcome:?}");
+/// assert_eq!(outcome.error().map(|e| e.to_string()).as_deref(), Some("port in use"));
+/// ```
 pub struct RestartLoop<F, H> {
     factory: F,
     handler: H,

@@ -47,9 +47,67 @@ use crate::task::JoinError;
 use crate::task::{self, JoinHandle};
 
 /// A boxed, sendable future: what crosses the [`Runtime`] boundary.
+///
+/// The output defaults to `()`, the tasks a runtime spawns and the timers it
+/// returns; futures of different types fit in one list once boxed.
+///
+/// # Example
+///
+/// ```
+/// use lifecycle::BoxFuture;
+///
+/// /// Halves an even number later, or computes an odd one's successor now.
+/// fn step(n: u32) -> BoxFuture<u32> {
+///     if n % 2 == 0 {
+///         Box::pin(async move { n / 2 })
+///     } else {
+///         Box::pin(std::future::ready(3 * n + 1))
+///     }
+/// }
+///
+/// let steps: Vec<BoxFuture<u32>> = vec![step(6), step(3)];
+/// let results = futures_executor::block_on(futures_util::future::join_all(steps));
+/// assert_eq!(results, [3, 10]);
+///
+/// let task: BoxFuture = Box::pin(async {}); // `BoxFuture<()>`: what a runtime spawns
+/// futures_executor::block_on(task);
+/// ```
 pub type BoxFuture<T = ()> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 
 /// A runtime shared by everything that runs on it.
+///
+/// # Example
+///
+/// ```
+/// use std::sync::Arc;
+/// use lifecycle::{JoinHandle, RuntimeExt, SharedRuntime};
+/// # use lifecycle::{BoxFuture, Instant, Runtime};
+/// # use std::time::Duration;
+/// # struct Threads;
+/// # impl Runtime for Threads {
+/// #     fn spawn_detached(&self, task: BoxFuture) {
+/// #         std::thread::spawn(move || futures_executor::block_on(task));
+/// #     }
+/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+///
+/// /// A cache that refreshes itself on whatever runtime it is given.
+/// struct Cache {
+///     runtime: SharedRuntime,
+/// }
+///
+/// impl Cache {
+///     fn refresh(&self) -> JoinHandle<usize> {
+///         self.runtime.spawn(async { 3 }) // entries loaded
+///     }
+/// }
+///
+/// let runtime: SharedRuntime = Arc::new(Threads); // any runtime: lifecycle_tokio, ...
+/// let cache = Cache { runtime: runtime.clone() }; // clones share one runtime
+/// assert_eq!(futures_executor::block_on(cache.refresh()), Ok(3));
+/// assert_eq!(Arc::strong_count(&runtime), 2);
+/// ```
 pub type SharedRuntime = Arc<dyn Runtime>;
 
 /// What the core needs from an executor. Implemented by the adapter crates.
@@ -117,6 +175,38 @@ impl<R: Runtime + ?Sized> Runtime for Arc<R> {
 }
 
 /// Typed spawning, deadlines and timeouts on any [`Runtime`].
+///
+/// Implemented for every `Runtime`, `dyn Runtime` and [`SharedRuntime`]
+/// included: import it and call its methods on the runtime.
+///
+/// # Example
+///
+/// ```
+/// use std::sync::Arc;
+/// use lifecycle::{RuntimeExt, SharedRuntime};
+/// # use lifecycle::{BoxFuture, Instant, Runtime};
+/// # use std::time::Duration;
+/// # struct Threads;
+/// # impl Runtime for Threads {
+/// #     fn spawn_detached(&self, task: BoxFuture) {
+/// #         std::thread::spawn(move || futures_executor::block_on(task));
+/// #     }
+/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+/// # futures_executor::block_on(async {
+/// let rt: SharedRuntime = Arc::new(Threads); // what a `Scope` hands out
+/// let squares: Vec<_> = (1..=3u64).map(|n| rt.spawn(async move { n * n })).collect();
+///
+/// let mut total = 0;
+/// for square in squares {
+///     total += square.await?; // a `JoinError` if the task had failed
+/// }
+/// assert_eq!(total, 1 + 4 + 9);
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// # })?;
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub trait RuntimeExt: Runtime {
     /// Spawns `future` and returns a handle to await its output or abort it.
     /// Dropping the handle detaches the task.
@@ -202,6 +292,37 @@ impl Add<Duration> for Instant {
 
 pin_project! {
     /// Future returned by [`RuntimeExt::timeout`].
+    ///
+    /// It yields `Ok` with the future's output if the future completes
+    /// first (or at the same poll as the timer), else `Err(`[`Elapsed`]`)`,
+    /// dropping neither until the `Timeout` itself is dropped.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use lifecycle::{Elapsed, RuntimeExt};
+    /// use std::time::Duration;
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # struct Immediate;
+    /// # impl Runtime for Immediate {
+    /// #     fn spawn_detached(&self, task: BoxFuture) {
+    /// #         std::thread::spawn(move || futures_executor::block_on(task));
+    /// #     }
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::ready(())) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    /// use futures_executor::block_on;
+    ///
+    /// let rt = Immediate; // a test runtime: every timer fires at once
+    /// let limit = Duration::from_secs(5);
+    ///
+    /// // The time is up at the first poll, but a ready future still wins.
+    /// let answer = block_on(rt.timeout(limit, async { 42 }));
+    /// assert_eq!(answer, Ok(42));
+    ///
+    /// let stuck = block_on(rt.timeout(limit, std::future::pending::<u32>()));
+    /// assert!(matches!(stuck, Err(Elapsed { .. })));
+    /// ```
     #[must_use = "futures do nothing unless awaited"]
     pub struct Timeout<F> {
         #[pin]
@@ -237,6 +358,37 @@ impl<F> fmt::Debug for Timeout<F> {
 }
 
 /// The error of a [`Timeout`] whose time ran out.
+///
+/// # Example
+///
+/// ```
+/// use lifecycle::{Elapsed, Runtime, RuntimeExt};
+/// use std::error::Error;
+/// use std::time::Duration;
+/// # use lifecycle::{BoxFuture, Instant};
+/// # struct Immediate;
+/// # impl Runtime for Immediate {
+/// #     fn spawn_detached(&self, task: BoxFuture) {
+/// #         std::thread::spawn(move || futures_executor::block_on(task));
+/// #     }
+/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::ready(())) }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+///
+/// /// Asks a peer that never answers, for at most 250 ms.
+/// async fn ask(rt: &dyn Runtime) -> Result<u32, Box<dyn Error + Send + Sync>> {
+///     let answer = rt
+///         .timeout(Duration::from_millis(250), std::future::pending::<u32>())
+///         .await?;
+///     Ok(answer)
+/// }
+///
+/// let rt = Immediate; // a test runtime: every timer fires at once
+/// let error = futures_executor::block_on(ask(&rt)).expect_err("the peer never answers");
+/// let elapsed = error.downcast_ref::<Elapsed>().expect("the error is the timeout's");
+/// assert_eq!(elapsed.duration(), Duration::from_millis(250));
+/// assert_eq!(error.to_string(), "did not complete within 250ms");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Elapsed {
     duration: Duration,

@@ -609,6 +609,32 @@ impl fmt::Debug for StopToken {
 
 /// Guard returned by [`StopToken::wake_on_stop`]: dropping it cancels the
 /// wakeup if the node has not stopped yet.
+///
+/// # Example
+///
+/// ```
+/// use std::sync::Arc;
+/// use std::task::{Wake, Waker};
+/// use lifecycle::{Latch, StopSource};
+///
+/// struct SetLatch(Latch);
+/// impl Wake for SetLatch {
+///     fn wake(self: Arc<Self>) {
+///         self.0.set();
+///     }
+/// }
+///
+/// let source = StopSource::new();
+/// let (kept, cancelled) = (Latch::new(), Latch::new());
+/// let guard = source.token().wake_on_stop(&Waker::from(Arc::new(SetLatch(kept.clone()))));
+/// let dropped = source.token().wake_on_stop(&Waker::from(Arc::new(SetLatch(cancelled.clone()))));
+/// drop(dropped); // cancels its wakeup
+///
+/// source.stop();
+/// assert!(kept.is_set(), "the live guard's waker ran");
+/// assert!(!cancelled.is_set(), "the dropped guard's did not");
+/// drop(guard);
+/// ```
 #[must_use = "dropping the guard cancels the wakeup"]
 pub struct WakeOnStop(Waiter<NodeRef>);
 
@@ -622,10 +648,53 @@ impl fmt::Debug for WakeOnStop {
 }
 
 /// Future returned by [`StopToken::stopped`].
+///
+/// It borrows the token, so it suits waiting in the task that holds the
+/// token, typically raced against the work so that a stop cuts it short.
+/// Dropping it unregisters its waker.
+///
+/// # Example
+///
+/// ```
+/// use std::pin::pin;
+/// use futures_util::future::{select, Either};
+/// use lifecycle::StopSource;
+/// # futures_executor::block_on(async {
+/// let source = StopSource::new();
+/// let token = source.token();
+///
+/// source.stop(); // say, the process is shutting down
+/// let request = pin!(std::future::pending::<u32>()); // a request that never ends
+/// match select(request, token.stopped()).await {
+///     Either::Left((answer, _)) => panic!("answered {answer} after the stop"),
+///     Either::Right(((), _request)) => {} // cut short: `_request` is dropped here
+/// }
+/// assert!(token.is_stopped());
+/// # });
+/// ```
 #[must_use = "futures do nothing unless awaited"]
 pub struct Stopped<'a>(Waiter<&'a WithStop<dyn Host>>);
 
 /// Future returned by [`StopToken::stopped_owned`].
+///
+/// It owns its token, so it is `'static` and `Send`: it can move into a
+/// spawned task or another thread.
+///
+/// # Example
+///
+/// ```
+/// use lifecycle::StopSource;
+///
+/// let source = StopSource::new();
+/// let stopped = source.token().stopped_owned(); // owns a token of its own
+/// let worker = std::thread::spawn(move || {
+///     futures_executor::block_on(stopped); // serve until told to stop
+///     "cleaned up"
+/// });
+///
+/// source.stop();
+/// assert_eq!(worker.join().expect("the worker does not panic"), "cleaned up");
+/// ```
 #[must_use = "futures do nothing unless awaited"]
 pub struct StoppedOwned(Waiter<NodeRef>);
 

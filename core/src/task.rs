@@ -21,6 +21,41 @@ use crate::flag::{Flag, Guarded, HasFlag, Waiter, SOLE_WAITER};
 use crate::runtime::Runtime;
 
 /// Why a task did not produce its output.
+///
+/// # Example
+///
+/// ```
+/// use lifecycle::{JoinError, RuntimeExt};
+/// # use lifecycle::{BoxFuture, Instant, Runtime};
+/// # use std::time::Duration;
+/// # struct Threads;
+/// # impl Runtime for Threads {
+/// #     fn spawn_detached(&self, task: BoxFuture) {
+/// #         std::thread::spawn(move || futures_executor::block_on(task));
+/// #     }
+/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+///
+/// /// What a log line says about a task that ended.
+/// fn report(outcome: Result<u32, JoinError>) -> String {
+///     match outcome {
+///         Ok(rows) => format!("imported {rows} rows"),
+///         Err(JoinError::Panicked(message)) => format!("import panicked: {message}"),
+///         Err(error) => format!("no import: {error}"),
+///     }
+/// }
+///
+/// # futures_executor::block_on(async {
+/// let rt = Threads; // any runtime: lifecycle_tokio, lifecycle_smol, ...
+/// let import = rt.spawn(async { panic!("bad header") });
+/// assert_eq!(report(import.await), "import panicked: bad header");
+///
+/// let import = rt.spawn(std::future::pending());
+/// import.abort();
+/// assert_eq!(report(import.await), "no import: task was aborted");
+/// # });
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum JoinError {

@@ -34,6 +34,30 @@ where
 }
 
 /// How [`wait_signal_or_stop`] ended.
+///
+/// # Example
+///
+/// ```
+/// use lifecycle::{wait_signal_or_stop, Latch, SignalOrStop, Signal, StopSource, StopToken};
+///
+/// /// Waits for a dependency to be ready, unless told to stop first.
+/// async fn await_dependency(ready: &Signal, token: &StopToken) -> &'static str {
+///     match wait_signal_or_stop(ready, token).await {
+///         SignalOrStop::Signal => "starting",
+///         SignalOrStop::Stopped => "stopped before the dependency was ready",
+///     }
+/// }
+///
+/// # futures_executor::block_on(async {
+/// let (ready, stop) = (Latch::new(), StopSource::new());
+/// stop.stop();
+/// let outcome = await_dependency(&ready.signal(), &stop.token()).await;
+/// assert_eq!(outcome, "stopped before the dependency was ready");
+///
+/// ready.set(); // both now: the signal wins
+/// assert_eq!(await_dependency(&ready.signal(), &stop.token()).await, "starting");
+/// # });
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum SignalOrStop {
     /// The signal was set (preferred when both happened).

@@ -62,6 +62,18 @@ use std::time::Duration;
 use lifecycle::{BoxFuture, Instant, Runtime, SharedRuntime};
 
 /// The lifecycle runtime binding for async-std's global executor.
+///
+/// # Example
+///
+/// ```
+/// use std::sync::Arc;
+/// use lifecycle::{RuntimeExt, SharedRuntime};
+/// use lifecycle_async_std::AsyncStdRuntime;
+///
+/// let runtime: SharedRuntime = Arc::new(AsyncStdRuntime::new());
+/// let task = runtime.spawn(async { 6 * 7 });
+/// assert_eq!(async_std::task::block_on(task), Ok(42));
+/// ```
 #[derive(Clone, Debug)]
 pub struct AsyncStdRuntime {
     origin: std::time::Instant,

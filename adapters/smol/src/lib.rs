@@ -67,6 +67,22 @@ use lifecycle::{BoxFuture, Instant, Runtime, SharedRuntime};
 use smol::Executor;
 
 /// The lifecycle runtime binding for smol.
+///
+/// # Example
+///
+/// On an executor of the program's own, which runs while the program
+/// waits for the task:
+///
+/// ```
+/// use std::sync::Arc;
+/// use lifecycle::RuntimeExt;
+/// use lifecycle_smol::SmolRuntime;
+///
+/// let executor = Arc::new(smol::Executor::new());
+/// let runtime = SmolRuntime::on(executor.clone()).shared();
+/// let task = runtime.spawn(async { 6 * 7 });
+/// assert_eq!(smol::block_on(executor.run(task)), Ok(42));
+/// ```
 #[derive(Clone)]
 pub struct SmolRuntime {
     /// `None`: smol's global executor.

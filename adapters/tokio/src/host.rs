@@ -19,6 +19,26 @@ use crate::TokioRuntime;
 /// they end the process (unless it started with them ignored), although
 /// tokio itself never unregisters a signal handler
 /// ([`lifecycle::SignalClaim`] sees to that).
+///
+/// # Example
+///
+/// The process sends itself SIGINT, as Ctrl-C would; the stream has it,
+/// and the process lives on:
+///
+/// ```
+/// use futures_util::StreamExt;
+/// use lifecycle::HostSignal;
+///
+/// #[tokio::main(flavor = "current_thread")]
+/// async fn main() -> std::io::Result<()> {
+///     let mut signals = lifecycle_tokio::signals()?;
+///     let pid = std::process::id().to_string();
+///     let sent = std::process::Command::new("kill").args(["-INT", &pid]).status()?;
+///     assert!(sent.success());
+///     assert_eq!(signals.next().await, Some(HostSignal::Interrupt));
+///     Ok(())
+/// }
+/// ```
 pub struct HostSignals {
     /// `None` once the stream has ended: the signals are given back at once.
     #[cfg(unix)]

@@ -65,6 +65,30 @@ use lifecycle::{BoxFuture, Instant, Runtime, SharedRuntime};
 use tokio::runtime::Handle;
 
 /// The lifecycle runtime binding for a tokio runtime.
+///
+/// Any flavor works: current-thread, multi-thread, and paused time
+/// (`tokio::time::pause`, whose virtual clock [`now`](Runtime::now) and
+/// sleeps follow).
+///
+/// # Example
+///
+/// Bound from outside the runtime through its handle, then used to spawn
+/// and join a task:
+///
+/// ```
+/// use std::sync::Arc;
+/// use lifecycle::{RuntimeExt, SharedRuntime};
+/// use lifecycle_tokio::TokioRuntime;
+///
+/// let tokio = tokio::runtime::Builder::new_multi_thread()
+///     .worker_threads(2)
+///     .enable_time()
+///     .build()?;
+/// let runtime: SharedRuntime = Arc::new(TokioRuntime::from_handle(tokio.handle().clone()));
+/// let task = runtime.spawn(async { 6 * 7 });
+/// assert_eq!(tokio.block_on(task), Ok(42));
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct TokioRuntime {
     handle: Handle,
@@ -140,6 +164,20 @@ impl fmt::Debug for TokioRuntime {
 }
 
 /// [`TokioRuntime::current`] was called outside a tokio runtime.
+///
+/// # Example
+///
+/// ```
+/// use lifecycle_tokio::{NoTokioRuntime, TokioRuntime};
+///
+/// // Plain `main`, no runtime yet.
+/// assert_eq!(TokioRuntime::current().unwrap_err(), NoTokioRuntime);
+///
+/// let tokio = tokio::runtime::Builder::new_current_thread().enable_time().build()?;
+/// let _inside = tokio.enter();
+/// assert!(TokioRuntime::current().is_ok());
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct NoTokioRuntime;
 

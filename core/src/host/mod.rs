@@ -34,6 +34,44 @@ pub use signal_stream::HostSignals;
 pub use systemd::Systemd;
 
 /// A stop request from the host: what SIGINT and SIGTERM mean to a run.
+///
+/// # Example
+///
+/// A test drives a [`HostRun`] with a stream of them, as the adapters'
+/// `run` does with the process's signals:
+///
+/// ```
+/// use lifecycle::{ComponentManager, ExitReason, HostRun, HostSignal, Node, Supervisor};
+/// # use lifecycle::{BoxFuture, Instant, Runtime};
+/// # use std::{sync::Arc, time::Duration};
+/// # struct Threads;
+/// # impl Runtime for Threads {
+/// #     fn spawn_detached(&self, task: BoxFuture) {
+/// #         std::thread::spawn(move || futures_executor::block_on(task));
+/// #     }
+/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+/// # fn serving() -> Result<ComponentManager, lifecycle::FatalError> {
+/// #     Ok(ComponentManager::builder()
+/// #         .add_worker(|ctx, ready| async move {
+/// #             ready.ready();
+/// #             ctx.stopped().await;
+/// #             Ok(())
+/// #         })
+/// #         .build())
+/// # }
+///
+/// let supervisor = Supervisor::builder().node(Node::new("server", serving)).build()?;
+/// // Ctrl-C: a graceful stop, which the exit names.
+/// let signals = futures_util::stream::iter([HostSignal::Interrupt]);
+/// let run = HostRun::new(supervisor).expect("not started before");
+/// let exit = futures_executor::block_on(run.run(Arc::new(Threads), signals));
+/// assert_eq!(exit.request, Some(HostSignal::Interrupt));
+/// assert_eq!(exit.reason, ExitReason::Clean);
+/// assert!(exit.to_string().contains("SIGINT"), "{exit}");
+/// # Ok::<(), lifecycle::BuildError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum HostSignal {
     /// SIGINT, Ctrl-C: stop gracefully; a second one during the stop exits
@@ -67,6 +105,42 @@ impl fmt::Display for HostSignal {
 /// When several apply, the first in this order wins: `Forced`, then the
 /// cause of the end (`Fatal`, `SpinHaltReleased`), then `Overran`, then an
 /// error during the stop (`Fatal`).
+///
+/// # Example
+///
+/// A node that fails and shuts the supervisor down makes a fatal exit:
+///
+/// ```
+/// use lifecycle::{ComponentManager, ExitReason, FatalError, Node, StopSource, Supervisor, Verdict};
+/// # use lifecycle::{BoxFuture, Instant, Runtime};
+/// # use std::{sync::Arc, time::Duration};
+/// # struct Threads;
+/// # impl Runtime for Threads {
+/// #     fn spawn_detached(&self, task: BoxFuture) {
+/// #         std::thread::spawn(move || futures_executor::block_on(task));
+/// #     }
+/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+///
+/// let supervisor = Supervisor::builder()
+///     .node(
+///         Node::new("db", || {
+///             Ok(ComponentManager::builder()
+///                 .add_worker(|_, _| async { Err(FatalError::msg("disk full")) })
+///                 .build())
+///         })
+///         .handler(|_| Verdict::Shutdown),
+///     )
+///     .build()?;
+/// let parent = StopSource::new();
+/// let outcome = futures_executor::block_on(supervisor.run(Arc::new(Threads), parent.token()));
+/// let reason = ExitReason::of(&outcome);
+/// assert_eq!(reason, ExitReason::Fatal);
+/// assert_eq!(reason.code(), 1);
+/// assert_eq!(reason.to_string(), "fatal failure");
+/// # Ok::<(), lifecycle::BuildError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum ExitReason {
@@ -119,6 +193,45 @@ impl fmt::Display for ExitReason {
 }
 
 /// How a host run ended.
+///
+/// # Example
+///
+/// What a `main` prints and exits with after SIGTERM stopped its
+/// supervisor:
+///
+/// ```
+/// use lifecycle::{ComponentManager, ExitReason, HostRun, HostSignal, Node, Supervisor};
+/// # use lifecycle::{BoxFuture, Instant, Runtime};
+/// # use std::{sync::Arc, time::Duration};
+/// # struct Threads;
+/// # impl Runtime for Threads {
+/// #     fn spawn_detached(&self, task: BoxFuture) {
+/// #         std::thread::spawn(move || futures_executor::block_on(task));
+/// #     }
+/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+/// # fn serving() -> Result<ComponentManager, lifecycle::FatalError> {
+/// #     Ok(ComponentManager::builder()
+/// #         .add_worker(|ctx, ready| async move {
+/// #             ready.ready();
+/// #             ctx.stopped().await;
+/// #             Ok(())
+/// #         })
+/// #         .build())
+/// # }
+///
+/// let supervisor = Supervisor::builder().node(Node::new("server", serving)).build()?;
+/// let signals = futures_util::stream::iter([HostSignal::Terminate]);
+/// let run = HostRun::new(supervisor).expect("not started before");
+/// let exit = futures_executor::block_on(run.run(Arc::new(Threads), signals));
+/// assert_eq!((exit.reason, exit.code()), (ExitReason::Clean, 0));
+/// assert_eq!(exit.request, Some(HostSignal::Terminate));
+/// let outcome = exit.outcome.as_ref().expect("a graceful stop waits for the outcome");
+/// assert!(outcome.is_clean());
+/// assert!(exit.to_string().starts_with("clean stop (exit code 0)"), "{exit}");
+/// # Ok::<(), lifecycle::BuildError>(())
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct HostExit {
@@ -182,6 +295,64 @@ impl fmt::Display for HostExit {
 /// stopping is told as soon as the host's request arrives (or the
 /// supervisor begins to stop on its own), before the nodes stop; ready and
 /// stopping are told once each.
+///
+/// # Example
+///
+/// A notifier that keeps what it is told:
+///
+/// ```
+/// use std::sync::{Arc, Mutex};
+/// use std::time::Duration;
+/// use lifecycle::{ComponentManager, HostNotify, HostRun, HostSignal, Node, Supervisor};
+/// # use lifecycle::{BoxFuture, Instant, Runtime};
+/// # struct Threads;
+/// # impl Runtime for Threads {
+/// #     fn spawn_detached(&self, task: BoxFuture) {
+/// #         std::thread::spawn(move || futures_executor::block_on(task));
+/// #     }
+/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+/// # fn serving() -> Result<ComponentManager, lifecycle::FatalError> {
+/// #     Ok(ComponentManager::builder()
+/// #         .add_worker(|ctx, ready| async move {
+/// #             ready.ready();
+/// #             ctx.stopped().await;
+/// #             Ok(())
+/// #         })
+/// #         .build())
+/// # }
+///
+/// #[derive(Clone, Default)]
+/// struct Told(Arc<Mutex<Vec<&'static str>>>);
+///
+/// impl HostNotify for Told {
+///     fn ready(&mut self) {
+///         self.0.lock().unwrap().push("ready");
+///     }
+///     fn stopping(&mut self) {
+///         self.0.lock().unwrap().push("stopping");
+///     }
+///     fn status(&mut self, _summary: &str) {}
+///     fn alive_every(&self) -> Option<Duration> {
+///         None // no watchdog
+///     }
+///     fn alive(&mut self) {}
+/// }
+///
+/// let told = Told::default();
+/// let supervisor = Supervisor::builder().node(Node::new("server", serving)).build()?;
+/// // SIGTERM once every node is ready, as it would arrive while serving.
+/// let ready = lifecycle::Component::ready(&supervisor);
+/// let run = HostRun::new(supervisor).expect("not started before").notify(told.clone());
+/// let signals = Box::pin(futures_util::stream::once(async move {
+///     ready.wait().await;
+///     HostSignal::Terminate
+/// }));
+/// futures_executor::block_on(run.run(Arc::new(Threads), signals));
+/// assert_eq!(*told.0.lock().unwrap(), ["ready", "stopping"]);
+/// # Ok::<(), lifecycle::BuildError>(())
+/// ```
 pub trait HostNotify: Send {
     /// Every node is ready (or completed), for the first time.
     fn ready(&mut self);

@@ -20,6 +20,24 @@ use super::HostSignal;
 /// The smol and async-std adapters' `signals()` return it, and their
 /// `run()` listens with it; the tokio adapter has a stream of its own, on
 /// tokio's signal driver.
+///
+/// # Example
+///
+/// The process sends itself SIGTERM, as `kill` would; the stream has it,
+/// and the process lives on:
+///
+/// ```
+/// use futures_util::StreamExt;
+/// use lifecycle::{HostSignal, HostSignals};
+///
+/// let mut signals = HostSignals::listen()?;
+/// let pid = std::process::id().to_string();
+/// let sent = std::process::Command::new("kill").args(["-TERM", &pid]).status()?;
+/// assert!(sent.success());
+/// let first = futures_executor::block_on(signals.next());
+/// assert_eq!(first, Some(HostSignal::Terminate));
+/// # Ok::<(), std::io::Error>(())
+/// ```
 pub struct HostSignals {
     /// `None` once the stream has ended: the signals are given back at once.
     #[cfg(unix)]

@@ -573,6 +573,36 @@ impl fmt::Debug for StartStop {
 ///
 /// The handles belong to this generation only: called late or twice, they
 /// do nothing, and never signal another generation.
+///
+/// # Example
+///
+/// ```
+/// use std::sync::Arc;
+/// use lifecycle::{FatalSlot, Generation, Scope, StartStop, StopCause, StopSource};
+/// # use lifecycle::{BoxFuture, Instant, Runtime};
+/// # use std::time::Duration;
+/// # struct Nothing;
+/// # impl Runtime for Nothing {
+/// #     fn spawn_detached(&self, _: BoxFuture) {}
+/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+/// # futures_executor::block_on(async {
+/// let base = StartStop::new();
+/// let parent = StopSource::new();
+/// let scope = Scope::new(Arc::new(Nothing), parent.token(), FatalSlot::new());
+///
+/// let Generation { scope: own, started, stopped } =
+///     base.begin(&scope).await.expect("idle, so it begins");
+/// started.set(); // the work runs
+/// assert!(base.started().is_set() && base.is_running());
+///
+/// parent.stop(); // the generation's scope is a child of the given one
+/// assert!(matches!(own.token().cause(), Some(StopCause::ParentStopped)));
+/// stopped.set(); // the work saw it and exited
+/// assert!(!base.is_running());
+/// # });
+/// ```
 #[derive(Debug)]
 pub struct Generation {
     /// The generation's scope: a child of the scope passed to `begin`,
@@ -711,6 +741,37 @@ impl Generation {
 }
 
 /// Says that a generation finished starting.
+///
+/// # Example
+///
+/// ```
+/// use std::sync::Arc;
+/// use lifecycle::{FatalSlot, Scope, StartStop, StopSource};
+/// # use lifecycle::{BoxFuture, Instant, Runtime};
+/// # use std::time::Duration;
+/// # struct Nothing;
+/// # impl Runtime for Nothing {
+/// #     fn spawn_detached(&self, _: BoxFuture) {}
+/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+/// # futures_executor::block_on(async {
+/// # let scope = Scope::new(Arc::new(Nothing), StopSource::new().token(), FatalSlot::new());
+/// let base = StartStop::new();
+/// let first = base.begin(&scope).await.expect("idle, so it begins");
+/// let started = first.started.clone();
+/// assert!(!base.started().is_set());
+/// started.set(); // setup done: the work runs
+/// assert!(base.started().is_set());
+/// assert!(!base.stopped().is_set(), "started, not stopped");
+///
+/// drop(first); // the work exits (its stopped handle is gone)
+/// base.stop().await;
+/// let _second = base.begin(&scope).await.expect("idle again");
+/// started.set(); // a late call on the first generation's handle...
+/// assert!(!base.started().is_set(), "...never reaches the second");
+/// # });
+/// ```
 #[derive(Clone, Debug)]
 pub struct StartedHandle(Arc<GenSignals>);
 
@@ -728,6 +789,37 @@ impl StartedHandle {
 /// task ends, also by a panic or an abort, and a start that drops its
 /// handles on a setup error leaves the service restartable. So move it into
 /// the task that runs the work.
+///
+/// # Example
+///
+/// ```
+/// use std::sync::Arc;
+/// use lifecycle::{FatalSlot, Scope, StartStop, StopSource};
+/// # use lifecycle::{BoxFuture, Instant, Runtime};
+/// # use std::time::Duration;
+/// # struct Nothing;
+/// # impl Runtime for Nothing {
+/// #     fn spawn_detached(&self, _: BoxFuture) {}
+/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+/// # futures_executor::block_on(async {
+/// # let scope = Scope::new(Arc::new(Nothing), StopSource::new().token(), FatalSlot::new());
+/// let base = StartStop::new();
+/// let generation = base.begin(&scope).await.expect("idle, so it begins");
+/// let work = generation.stopped.clone(); // the work's task holds this one
+/// drop(generation); // the start is done with its handles
+/// assert!(base.is_running(), "the work's clone keeps the generation");
+///
+/// work.set(); // the work exits (dropping `work` would do the same)
+/// assert!(!base.is_running());
+/// assert!(base.started().is_set(), "waiters on the start are released too");
+///
+/// // A start whose setup fails drops its handles: the service can start again.
+/// drop(base.begin(&scope).await.expect("the work exited, so a new generation"));
+/// assert!(!base.is_running());
+/// # });
+/// ```
 #[derive(Debug)]
 pub struct StoppedHandle(Arc<GenSignals>);
 
@@ -804,6 +896,40 @@ impl<Fut: Future<Output = ()>> Future for DetachedWork<Fut> {
 /// is abandoned (the scope stays stopped, a later stop completes it).
 /// Nothing waits forever on a dropped guard. A guard that is leaked with
 /// `mem::forget` never closes, and starts and stops wait behind it.
+///
+/// # Example
+///
+/// ```
+/// use std::pin::pin;
+/// use std::sync::Arc;
+/// use futures_util::FutureExt;
+/// use lifecycle::{FatalSlot, Scope, StartStop, StopSource};
+/// # use lifecycle::{BoxFuture, Instant, Runtime};
+/// # use std::time::Duration;
+/// # struct Nothing;
+/// # impl Runtime for Nothing {
+/// #     fn spawn_detached(&self, _: BoxFuture) {}
+/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+/// # futures_executor::block_on(async {
+/// # let scope = Scope::new(Arc::new(Nothing), StopSource::new().token(), FatalSlot::new());
+/// let base = StartStop::new();
+/// let generation = base.begin(&scope).await.expect("idle, so it begins");
+///
+/// let guard = base.stop_init().await.expect("a generation to stop");
+/// assert!(generation.scope.token().is_stopped());
+/// drop(generation); // the work sees its scope stopped and exits
+/// guard.stopped().wait().await;
+///
+/// // While the guard is open (say, flushing what the work left), a start waits.
+/// let mut restart = pin!(base.begin(&scope));
+/// assert!(restart.as_mut().now_or_never().is_none());
+/// guard.finalize(true); // the old generation is gone: idle
+/// let next = restart.await.expect("a new generation");
+/// assert!(!next.scope.token().is_stopped());
+/// # });
+/// ```
 #[must_use = "the stop stays open until the guard is finalized or dropped"]
 pub struct StopGuard<'a> {
     base: &'a StartStop,

@@ -10,6 +10,51 @@ use crate::scope::Scope;
 
 /// A [`Service`] made from one async closure on a [`StartStop`] base; see
 /// [`service_fn`].
+///
+/// Besides the [`Service`] methods, [`base`](ServiceFn::base) reaches the
+/// base itself: whether a generation runs, and the two-phase stop.
+///
+/// # Example
+///
+/// ```
+/// use std::sync::Arc;
+/// use lifecycle::{service_fn, FatalError, FatalSlot, Scope, Service, StopSource};
+/// # use lifecycle::{BoxFuture, Instant, Runtime};
+/// # use std::time::Duration;
+/// # struct Threads;
+/// # impl Runtime for Threads {
+/// #     fn spawn_detached(&self, task: BoxFuture) {
+/// #         std::thread::spawn(move || futures_executor::block_on(task));
+/// #     }
+/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+///
+/// let worker = service_fn(|generation| async move {
+///     let Some(generation) = generation else { return Ok(()) };
+///     generation.spawn_detached(|scope, started| async move {
+///         started.set();
+///         scope.token().stopped().await;
+///     });
+///     Ok(())
+/// });
+///
+/// # futures_executor::block_on(async {
+/// let scope = Scope::new(Arc::new(Threads), StopSource::new().token(), FatalSlot::new());
+/// assert!(!worker.base().is_running());
+/// worker.start(&scope).await?;
+/// worker.started().wait().await;
+/// assert!(worker.base().is_running());
+///
+/// // A two-phase stop through the base: stop the scope, wait, then close.
+/// let guard = worker.base().stop_init().await.expect("a generation to stop");
+/// guard.stopped().wait().await;
+/// guard.finalize(true);
+/// assert!(!worker.base().is_running());
+/// # Ok::<(), FatalError>(())
+/// # })?;
+/// # Ok::<(), FatalError>(())
+/// ```
 pub struct ServiceFn<F> {
     base: StartStop,
     start: F,

@@ -40,9 +40,100 @@ pub use group::{start_all, stop_all, wait_all_started};
 
 /// The future a [`Service`] method returns: boxed, so that the trait is
 /// object safe, and `Send`, so that it can run in a spawned task.
+///
+/// # Example
+///
+/// ```
+/// use std::sync::Arc;
+/// use lifecycle::{
+///     service_fn, FatalError, FatalSlot, Scope, Service, ServiceFuture, StartOutcome, StopSource,
+/// };
+/// # use lifecycle::{BoxFuture, Instant, Runtime};
+/// # use std::time::Duration;
+/// # struct Threads;
+/// # impl Runtime for Threads {
+/// #     fn spawn_detached(&self, task: BoxFuture) {
+/// #         std::thread::spawn(move || futures_executor::block_on(task));
+/// #     }
+/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+///
+/// /// Stops whatever generation runs, then starts a new one.
+/// fn restart<'a>(
+///     service: &'a dyn Service,
+///     scope: &'a Scope,
+/// ) -> ServiceFuture<'a, Result<StartOutcome, FatalError>> {
+///     Box::pin(async move {
+///         service.stop().await;
+///         service.start(scope).await
+///     })
+/// }
+///
+/// let service = service_fn(|generation| async move {
+///     let Some(generation) = generation else { return Ok(()) };
+///     generation.spawn_detached(|scope, started| async move {
+///         started.set();
+///         scope.token().stopped().await;
+///     });
+///     Ok(())
+/// });
+///
+/// # futures_executor::block_on(async {
+/// let scope = Scope::new(Arc::new(Threads), StopSource::new().token(), FatalSlot::new());
+/// service.start(&scope).await?;
+/// // A plain second start would be `AlreadyRunning`; a restart begins anew.
+/// assert_eq!(restart(&service, &scope).await?, StartOutcome::Started);
+/// service.stop().await;
+/// # Ok::<(), FatalError>(())
+/// # })?;
+/// # Ok::<(), FatalError>(())
+/// ```
 pub type ServiceFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 
 /// What a successful [`Service::start`] did.
+///
+/// # Example
+///
+/// ```
+/// use std::sync::Arc;
+/// use lifecycle::{service_fn, FatalError, FatalSlot, Scope, Service, StartOutcome, StopSource};
+/// # use lifecycle::{BoxFuture, Instant, Runtime};
+/// # use std::time::Duration;
+/// # struct Threads;
+/// # impl Runtime for Threads {
+/// #     fn spawn_detached(&self, task: BoxFuture) {
+/// #         std::thread::spawn(move || futures_executor::block_on(task));
+/// #     }
+/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+///
+/// let service = service_fn(|generation| async move {
+///     if let Some(generation) = generation {
+///         generation.spawn_detached(|scope, started| async move {
+///             started.set();
+///             scope.token().stopped().await;
+///         });
+///     }
+///     Ok(())
+/// });
+///
+/// # futures_executor::block_on(async {
+/// let scope = Scope::new(Arc::new(Threads), StopSource::new().token(), FatalSlot::new());
+/// assert_eq!(service.start(&scope).await?, StartOutcome::Started);
+/// // Starting a running service is harmless: it says so and changes nothing.
+/// match service.start(&scope).await? {
+///     StartOutcome::Started => panic!("a second generation beside the first"),
+///     StartOutcome::AlreadyRunning => {}
+/// }
+/// service.stop().await;
+/// assert_eq!(service.start(&scope).await?, StartOutcome::Started, "a new generation");
+/// service.stop().await;
+/// # Ok::<(), FatalError>(())
+/// # })?;
+/// # Ok::<(), FatalError>(())
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum StartOutcome {
     /// A new generation began.

@@ -210,6 +210,39 @@ impl fmt::Debug for Node {
 /// Why [`SupervisorBuilder::build`] refused a graph. The checks run in this
 /// order, each over the nodes in declaration order, so the same input gives
 /// the same error.
+///
+/// # Example
+///
+/// ```
+/// use lifecycle::{BuildError, ComponentManager, FatalError, Node, Supervisor};
+///
+/// fn idle() -> Result<ComponentManager, FatalError> {
+///     Ok(ComponentManager::builder().build())
+/// }
+///
+/// // db and api depend on each other: neither could start first.
+/// let error = Supervisor::builder()
+///     .node(Node::new("db", idle).depends_on(["api"]))
+///     .node(Node::new("api", idle).depends_on(["db"]))
+///     .build()
+///     .expect_err("a cycle is refused");
+/// assert_eq!(error, BuildError::Cycle(vec!["db".into(), "api".into()]));
+/// assert_eq!(
+///     error.to_string(),
+///     r#"dependency cycle: "db" -> "api" -> "db""#
+/// );
+///
+/// let error = Supervisor::builder()
+///     .node(Node::new("api", idle).depends_on(["cache"]))
+///     .build()
+///     .expect_err("no node is called cache");
+/// match error {
+///     BuildError::UnknownDependency { node, dependency } => {
+///         assert_eq!((node.as_str(), dependency.as_str()), ("api", "cache"));
+///     }
+///     other => panic!("expected an unknown dependency, got {other}"),
+/// }
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum BuildError {
@@ -274,6 +307,29 @@ impl core::error::Error for BuildError {
 
 /// Collects the nodes and settings of a [`Supervisor`]; see
 /// [`Supervisor::builder`].
+///
+/// # Example
+///
+/// ```
+/// use lifecycle::{ComponentManager, FatalError, Latch, Node, Supervisor};
+/// use std::time::Duration;
+///
+/// fn idle() -> Result<ComponentManager, FatalError> {
+///     Ok(ComponentManager::builder().build())
+/// }
+///
+/// let terminate = Latch::new(); // set it to stop the supervisor gracefully
+/// let supervisor = Supervisor::builder()
+///     .node(Node::new("db", idle))
+///     .node(Node::new("api", idle).depends_on(["db"]))
+///     .shutdown_budget(Duration::from_secs(30))
+///     .terminate_on(terminate.signal())
+///     .on_event(|event| println!("{}: {:?}", event.node, event.kind))
+///     .build()?;
+/// // Nothing runs before `run`: every node waits, in declaration order.
+/// assert_eq!(supervisor.status().summary(), "db=waiting api=waiting");
+/// # Ok::<(), lifecycle::BuildError>(())
+/// ```
 #[derive(Default)]
 pub struct SupervisorBuilder {
     nodes: Vec<Node>,

@@ -380,6 +380,45 @@ impl Drop for SetOnDrop {
 }
 
 /// Why a supervisor's run ended.
+///
+/// # Example
+///
+/// ```
+/// use lifecycle::{
+///     ComponentManager, FatalError, Node, StopSource, Supervisor, SupervisorEnd, Verdict,
+/// };
+/// use std::sync::Arc;
+/// # use lifecycle::{BoxFuture, Instant, Runtime};
+/// # use std::time::Duration;
+/// # struct Threads;
+/// # impl Runtime for Threads {
+/// #     fn spawn_detached(&self, task: BoxFuture) {
+/// #         std::thread::spawn(move || futures_executor::block_on(task));
+/// #     }
+/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+///
+/// // A migration that finds the schema too new: its failure shuts everything down.
+/// let migrate = Node::new("migrate", || {
+///     Ok(ComponentManager::builder()
+///         .add_worker(|_, _| async { Err(FatalError::msg("schema is newer than this build")) })
+///         .build())
+/// })
+/// .handler(|_| Verdict::Shutdown);
+/// let supervisor = Supervisor::builder().node(migrate).build()?;
+///
+/// let stop = StopSource::new();
+/// let outcome = futures_executor::block_on(supervisor.run(Arc::new(Threads), stop.token()));
+/// match outcome.end {
+///     SupervisorEnd::Shutdown { node, error } => {
+///         assert_eq!(&*node, "migrate");
+///         assert_eq!(error.to_string(), "schema is newer than this build");
+///     }
+///     other => panic!("expected a shutdown, got {other:?}"),
+/// }
+/// # Ok::<(), lifecycle::BuildError>(())
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum SupervisorEnd {
@@ -413,6 +452,52 @@ pub enum SupervisorEnd {
 }
 
 /// An error a node reported while the supervisor was stopping it.
+///
+/// # Example
+///
+/// ```
+/// use lifecycle::{Component, ComponentManager, FatalError, NodeError, StopSource, Supervisor};
+/// use std::sync::Arc;
+/// # use lifecycle::{BoxFuture, Instant, Runtime};
+/// # use std::time::Duration;
+/// # struct Threads;
+/// # impl Runtime for Threads {
+/// #     fn spawn_detached(&self, task: BoxFuture) {
+/// #         std::thread::spawn(move || futures_executor::block_on(task));
+/// #     }
+/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+///
+/// // A cache that fails to flush when it is told to stop.
+/// let supervisor = Supervisor::of_one("cache", || {
+///     Ok(ComponentManager::builder()
+///         .add_worker(|ctx, ready| async move {
+///             ready.ready();
+///             ctx.stopped().await;
+///             Err(FatalError::msg("could not flush to disk"))
+///         })
+///         .build())
+/// });
+/// let ready = supervisor.ready();
+///
+/// # futures_executor::block_on(async {
+/// let stop = StopSource::new();
+/// let stopper = stop.clone();
+/// let run = supervisor.run(Arc::new(Threads), stop.token());
+/// let stop_when_ready = async move {
+///     ready.wait().await;
+///     stopper.stop();
+/// };
+/// let (outcome, ()) = futures_util::future::join(run, stop_when_ready).await;
+/// let errors: Vec<String> = outcome
+///     .shutdown_errors
+///     .iter()
+///     .map(|NodeError { node, error, .. }| format!("{node}: {error}"))
+///     .collect();
+/// assert_eq!(errors, ["cache: could not flush to disk"]);
+/// # });
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct NodeError {
@@ -423,6 +508,49 @@ pub struct NodeError {
 }
 
 /// What a supervisor's run ended with.
+///
+/// # Example
+///
+/// ```
+/// use lifecycle::{Component, ComponentManager, StopSource, Supervisor, SupervisorEnd};
+/// use std::sync::Arc;
+/// # use lifecycle::{BoxFuture, Instant, Runtime};
+/// # use std::time::Duration;
+/// # struct Threads;
+/// # impl Runtime for Threads {
+/// #     fn spawn_detached(&self, task: BoxFuture) {
+/// #         std::thread::spawn(move || futures_executor::block_on(task));
+/// #     }
+/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+///
+/// let supervisor = Supervisor::of_one("app", || {
+///     Ok(ComponentManager::builder()
+///         .add_worker(|ctx, ready| async move {
+///             ready.ready();
+///             ctx.stopped().await;
+///             Ok(())
+///         })
+///         .build())
+/// });
+/// let ready = supervisor.ready();
+///
+/// # futures_executor::block_on(async {
+/// let stop = StopSource::new();
+/// let stopper = stop.clone();
+/// let run = supervisor.run(Arc::new(Threads), stop.token());
+/// let stop_when_ready = async move {
+///     ready.wait().await;
+///     stopper.stop();
+/// };
+/// let (outcome, ()) = futures_util::future::join(run, stop_when_ready).await;
+/// assert!(matches!(outcome.end, SupervisorEnd::ParentStopped));
+/// assert!(outcome.is_clean() && outcome.error().is_none());
+/// assert!(outcome.shutdown_errors.is_empty() && outcome.overran.is_empty());
+/// assert_eq!(outcome.to_string(), "stopped by the parent");
+/// # });
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct SupervisorOutcome {
@@ -510,6 +638,51 @@ impl SupervisorOutcome {
 }
 
 /// A node's instance was not ready within its start timeout.
+///
+/// # Example
+///
+/// ```
+/// use lifecycle::{ComponentManager, Node, StartTimedOut, StopSource, Supervisor, Verdict};
+/// use std::sync::Arc;
+/// use std::time::Duration;
+/// # use lifecycle::{BoxFuture, Instant, Runtime};
+/// # // Timers fire at once here: the start timeout runs out without a wait.
+/// # struct Threads;
+/// # impl Runtime for Threads {
+/// #     fn spawn_detached(&self, task: BoxFuture) {
+/// #         std::thread::spawn(move || futures_executor::block_on(task));
+/// #     }
+/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::ready(())) }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+///
+/// // A node that never reports ready.
+/// let db = Node::new("db", || {
+///     Ok(ComponentManager::builder()
+///         .add_worker(|ctx, _ready| async move {
+///             ctx.stopped().await;
+///             Ok(())
+///         })
+///         .build())
+/// })
+/// .start_timeout(Duration::from_secs(5))
+/// .handler(|_| Verdict::Shutdown);
+/// let supervisor = Supervisor::builder().node(db).build()?;
+///
+/// let stop = StopSource::new();
+/// let outcome = futures_executor::block_on(supervisor.run(Arc::new(Threads), stop.token()));
+/// let error = outcome.error().expect("the timeout shuts it down");
+/// let timed_out = StartTimedOut {
+///     node: "db".into(),
+///     timeout: Duration::from_secs(5),
+/// };
+/// assert_eq!(error.downcast_ref::<StartTimedOut>(), Some(&timed_out));
+/// assert_eq!(
+///     error.to_string(),
+///     "node db was not ready within 5s of its start"
+/// );
+/// # Ok::<(), lifecycle::BuildError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct StartTimedOut {
     /// The node.
@@ -532,6 +705,48 @@ impl core::error::Error for StartTimedOut {}
 
 /// A nested supervisor's deciding failure, as its parent sees it: which of
 /// its nodes failed, and the error (the [`source`](core::error::Error::source)).
+///
+/// # Example
+///
+/// ```
+/// use lifecycle::{ComponentManager, FatalError, Node, NodeFailed, StopSource, Supervisor, Verdict};
+/// use std::sync::Arc;
+/// # use lifecycle::{BoxFuture, Instant, Runtime};
+/// # use std::time::Duration;
+/// # struct Threads;
+/// # impl Runtime for Threads {
+/// #     fn spawn_detached(&self, task: BoxFuture) {
+/// #         std::thread::spawn(move || futures_executor::block_on(task));
+/// #     }
+/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+///
+/// // An inner supervisor whose ledger fails at once and shuts it down.
+/// let payments = || {
+///     let ledger = Node::new("ledger", || {
+///         Ok(ComponentManager::builder()
+///             .add_worker(|_, _| async { Err(FatalError::msg("ledger is corrupt")) })
+///             .build())
+///     });
+///     let inner = Supervisor::builder().node(ledger.handler(|_| Verdict::Shutdown));
+///     inner.build().map_err(FatalError::new)
+/// };
+/// let supervisor = Supervisor::builder()
+///     .node(Node::new("payments", payments).handler(|_| Verdict::Shutdown))
+///     .build()?;
+///
+/// let stop = StopSource::new();
+/// let outcome = futures_executor::block_on(supervisor.run(Arc::new(Threads), stop.token()));
+/// // The outer supervisor sees its node payments fail, naming the inner node.
+/// let failed = outcome
+///     .error()
+///     .and_then(|error| error.downcast_ref::<NodeFailed>())
+///     .expect("payments failed with the inner supervisor's error");
+/// assert_eq!(&*failed.node, "ledger");
+/// assert_eq!(failed.to_string(), "node ledger failed: ledger is corrupt");
+/// # Ok::<(), lifecycle::BuildError>(())
+/// ```
 #[derive(Debug)]
 pub struct NodeFailed {
     /// The node.

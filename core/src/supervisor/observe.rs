@@ -15,6 +15,52 @@ use crate::sync::{AtomicU32, AtomicU8, Mutex};
 pub(super) type EventHook = Arc<dyn Fn(&SupervisorEvent) + Send + Sync>;
 
 /// One transition of one node, with its cause.
+///
+/// # Example
+///
+/// ```
+/// use lifecycle::{ComponentManager, EventKind, FatalError, Node, StopSource, Supervisor};
+/// use std::sync::{Arc, Mutex};
+/// # use lifecycle::{BoxFuture, Instant, Runtime};
+/// # use std::time::Duration;
+/// # struct Threads;
+/// # impl Runtime for Threads {
+/// #     fn spawn_detached(&self, task: BoxFuture) {
+/// #         std::thread::spawn(move || futures_executor::block_on(task));
+/// #     }
+/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+///
+/// /// A component that is ready, does its work and ends.
+/// fn oneshot() -> Result<ComponentManager, FatalError> {
+///     Ok(ComponentManager::builder()
+///         .add_worker(|_, ready| async move {
+///             ready.ready();
+///             Ok(())
+///         })
+///         .build())
+/// }
+///
+/// let started = Arc::new(Mutex::new(Vec::new()));
+/// let log = started.clone();
+/// let supervisor = Supervisor::builder()
+///     .node(Node::new("db", oneshot).depends_on(["config"]))
+///     .node(Node::new("config", oneshot))
+///     .on_event(move |event| {
+///         if let EventKind::Starting { .. } = event.kind {
+///             let mut log = log.lock().expect("the hook does not panic");
+///             log.push(event.node.to_string());
+///         }
+///     })
+///     .build()?;
+/// let stop = StopSource::new();
+/// futures_executor::block_on(supervisor.run(Arc::new(Threads), stop.token()));
+/// // db is declared first but starts only once config is ready.
+/// let started = started.lock().expect("the hook does not panic");
+/// assert_eq!(*started, ["config", "db"]);
+/// # Ok::<(), lifecycle::BuildError>(())
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct SupervisorEvent {
@@ -26,6 +72,56 @@ pub struct SupervisorEvent {
 
 /// What happened to a node. `attempt` counts the node's instances: 1 for
 /// the first, 2 after one restart, ...
+///
+/// # Example
+///
+/// ```
+/// use lifecycle::{EventKind, Node, StopSource, Supervisor, Verdict};
+/// use std::sync::{Arc, Mutex};
+/// # use lifecycle::{BoxFuture, ComponentManager, FatalError, Instant, Runtime};
+/// # use std::time::Duration;
+/// # struct Threads;
+/// # impl Runtime for Threads {
+/// #     fn spawn_detached(&self, task: BoxFuture) {
+/// #         std::thread::spawn(move || futures_executor::block_on(task));
+/// #     }
+/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+/// # fn failing() -> Result<ComponentManager, FatalError> {
+/// #     Ok(ComponentManager::builder()
+/// #         .add_worker(|_, _| async { Err(FatalError::msg("the input file is missing")) })
+/// #         .build())
+/// # }
+///
+/// // `failing` builds a component that fails as it starts; the verdict stops it.
+/// let kinds = Arc::new(Mutex::new(Vec::new()));
+/// let log = kinds.clone();
+/// let supervisor = Supervisor::builder()
+///     .node(Node::new("import", failing).handler(|_| Verdict::Stop))
+///     .on_event(move |event| {
+///         let mut log = log.lock().expect("the hook does not panic");
+///         log.push(event.kind.clone());
+///     })
+///     .build()?;
+/// let stop = StopSource::new();
+/// futures_executor::block_on(supervisor.run(Arc::new(Threads), stop.token()));
+/// let kinds = kinds.lock().expect("the hook does not panic");
+/// assert!(matches!(
+///     kinds.as_slice(),
+///     [
+///         EventKind::Starting { attempt: 1 },
+///         EventKind::Failed { attempt: 1, .. },
+///         EventKind::Verdict {
+///             attempt: 1,
+///             verdict: Verdict::Stop,
+///             acted: true
+///         },
+///         EventKind::Stopped { attempt: 1 },
+///     ]
+/// ));
+/// # Ok::<(), lifecycle::BuildError>(())
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub enum EventKind {
@@ -112,6 +208,66 @@ pub enum EventKind {
 }
 
 /// Why the supervisor stopped a node.
+///
+/// # Example
+///
+/// ```
+/// use lifecycle::{EventKind, Node, StopReason, StopSource, Supervisor, Verdict};
+/// use std::sync::{Arc, Mutex};
+/// # use lifecycle::{BoxFuture, ComponentManager, FatalError, Instant, Runtime};
+/// # use std::time::Duration;
+/// # struct Threads;
+/// # impl Runtime for Threads {
+/// #     fn spawn_detached(&self, task: BoxFuture) {
+/// #         std::thread::spawn(move || futures_executor::block_on(task));
+/// #     }
+/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+/// # fn serving() -> Result<ComponentManager, FatalError> {
+/// #     Ok(ComponentManager::builder()
+/// #         .add_worker(|ctx, ready| async move {
+/// #             ready.ready();
+/// #             ctx.stopped().await;
+/// #             Ok(())
+/// #         })
+/// #         .build())
+/// # }
+/// # fn failing() -> Result<ComponentManager, FatalError> {
+/// #     Ok(ComponentManager::builder()
+/// #         .add_worker(|_, _| async { Err(FatalError::msg("schema is newer than this build")) })
+/// #         .build())
+/// # }
+///
+/// // `serving` is ready at once and serves until stopped; `failing` fails as it starts.
+/// let causes = Arc::new(Mutex::new(Vec::new()));
+/// let log = causes.clone();
+/// let supervisor = Supervisor::builder()
+///     .node(Node::new("db", serving))
+///     .node(
+///         Node::new("migrate", failing)
+///             .depends_on(["db"])
+///             .handler(|_| Verdict::Shutdown),
+///     )
+///     .on_event(move |event| {
+///         if let EventKind::Stopping { cause, .. } = &event.kind {
+///             let mut log = log.lock().expect("the hook does not panic");
+///             log.push((event.node.to_string(), cause.clone()));
+///         }
+///     })
+///     .build()?;
+/// let stop = StopSource::new();
+/// futures_executor::block_on(supervisor.run(Arc::new(Threads), stop.token()));
+/// // db is stopped because of migrate's failure and its verdict.
+/// let cause = StopReason::Verdict {
+///     node: "migrate".into(),
+///     verdict: Verdict::Shutdown,
+/// };
+/// assert_eq!(cause.to_string(), "shutdown after migrate failed");
+/// let causes = causes.lock().expect("the hook does not panic");
+/// assert_eq!(*causes, [("db".to_string(), cause)]);
+/// # Ok::<(), lifecycle::BuildError>(())
+/// ```
 #[derive(Clone, Debug, PartialEq)]
 #[non_exhaustive]
 pub enum StopReason {
@@ -152,6 +308,41 @@ impl fmt::Display for StopReason {
 }
 
 /// Where a node is in its life.
+///
+/// # Example
+///
+/// ```
+/// use lifecycle::{ComponentManager, NodeState, StopSource, Supervisor};
+/// use std::sync::Arc;
+/// # use lifecycle::{BoxFuture, Instant, Runtime};
+/// # use std::time::Duration;
+/// # struct Threads;
+/// # impl Runtime for Threads {
+/// #     fn spawn_detached(&self, task: BoxFuture) {
+/// #         std::thread::spawn(move || futures_executor::block_on(task));
+/// #     }
+/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+///
+/// // A one-shot node: ready, then done with its work.
+/// let supervisor = Supervisor::of_one("migrate", || {
+///     Ok(ComponentManager::builder()
+///         .add_worker(|_, ready| async move {
+///             ready.ready();
+///             Ok(())
+///         })
+///         .build())
+/// });
+/// let status = supervisor.status();
+/// assert_eq!(status.snapshot()[0].state, NodeState::Waiting);
+///
+/// let stop = StopSource::new();
+/// futures_executor::block_on(supervisor.run(Arc::new(Threads), stop.token()));
+/// let state = status.snapshot()[0].state;
+/// assert_eq!(state, NodeState::Completed);
+/// assert_eq!(state.to_string(), "completed");
+/// ```
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum NodeState {
@@ -206,6 +397,53 @@ impl fmt::Display for NodeState {
 }
 
 /// A node as the status snapshot shows it.
+///
+/// # Example
+///
+/// ```
+/// use lifecycle::{ComponentManager, FatalError, Node, NodeState, StopSource, Supervisor, Verdict};
+/// use std::sync::Arc;
+/// # use lifecycle::{BoxFuture, Instant, Runtime};
+/// # use std::time::Duration;
+/// # // Timers fire at once here: the restart backoff takes no time.
+/// # struct Threads;
+/// # impl Runtime for Threads {
+/// #     fn spawn_detached(&self, task: BoxFuture) {
+/// #         std::thread::spawn(move || futures_executor::block_on(task));
+/// #     }
+/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::ready(())) }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+///
+/// /// A component that fails as it starts.
+/// fn failing() -> Result<ComponentManager, FatalError> {
+///     Ok(ComponentManager::builder()
+///         .add_worker(|_, _| async { Err(FatalError::msg("the input file is missing")) })
+///         .build())
+/// }
+///
+/// // Restarted after its first failure, stopped after its second.
+/// let import = Node::new("import", failing).handler(|failure| {
+///     if failure.attempt < 2 {
+///         Verdict::Restart
+///     } else {
+///         Verdict::Stop
+///     }
+/// });
+/// let supervisor = Supervisor::builder().node(import).build()?;
+/// let status = supervisor.status();
+///
+/// let stop = StopSource::new();
+/// futures_executor::block_on(supervisor.run(Arc::new(Threads), stop.token()));
+/// let import = &status.snapshot()[0];
+/// assert_eq!(&*import.name, "import");
+/// assert_eq!(import.state, NodeState::Stopped);
+/// assert!(import.is_done() && !import.is_ready());
+/// assert_eq!((import.generation, import.restarts), (2, 1));
+/// let error = import.last_error.as_ref().expect("a failure is kept");
+/// assert_eq!(error.to_string(), "the input file is missing");
+/// # Ok::<(), lifecycle::BuildError>(())
+/// ```
 #[derive(Clone, Debug)]
 #[non_exhaustive]
 pub struct NodeStatus {
@@ -244,6 +482,55 @@ impl NodeStatus {
 /// starts. Otherwise a snapshot taken while nodes change may show a
 /// node's fields from either side of a transition, and the tree as no
 /// single instant saw it; a snapshot of nodes at rest is exact.
+///
+/// # Example
+///
+/// ```
+/// use lifecycle::{Component, Node, NodeStatus, StopSource, Supervisor};
+/// use std::sync::Arc;
+/// # use lifecycle::{BoxFuture, ComponentManager, FatalError, Instant, Runtime};
+/// # use std::time::Duration;
+/// # struct Threads;
+/// # impl Runtime for Threads {
+/// #     fn spawn_detached(&self, task: BoxFuture) {
+/// #         std::thread::spawn(move || futures_executor::block_on(task));
+/// #     }
+/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+/// # fn serving() -> Result<ComponentManager, FatalError> {
+/// #     Ok(ComponentManager::builder()
+/// #         .add_worker(|ctx, ready| async move {
+/// #             ready.ready();
+/// #             ctx.stopped().await;
+/// #             Ok(())
+/// #         })
+/// #         .build())
+/// # }
+///
+/// // `serving` is ready at once and serves until stopped.
+/// let supervisor = Supervisor::builder()
+///     .node(Node::new("config", serving))
+///     .node(Node::new("db", serving).depends_on(["config"]))
+///     .build()?;
+/// let status = supervisor.status(); // a handle to read while it runs
+/// let ready = supervisor.ready();
+///
+/// # futures_executor::block_on(async {
+/// let stop = StopSource::new();
+/// let stopper = stop.clone();
+/// let run = supervisor.run(Arc::new(Threads), stop.token());
+/// let watch = async {
+///     ready.wait().await;
+///     assert!(status.snapshot().iter().all(NodeStatus::is_ready));
+///     assert_eq!(status.summary(), "config=ready db=ready");
+///     stopper.stop();
+/// };
+/// futures_util::future::join(run, watch).await;
+/// # });
+/// assert_eq!(status.summary(), "config=stopped db=stopped");
+/// # Ok::<(), lifecycle::BuildError>(())
+/// ```
 #[derive(Clone)]
 pub struct StatusBoard {
     board: Arc<Board>,

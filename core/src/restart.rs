@@ -262,7 +262,8 @@ impl fmt::Display for RunOutcome {
 /// Returns a [`RestartLoop`] to configure (policy, stop timeout, hook) and
 /// [`run`](RestartLoop::run). The handler runs only after the failed
 /// instance is done, once per instance (later errors of the same instance go
-/// to the hook).
+/// to the hook, and so does every error an instance throws while a parent
+/// stop shuts it down: a cancelled run has no handler to ask).
 ///
 /// One round of the loop:
 ///
@@ -480,10 +481,15 @@ where
                 }
                 Ended::ParentStopped => {
                     // The parent's stop reaches the instance through `scope`.
-                    return match self.stop(&runtime, &instance, &done, attempt, None).await {
-                        Some(overrun) => overrun,
-                        None => RunOutcome::Cancelled,
-                    };
+                    let overrun = self.stop(&runtime, &instance, &done, attempt, None).await;
+                    // What the instance threw while it shut down was its
+                    // first error (nothing took the slot), and a cancelled
+                    // run has no handler to give it to: it goes to the
+                    // hook, as every error thrown during a stop does.
+                    if let Some(error) = slot.take() {
+                        slot.report_unhandled(error);
+                    }
+                    return overrun.unwrap_or(RunOutcome::Cancelled);
                 }
                 Ended::Error(error) => error,
             };

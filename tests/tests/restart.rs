@@ -24,6 +24,7 @@ conformance!(
     clean_exit_completes_without_the_handler,
     parent_stop_cancels_and_the_instance_is_done,
     parent_stop_cancels_an_instance_that_stops_at_once,
+    error_thrown_while_cancelled_goes_to_the_hook,
     factory_error_is_returned_without_the_handler,
     restart_then_stop_sequence,
     parent_stopped_before_the_loop_cancels_without_the_factory,
@@ -361,6 +362,60 @@ async fn parent_stop_cancels_an_instance_that_stops_at_once(rt: SharedRuntime) {
     );
     assert_eq!(component.start_calls(), 1);
     assert_eq!(handled.get(), 0);
+}
+
+async fn error_thrown_while_cancelled_goes_to_the_hook(rt: SharedRuntime) {
+    // The instance's first error comes only after the parent's stop, as it
+    // shuts down: no handler is asked (the run is cancelled), and the error
+    // is not lost either.
+    let handled = Counter::default();
+    let hooked = Events::new();
+    let latest = Latest::default();
+    let factory = {
+        let latest = latest.clone();
+        move || {
+            Ok::<_, FatalError>(
+                latest.keep(
+                    &ComponentManager::builder()
+                        .add_worker(|ctx, ready| async move {
+                            ready.ready();
+                            ctx.stopped().await;
+                            Err(FatalError::msg("flush failed"))
+                        })
+                        .add_worker(|ctx, ready| async move {
+                            ready.ready();
+                            ctx.stopped().await;
+                            Err(FatalError::msg("close failed"))
+                        })
+                        .build(),
+                ),
+            )
+        }
+    };
+    let stop = StopSource::new();
+    let run = rt.spawn(
+        run_component(factory, restarts_counted(&handled))
+            .policy(RestartPolicy::immediate())
+            .hook(hooked.hook())
+            .run(rt.clone(), stop.token()),
+    );
+    // Both workers wait for the stop before they throw.
+    eventually(&rt, "the instance was built", || {
+        latest.0.lock().unwrap().is_some()
+    })
+    .await;
+    latest.get().ready().wait().await;
+    stop.stop();
+    let outcome = run.await.unwrap();
+    assert!(matches!(outcome, RunOutcome::Cancelled), "got {outcome:?}");
+    assert_eq!(handled.get(), 0, "a cancelled run asks no handler");
+    let mut hooked = hooked.snapshot();
+    hooked.sort();
+    assert_eq!(
+        hooked,
+        ["close failed", "flush failed"],
+        "both errors thrown while shutting down reach the hook, the first included"
+    );
 }
 
 async fn factory_error_is_returned_without_the_handler(rt: SharedRuntime) {

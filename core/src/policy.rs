@@ -306,6 +306,28 @@ mod tests {
     }
 
     #[test]
+    fn the_default_is_the_documented_one() {
+        // The table in `RestartPolicy`'s docs: a change here is a change
+        // of behaviour for every user who took the default.
+        let policy = RestartPolicy::default();
+        assert_eq!(
+            (policy.initial, policy.max, policy.factor, policy.jitter),
+            (
+                Duration::from_millis(100),
+                Duration::from_secs(30),
+                2.0,
+                0.1
+            )
+        );
+        assert_eq!(policy.reset_after, Duration::from_secs(30));
+        assert_eq!(policy.intensity, Some((5, Duration::from_secs(10))));
+        // And it behaves so: five restarts within ten seconds, not six.
+        let mut budget = RestartBudget::new(policy, 1);
+        let granted = (0..6).filter(|&i| budget.restart(at(i * 1000), at(i * 1000 + 1)).is_some());
+        assert_eq!(granted.count(), 5);
+    }
+
+    #[test]
     fn backoff_grows_by_the_factor_up_to_the_max() {
         let policy = no_jitter()
             .backoff(Duration::from_millis(100), Duration::from_millis(350))

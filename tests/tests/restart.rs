@@ -825,6 +825,91 @@ async fn backoff_delays_the_next_start(rt: SharedRuntime) {
     }
 }
 
+/// On virtual time only: the test bounds a delay from above, which a real
+/// clock on a busy machine cannot promise.
+#[test]
+fn a_stable_run_resets_the_backoff() {
+    lifecycle_conformance::virtual_time(stable_run_resets_the_backoff);
+}
+
+async fn stable_run_resets_the_backoff(rt: SharedRuntime) {
+    const INITIAL: Duration = Duration::from_millis(100);
+    const STABLE: Duration = Duration::from_secs(1);
+    let times: Arc<Mutex<Vec<Stamp>>> = Arc::default();
+    let built = Counter::default();
+    let factory = {
+        let (times, built) = (times.clone(), built.clone());
+        move || {
+            let n = built.next();
+            let times = times.clone();
+            Ok::<_, FatalError>(
+                ComponentManager::builder()
+                    .add_worker(move |ctx, ready| {
+                        let times = times.clone();
+                        async move {
+                            times
+                                .lock()
+                                .unwrap()
+                                .push((n, "start", ctx.runtime().now()));
+                            ready.ready();
+                            // The third instance runs well past the stable
+                            // period before it fails; the others fail at once.
+                            if n == 3 {
+                                ctx.runtime().sleep(STABLE * 2).await;
+                            }
+                            times.lock().unwrap().push((n, "fail", ctx.runtime().now()));
+                            Err(FatalError::msg(format!("failure {n}")))
+                        }
+                    })
+                    .build(),
+            )
+        }
+    };
+    let handler = |failure: &Failure| {
+        if failure.attempt < 4 {
+            Verdict::Restart
+        } else {
+            Verdict::Stop
+        }
+    };
+    let policy = RestartPolicy::default()
+        .backoff(INITIAL, Duration::from_secs(10))
+        .factor(2.0)
+        .jitter(0.0)
+        .reset_after(STABLE)
+        .unlimited();
+    let stop = StopSource::new();
+    let outcome = run_component(factory, handler)
+        .policy(policy)
+        .run(rt.clone(), stop.token())
+        .await;
+    assert!(
+        matches!(outcome, RunOutcome::Failed { attempt: 4, .. }),
+        "got {outcome:?}"
+    );
+
+    let times = times.lock().unwrap();
+    let gap_after = |failed: u32| {
+        let at = |n: u32, what: &str| {
+            times
+                .iter()
+                .find(|(i, w, _)| *i == n && *w == what)
+                .map(|(_, _, t)| *t)
+                .unwrap_or_else(|| panic!("no {what} of instance {n}: {times:?}"))
+        };
+        at(failed + 1, "start").saturating_duration_since(at(failed, "fail"))
+    };
+    // Growing while the instances fail at once...
+    assert_eq!(gap_after(1), INITIAL);
+    assert_eq!(gap_after(2), INITIAL * 2);
+    // ...and back to the first delay after a stable run, not 4x.
+    assert_eq!(
+        gap_after(3),
+        INITIAL,
+        "the stable run did not reset the backoff"
+    );
+}
+
 async fn intensity_limits_the_restarts(rt: SharedRuntime) {
     let built = Counter::default();
     let handled = Counter::default();
@@ -1168,12 +1253,13 @@ async fn instance_scope_is_released_on_every_exit(rt: SharedRuntime) {
         rt: &SharedRuntime,
         component: ManualComponent,
         verdict: Verdict,
+        policy: RestartPolicy,
         drive: impl FnOnce(&ManualComponent),
     ) -> (RunOutcome, bool) {
         let stop = StopSource::new();
         let run = rt.spawn(
             run_component(component.factory(), move |_: &Failure| verdict)
-                .policy(RestartPolicy::immediate())
+                .policy(policy)
                 .run(rt.clone(), stop.token()),
         );
         component.started().await;
@@ -1185,20 +1271,29 @@ async fn instance_scope_is_released_on_every_exit(rt: SharedRuntime) {
     }
 
     // Completed: the instance finished on its own.
-    let (outcome, released) = run_once(&rt, ManualComponent::new(), Verdict::Stop, |c| {
-        c.ready_latch().set();
-        c.shutdown_latch().set();
-        c.done_latch().set();
-    })
+    let immediate = RestartPolicy::immediate;
+    let (outcome, released) = run_once(
+        &rt,
+        ManualComponent::new(),
+        Verdict::Stop,
+        immediate(),
+        |c| {
+            c.ready_latch().set();
+            c.shutdown_latch().set();
+            c.done_latch().set();
+        },
+    )
     .await;
     assert!(matches!(outcome, RunOutcome::Completed), "got {outcome:?}");
     assert!(released, "Completed left the instance's scope running");
 
     // Failed: the instance threw and the handler said Stop.
-    let (outcome, released) = run_once(&rt, ManualComponent::done_on_stop(), Verdict::Stop, |c| {
+    let throw = |c: &ManualComponent| {
         c.scope().unwrap().throw(FatalError::msg("failed"));
-    })
-    .await;
+    };
+    let done_on_stop = ManualComponent::done_on_stop;
+    let (outcome, released) =
+        run_once(&rt, done_on_stop(), Verdict::Stop, immediate(), throw).await;
     assert!(
         matches!(outcome, RunOutcome::Failed { .. }),
         "got {outcome:?}"
@@ -1207,12 +1302,26 @@ async fn instance_scope_is_released_on_every_exit(rt: SharedRuntime) {
 
     // StartFailed: the instance could not start.
     let refusing = ManualComponent::failing_to_start(FatalError::msg("refused"));
-    let (outcome, released) = run_once(&rt, refusing, Verdict::Stop, |_| {}).await;
+    let (outcome, released) = run_once(&rt, refusing, Verdict::Stop, immediate(), |_| {}).await;
     assert!(
         matches!(outcome, RunOutcome::StartFailed { .. }),
         "got {outcome:?}"
     );
     assert!(released, "StartFailed left the instance's scope running");
+
+    // RestartsExhausted: the instance threw, the handler said Restart, and
+    // the budget allows none.
+    let no_restarts = immediate().intensity(0, FOREVER);
+    let (outcome, released) =
+        run_once(&rt, done_on_stop(), Verdict::Restart, no_restarts, throw).await;
+    assert!(
+        matches!(outcome, RunOutcome::RestartsExhausted { attempt: 1, .. }),
+        "got {outcome:?}"
+    );
+    assert!(
+        released,
+        "RestartsExhausted left the instance's scope running"
+    );
 }
 
 async fn error_wins_over_a_simultaneous_parent_stop(rt: SharedRuntime) {

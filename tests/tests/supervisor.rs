@@ -87,6 +87,7 @@ conformance!(
     stop_timeouts_are_each_nodes_own,
     factory_error_goes_to_the_handler,
     start_timeout_fails_the_node,
+    error_while_stopping_after_a_start_timeout_goes_to_the_hook,
     nested_supervisor,
     clean_completion_keeps_dependents_running,
     completion_of_a_required_node_stops_its_dependents,
@@ -1245,6 +1246,35 @@ async fn start_timeout_fails_the_node(rt: SharedRuntime) {
     );
     assert_eq!(child.built(), 0);
     assert_eq!(log.snapshot(), ["slow stopped"]);
+}
+
+async fn error_while_stopping_after_a_start_timeout_goes_to_the_hook(rt: SharedRuntime) {
+    // The node never becomes ready; when told to stop after its start
+    // timeout, it fails to flush. That error is not the node's failure
+    // (the timeout is), and it is not lost either.
+    let hooked = Events::new();
+    let supervisor = Supervisor::builder()
+        .node(
+            Node::new("slow", || {
+                Ok(ComponentManager::builder()
+                    .add_worker(|ctx, _ready| async move {
+                        ctx.stopped().await;
+                        Err(FatalError::msg("flush failed"))
+                    })
+                    .build())
+            })
+            .start_timeout(SHORT)
+            .handler(|_| Verdict::Stop),
+        )
+        .fatal_hook(hooked.hook())
+        .build()
+        .unwrap();
+    let outcome = launch(&rt, supervisor).outcome().await;
+    assert!(
+        matches!(outcome.end, SupervisorEnd::Completed),
+        "got {outcome:?}"
+    );
+    assert_eq!(hooked.snapshot(), ["flush failed"]);
 }
 
 async fn nested_supervisor(rt: SharedRuntime) {

@@ -539,8 +539,16 @@ impl Engine {
                 Some(error),
             ) => self.record_stop_error(node, error),
             (State::Stopping { .. }, None) => self.on_done(node),
-            // An error once the instance failed already: its first error
-            // is being handled; later ones went to the hook.
+            // The run failed the node itself (a start timeout), so the
+            // instance's slot was empty: what it reports while stopping
+            // is a later error of a failed instance, and goes to the hook
+            // as those do. (After an error of its own, the instance's
+            // later errors went to the hook already, and never come here.)
+            (State::Stopping { .. }, Some(error)) => {
+                if let Some(instance) = &self.nodes[node].instance {
+                    instance.slot.report_unhandled(error);
+                }
+            }
             _ => {}
         }
     }

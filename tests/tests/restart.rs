@@ -70,6 +70,19 @@ fn restarts_counted(handled: &Counter) -> impl FnMut(&Failure) -> Verdict + Clon
     }
 }
 
+/// A handler that records each failure's error in `handled` and answers
+/// `verdict`.
+fn recording(
+    handled: &Events,
+    verdict: Verdict,
+) -> impl FnMut(&Failure) -> Verdict + Clone + Send + 'static {
+    let handled = handled.clone();
+    move |failure: &Failure| {
+        handled.push(failure.error.to_string());
+        verdict
+    }
+}
+
 /// A one-worker manager whose worker calls ready and then fails.
 fn failing_manager(message: String) -> ComponentManager {
     ComponentManager::builder()
@@ -226,13 +239,7 @@ async fn two_workers_throwing_at_once_make_one_handler_call(rt: SharedRuntime) {
             Ok::<_, FatalError>(latest.keep(&builder.build()))
         }
     };
-    let handler = {
-        let handled = handled.clone();
-        move |failure: &Failure| {
-            handled.push(failure.error.to_string());
-            Verdict::Stop
-        }
-    };
+    let handler = recording(&handled, Verdict::Stop);
     let stop = StopSource::new();
     let outcome = run_component(factory, handler)
         .hook(hooked.hook())
@@ -379,16 +386,14 @@ async fn error_thrown_while_cancelled_goes_to_the_hook(rt: SharedRuntime) {
         move || {
             Ok::<_, FatalError>(
                 latest.keep(
-                    &ComponentManager::builder()
-                        .add_worker(|ctx, ready| async move {
-                            ready.ready();
-                            ctx.stopped().await;
-                            Err(FatalError::msg("flush failed"))
-                        })
-                        .add_worker(|ctx, ready| async move {
-                            ready.ready();
-                            ctx.stopped().await;
-                            Err(FatalError::msg("close failed"))
+                    &["flush failed", "close failed"]
+                        .into_iter()
+                        .fold(ComponentManager::builder(), |builder, message| {
+                            builder.add_worker(move |ctx, ready| async move {
+                                ready.ready();
+                                ctx.stopped().await;
+                                Err(FatalError::msg(message))
+                            })
                         })
                         .build(),
                 ),
@@ -397,16 +402,10 @@ async fn error_thrown_while_cancelled_goes_to_the_hook(rt: SharedRuntime) {
     };
     let stop = StopSource::new();
     let run = rt.spawn(
-        run_component(factory, {
-            let handled = handled.clone();
-            move |failure: &Failure| {
-                handled.push(failure.error.to_string());
-                Verdict::Restart
-            }
-        })
-        .policy(RestartPolicy::immediate())
-        .hook(hooked.hook())
-        .run(rt.clone(), stop.token()),
+        run_component(factory, recording(&handled, Verdict::Restart))
+            .policy(RestartPolicy::immediate())
+            .hook(hooked.hook())
+            .run(rt.clone(), stop.token()),
     );
     // Both workers wait for the stop before they throw.
     eventually(&rt, "the instance was built", || {
@@ -457,13 +456,7 @@ async fn factory_error_is_returned_without_the_handler(rt: SharedRuntime) {
             _ => Err(FatalError::msg("cannot rebuild")),
         }
     };
-    let handler = {
-        let handled = handled.clone();
-        move |failure: &Failure| {
-            handled.push(failure.error.to_string());
-            Verdict::Restart
-        }
-    };
+    let handler = recording(&handled, Verdict::Restart);
     let outcome = run_component(factory, handler)
         .policy(RestartPolicy::immediate())
         .run(rt.clone(), stop.token())
@@ -1333,13 +1326,7 @@ async fn error_wins_over_a_simultaneous_parent_stop(rt: SharedRuntime) {
                 Ok::<_, FatalError>(instance)
             }
         };
-        let handler = {
-            let handled = handled.clone();
-            move |failure: &Failure| {
-                handled.push(failure.error.to_string());
-                verdict
-            }
-        };
+        let handler = recording(&handled, verdict);
         let run = rt.spawn(
             run_component(factory, handler)
                 .policy(RestartPolicy::immediate())

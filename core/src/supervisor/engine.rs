@@ -539,16 +539,8 @@ impl Engine {
                 Some(error),
             ) => self.record_stop_error(node, error),
             (State::Stopping { .. }, None) => self.on_done(node),
-            // The run failed the node itself (a start timeout), so the
-            // instance's slot was empty: what it reports while stopping
-            // is a later error of a failed instance, and goes to the hook
-            // as those do. (After an error of its own, the instance's
-            // later errors went to the hook already, and never come here.)
-            (State::Stopping { .. }, Some(error)) => {
-                if let Some(instance) = &self.nodes[node].instance {
-                    instance.slot.report_unhandled(error);
-                }
-            }
+            // An error once the instance failed already: its first error
+            // is being handled; later ones went to the hook.
             _ => {}
         }
     }
@@ -1056,7 +1048,15 @@ impl Engine {
                     node: self.specs[node].name.clone(),
                     timeout,
                 });
-                self.stop_failed(node, error);
+                // The timeout is the instance's first error, recorded where
+                // its own would be, and taken up from there as those are:
+                // what the instance reports while it stops is then a later
+                // error, and goes to the hook. (An error of its own that
+                // came first wins, and the timeout goes to the hook.)
+                if let Some(instance) = &self.nodes[node].instance {
+                    instance.slot.report(error);
+                }
+                self.look_at(node);
             }
             // Aborted and still not done: a task that never yields. Give it
             // up rather than hang the supervisor.

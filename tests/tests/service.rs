@@ -10,6 +10,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::{join_all, select, Either};
+use futures_util::FutureExt;
 use lifecycle::{
     service_fn, start_all, stop_all, wait_all_started, FatalError, FatalSlot, Generation,
     JoinHandle, RuntimeExt, Scope, Service, ServiceFn, ServiceFuture, SharedRuntime, Signal,
@@ -40,6 +41,8 @@ conformance!(
     finalize_false_then_stop_completes,
     dropped_guard_abandons_the_stop_without_deadlock,
     open_stop_holds_start_and_stop_but_not_queries,
+    queued_stop_does_not_stop_a_newer_generation,
+    queued_stop_completes_an_abandoned_stop,
     stop_within_times_out_and_abandons_the_stop,
     work_that_panics_ends_its_generation,
     detached_work_ends_its_generation_and_its_panic_is_reported,
@@ -588,6 +591,92 @@ async fn open_stop_holds_start_and_stop_but_not_queries(rt: SharedRuntime) {
         "the waiting start began no generation"
     );
     service.stop().await;
+}
+
+/// A stop and a start both wait behind an open stop; the start wins the
+/// race once it closes. The stop was for the generation that was stopping:
+/// it returns without stopping the one the start began.
+async fn queued_stop_does_not_stop_a_newer_generation(rt: SharedRuntime) {
+    let base = StartStop::new();
+    let (_stop, scope) = parent(&rt);
+    let first = base.begin(&scope).await.unwrap();
+    first.started.set();
+    let first_token = first.scope.token().clone();
+    let guard = base.stop_init().await.unwrap();
+
+    let mut stop = std::pin::pin!(base.stop());
+    assert!(
+        stop.as_mut().now_or_never().is_none(),
+        "a stop did not wait for the open stop"
+    );
+    let mut start = std::pin::pin!(base.begin(&scope));
+    assert!(
+        start.as_mut().now_or_never().is_none(),
+        "a start did not wait for the open stop"
+    );
+
+    drop(first); // the work exits
+    guard.stopped().wait().await;
+    guard.finalize(true);
+
+    // Polled first, the start begins the next generation...
+    let second = start
+        .now_or_never()
+        .expect("the stop closed: the start returns")
+        .expect("idle: a new generation");
+    assert!(!second.scope.token().same_as(&first_token));
+    second.started.set();
+    // ...and the stop, issued before it, leaves it alone.
+    assert!(
+        stop.now_or_never().is_some(),
+        "the queued stop is stopping the newer generation"
+    );
+    assert!(
+        !second.scope.token().is_stopped(),
+        "the queued stop stopped the newer generation"
+    );
+    assert!(base.is_running());
+
+    drop(second);
+    base.stop().await;
+    assert!(!base.is_running());
+}
+
+/// A stop waiting behind an open stop that is abandoned stops the same
+/// generation itself, and returns once its work has exited.
+async fn queued_stop_completes_an_abandoned_stop(rt: SharedRuntime) {
+    let base = StartStop::new();
+    let (_stop, scope) = parent(&rt);
+    let first = base.begin(&scope).await.unwrap();
+    first.started.set();
+    let stopped = base.stopped();
+    let guard = base.stop_init().await.unwrap();
+
+    let mut stop = std::pin::pin!(base.stop());
+    assert!(
+        stop.as_mut().now_or_never().is_none(),
+        "a stop did not wait for the open stop"
+    );
+    guard.finalize(false); // say, its deadline passed; the work still runs
+
+    assert!(
+        stop.as_mut().now_or_never().is_none(),
+        "a stop returned while the work still runs"
+    );
+    assert!(
+        format!("{base:?}").contains("\"stopping\""),
+        "the queued stop did not open a stop of the generation"
+    );
+    assert!(matches!(
+        first.scope.token().cause(),
+        Some(StopCause::ServiceStopped)
+    ));
+
+    drop(first); // the work exits
+    assert!(stop.now_or_never().is_some(), "the queued stop returns");
+    assert!(stopped.is_set());
+    assert!(!base.is_running());
+    assert!(base.stop_init().await.is_none(), "not reset to idle");
 }
 
 async fn stop_within_times_out_and_abandons_the_stop(rt: SharedRuntime) {

@@ -82,7 +82,8 @@ use crate::task::{self, JoinError, JoinHandle};
 /// |---|---|---|
 /// | `begin` | idle, or the work exited | a new generation in a child scope of the given one, adopting latches asked for early |
 /// | `begin` | the work runs | `None`; the caller's scope is not used |
-/// | `begin`, `stop_init`, `stop` | a two-phase stop is open | wait until it closes, then act |
+/// | `begin` | a two-phase stop is open | wait until it closes, then act |
+/// | `stop_init`, `stop` | a two-phase stop is open | wait until it closes; then stop the generation waited behind if it is still there (the stop was abandoned), or return without touching a newer generation that began meanwhile |
 /// | `begin` | the given scope is stopped | a generation born stopped: its work sees its scope stopped at once |
 /// | `stop` | idle | returns at once |
 /// | `stop` | a generation exists | stops its scope with [`StopCause::ServiceStopped`], waits for its stopped latch, resets to idle |
@@ -147,6 +148,16 @@ enum State {
         /// Set when the stop closes; made by the first caller that waits.
         closed: Option<Latch>,
     },
+}
+
+impl State {
+    /// The number of the generation the base holds; `None` when idle.
+    fn number(&self) -> Option<u64> {
+        match self {
+            State::Idle(_) => None,
+            State::Running(gen) | State::Stopping { gen, .. } => Some(gen.number),
+        }
+    }
 }
 
 /// What an idle base keeps between generations.
@@ -342,9 +353,13 @@ impl StartStop {
     /// [`StopCause::ServiceStopped`] and returns the guard that closes the
     /// stop, or `None` if there is no generation to stop.
     ///
-    /// Waits while another two-phase stop is open. While this one is open,
-    /// [`begin`](StartStop::begin), `stop_init` and [`stop`](StartStop::stop)
-    /// wait for it; the latch accessors and
+    /// Waits while another two-phase stop is open, and then applies only to
+    /// the generation it waited behind: if that stop was abandoned, this
+    /// call stops the same generation; if that generation has ended and a
+    /// newer one began meanwhile (a start that waited behind the same stop
+    /// may win the race), it returns `None` without touching the newer one.
+    /// While this stop is open, [`begin`](StartStop::begin), `stop_init` and
+    /// [`stop`](StartStop::stop) wait for it; the latch accessors and
     /// [`is_running`](StartStop::is_running) do not.
     ///
     /// # Example
@@ -381,6 +396,8 @@ impl StartStop {
     /// # });
     /// ```
     pub async fn stop_init(&self) -> Option<StopGuard<'_>> {
+        // The generation whose open stop this call waited behind, if any.
+        let mut behind = None;
         loop {
             let after = {
                 let mut state = self.state.lock();
@@ -389,7 +406,19 @@ impl StartStop {
                         *state = idle;
                         After::Return(None)
                     }
+                    // The generation this call waited behind has ended and a
+                    // newer one began meanwhile: the stop was for the one
+                    // that is gone, and the newer one may be a start that
+                    // came after this stop and was told it started.
+                    newer if behind.is_some_and(|behind| newer.number() != Some(behind)) => {
+                        *state = newer;
+                        After::Return(None)
+                    }
+                    // Another stop is open: wait for it to close and look
+                    // again. If it was abandoned, the generation is back to
+                    // running and this call stops it.
                     State::Stopping { gen, mut closed } => {
+                        behind = Some(gen.number);
                         let wait = closed.get_or_insert_with(Latch::new).clone();
                         *state = State::Stopping { gen, closed };
                         After::WaitFor(wait)
@@ -422,6 +451,11 @@ impl StartStop {
     /// Stops the generation and returns once its work has exited (its
     /// stopped latch is set); at once if there is no generation. Concurrent
     /// callers all return once the generation has stopped.
+    ///
+    /// A stop that waits behind an open two-phase stop applies only to the
+    /// generation it waited behind, as [`stop_init`](StartStop::stop_init)
+    /// does: if that generation has ended and a newer one began
+    /// meanwhile, it returns without touching the newer one.
     ///
     /// Dropping the future before it completes abandons the stop, as
     /// [`StopGuard::finalize`]`(false)` does.

@@ -92,6 +92,9 @@ conformance!(
     clean_completion_keeps_dependents_running,
     completion_of_a_required_node_stops_its_dependents,
     permanent_node_is_restarted_after_a_clean_exit,
+    restart_with_dependents_waits_for_the_node_to_be_ready,
+    completed_node_stands_for_its_dependencies,
+    permanent_node_exiting_while_waiting_to_restart_comes_back,
     restart_then_stop_event_sequence,
     verdict_during_a_cascade_is_recorded_not_acted_on,
     status_shows_what_each_event_tells,
@@ -124,7 +127,8 @@ struct Probe {
     name: &'static str,
     log: Events,
     built: Counter,
-    gate: Latch,
+    /// Open (set) when the instances built from now on become ready.
+    gate: Arc<Mutex<Latch>>,
     on_stop: OnStop,
     fail_at_once: bool,
     /// The current instance's triggers.
@@ -147,7 +151,7 @@ impl Probe {
             name,
             log: log.clone(),
             built: Counter::default(),
-            gate,
+            gate: Arc::new(Mutex::new(gate)),
             on_stop: OnStop::Return,
             fail_at_once: false,
             fail: Arc::default(),
@@ -156,9 +160,15 @@ impl Probe {
     }
 
     /// Ready only once [`open`](Probe::open) is called.
-    fn gated(mut self) -> Probe {
-        self.gate = Latch::new();
+    fn gated(self) -> Probe {
+        self.close();
         self
+    }
+
+    /// Instances built from now on are ready only once
+    /// [`open`](Probe::open) is called (again).
+    fn close(&self) {
+        *self.gate.lock().unwrap() = Latch::new();
     }
 
     fn on_stop(mut self, on_stop: OnStop) -> Probe {
@@ -173,7 +183,7 @@ impl Probe {
     }
 
     fn open(&self) {
-        self.gate.set();
+        self.gate.lock().unwrap().set();
     }
 
     /// Makes the current instance fail with "X failed N".
@@ -218,19 +228,21 @@ impl Probe {
     fn build(&self) -> ComponentManager {
         let instance = self.built.next();
         let (fail, finish) = (Latch::new(), Latch::new());
+        let gate = self.gate.lock().unwrap().clone();
         *self.fail.lock().unwrap() = fail.clone();
         *self.finish.lock().unwrap() = finish.clone();
         let probe = self.clone();
         ComponentManager::builder()
             .add_worker(move |ctx, ready| {
                 let (probe, fail, finish) = (probe.clone(), fail.clone(), finish.clone());
+                let gate = gate.clone();
                 async move {
                     let name = probe.name;
                     let woken = if probe.fail_at_once {
                         ready.ready();
                         Woken::Failed
                     } else {
-                        let mut gate = pin!(probe.gate.wait());
+                        let mut gate = pin!(gate.wait());
                         let mut stopped = pin!(ctx.stopped());
                         let open = poll_fn(|cx| {
                             if stopped.as_mut().poll(cx).is_ready() {
@@ -1405,6 +1417,108 @@ async fn permanent_node_is_restarted_after_a_clean_exit(rt: SharedRuntime) {
     assert_eq!(running.status.snapshot()[0].restarts, 1);
     running.stop_cleanly().await;
     assert_eq!(log.snapshot(), ["b stopped", "a stopped"]);
+}
+
+async fn restart_with_dependents_waits_for_the_node_to_be_ready(rt: SharedRuntime) {
+    let log = Events::new();
+    let (a, b) = (Probe::new("a", &log), Probe::new("b", &log));
+    let supervisor = Supervisor::builder()
+        .node(logging_builds(&a).restart_dependents())
+        .node(logging_builds(&b).depends_on(["a"]))
+        .build()
+        .unwrap();
+    let running = launch(&rt, supervisor);
+    running.ready.wait().await;
+    a.close();
+    a.fail();
+    // a's second instance is not ready yet: b stays down.
+    running.settles_to(&rt, "a=starting(2) b=waiting").await;
+    a.open();
+    running.settles_to(&rt, "a=ready(2) b=ready(2)").await;
+    running.stop_cleanly().await;
+    assert_eq!(
+        log.snapshot(),
+        [
+            "a built 1",
+            "b built 1",
+            "b stopped",
+            "a built 2",
+            "b built 2",
+            "b stopped",
+            "a stopped",
+        ]
+    );
+}
+
+async fn completed_node_stands_for_its_dependencies(rt: SharedRuntime) {
+    let log = Events::new();
+    let [db, migrate, api] = ["db", "migrate", "api"].map(|name| Probe::new(name, &log));
+    let supervisor = Supervisor::builder()
+        .node(logging_builds(&db).restart_dependents())
+        .node(logging_builds(&migrate).depends_on(["db"]))
+        .node(logging_builds(&api).depends_on(["migrate"]))
+        .build()
+        .unwrap();
+    let running = launch(&rt, supervisor);
+    running.ready.wait().await;
+    migrate.finish();
+    running
+        .settles_to(&rt, "db=ready migrate=completed api=ready")
+        .await;
+    // db restarts with its dependents: api is one, through migrate, and
+    // waits for db's new instance to be ready, as if it depended on db.
+    db.close();
+    db.fail();
+    running
+        .settles_to(&rt, "db=starting(2) migrate=completed api=waiting")
+        .await;
+    db.open();
+    running
+        .settles_to(&rt, "db=ready(2) migrate=completed api=ready(2)")
+        .await;
+    running.stop_cleanly().await;
+    assert_eq!(
+        log.snapshot(),
+        [
+            "db built 1",
+            "migrate built 1",
+            "api built 1",
+            "api stopped",
+            "db built 2",
+            "api built 2",
+            "api stopped",
+            "db stopped",
+        ]
+    );
+}
+
+async fn permanent_node_exiting_while_waiting_to_restart_comes_back(rt: SharedRuntime) {
+    let log = Events::new();
+    let (a, b) = (Probe::new("a", &log), Probe::new("b", &log));
+    let (c_told, release) = (Latch::new(), Latch::new());
+    let supervisor = Supervisor::builder()
+        .node(a.node().restart_dependents())
+        .node(b.node().permanent().depends_on(["a"]))
+        .node(Node::new("c", holding("c", &log, &c_told, &release)).depends_on(["b"]))
+        .build()
+        .unwrap();
+    let running = launch(&rt, supervisor);
+    running.ready.wait().await;
+    a.fail();
+    // b is to stop for a's restart once c is down; c holds, and b exits
+    // cleanly on its own meanwhile.
+    c_told.wait().await;
+    b.finish();
+    eventually(&rt, "b's exit is seen", || {
+        !running.status.summary().contains("b=ready")
+    })
+    .await;
+    release.set();
+    // Permanent: b comes back once a is ready again, and c after it.
+    running
+        .settles_to(&rt, "a=ready(2) b=ready(2) c=ready(2)")
+        .await;
+    running.stop_cleanly().await;
 }
 
 /// An event hook that records every event into `events`, as [`describe`]

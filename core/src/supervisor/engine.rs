@@ -600,7 +600,11 @@ impl Engine {
             instance.source.stop();
         }
         let spec = &self.specs[node];
-        if spec.permanent && matches!(self.mode, Mode::Running) && self.nodes[node].stop.is_none() {
+        // A permanent node comes back unless it is to stay stopped: one
+        // waiting to be stopped for a dependency's restart is restarted,
+        // and starts once that dependency is ready again.
+        let for_good = matches!(self.nodes[node].stop, Some(StopRequest::ForGood(_)));
+        if spec.permanent && matches!(self.mode, Mode::Running) && !for_good {
             let error = FatalError::msg(format!(
                 "node {} exited and is permanent, but its restart budget is spent",
                 spec.name
@@ -924,13 +928,31 @@ impl Engine {
     fn may_start(&self, node: usize) -> bool {
         let dependencies_ready = self.graph.dependencies[node]
             .iter()
-            .all(|&on| self.nodes[on].state.public().satisfies_dependents());
+            .all(|&on| self.may_rely_on(on));
         if !dependencies_ready {
             return false;
         }
         // Restarting with its dependents: not before all of them, and all
         // below them, are down.
         !self.nodes[node].hold_for_dependents || self.nodes[node].blocked_by == 0
+    }
+
+    /// Whether dependents may start on `node`: it is ready, or it completed
+    /// and everything it depends on may be relied on in turn. A completed
+    /// node stands for its own dependencies: a one-shot step (a migration)
+    /// between a database and a server does not let the server start while
+    /// the database is restarting.
+    fn may_rely_on(&self, node: usize) -> bool {
+        match self.nodes[node].state {
+            State::Ready => return true,
+            State::Completed => {}
+            _ => return false,
+        }
+        let completed = |at: usize| matches!(self.nodes[at].state, State::Completed);
+        self.graph
+            .dependencies_through(node, completed)
+            .into_iter()
+            .all(|at| self.nodes[at].state.public().satisfies_dependents())
     }
 
     fn start(&mut self, node: usize) {
@@ -1169,9 +1191,21 @@ impl Engine {
         self.walk = walk;
     }
 
+    /// `node` became ready, or went down: its dependents may now start,
+    /// and so may what depends on it through completed nodes, which stand
+    /// for it (see `may_rely_on`).
     fn mark_dependents(&mut self, node: usize) {
-        self.dirty
-            .extend(self.graph.dependents[node].iter().copied());
+        let mut through_completed = false;
+        for &dependent in &self.graph.dependents[node] {
+            self.dirty.insert(dependent);
+            through_completed |= matches!(self.nodes[dependent].state, State::Completed);
+        }
+        // Rare: the walk is taken only past a completed node.
+        if through_completed {
+            let completed = |at: usize| matches!(self.nodes[at].state, State::Completed);
+            let reached = self.graph.dependents_through(node, completed);
+            self.dirty.extend(reached);
+        }
     }
 
     /// A node went down or up: its dependents may now start, and so may
@@ -1186,8 +1220,7 @@ impl Engine {
             return;
         }
         self.dirty.insert(node);
-        self.dirty
-            .extend(self.graph.dependents[node].iter().copied());
+        self.mark_dependents(node);
     }
 
     /// Hands a deciding error to the supervisor's own supervisor, before

@@ -574,21 +574,52 @@ impl Graph {
 
     /// `from` and every node that depends on it, transitively.
     pub(super) fn dependents_of(&self, from: usize) -> Vec<usize> {
-        self.closure(from, &self.dependents)
+        self.closure(from, &self.dependents, |_| true)
     }
 
     /// `from` and every node it depends on, transitively.
     pub(super) fn dependencies_of(&self, from: usize) -> Vec<usize> {
-        self.closure(from, &self.dependencies)
+        self.closure(from, &self.dependencies, |_| true)
     }
 
-    fn closure(&self, from: usize, edges: &Adjacency) -> Vec<usize> {
+    /// `from` and the nodes that depend on it, through nodes for which
+    /// `through` holds only: a node is found once a node it depends on
+    /// was, but its own dependents are looked at only if `through` it.
+    pub(super) fn dependents_through(
+        &self,
+        from: usize,
+        through: impl Fn(usize) -> bool,
+    ) -> Vec<usize> {
+        self.closure(from, &self.dependents, through)
+    }
+
+    /// `from` and the nodes it depends on, through nodes for which
+    /// `through` holds only (see [`Graph::dependents_through`]).
+    pub(super) fn dependencies_through(
+        &self,
+        from: usize,
+        through: impl Fn(usize) -> bool,
+    ) -> Vec<usize> {
+        self.closure(from, &self.dependencies, through)
+    }
+
+    /// `from` and what `edges` lead to from it, leaving only `from` and the
+    /// nodes `through` holds for; each node found once.
+    fn closure(
+        &self,
+        from: usize,
+        edges: &Adjacency,
+        through: impl Fn(usize) -> bool,
+    ) -> Vec<usize> {
         let mut seen = vec![false; edges.len()];
         let mut found = vec![from];
         seen[from] = true;
         let mut next = 0;
         while let Some(&node) = found.get(next) {
             next += 1;
+            if node != from && !through(node) {
+                continue;
+            }
             for &other in &edges[node] {
                 if !seen[other] {
                     seen[other] = true;

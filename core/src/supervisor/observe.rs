@@ -371,7 +371,10 @@ impl NodeState {
         )
     }
 
-    /// Whether dependents may start (and keep running) on it.
+    /// Whether it is ready or completed: it counts toward the supervisor's
+    /// readiness, and dependents may start on it (on a completed one only
+    /// while what it depends on may be relied on too: see the engine's
+    /// `may_rely_on`).
     pub(super) fn satisfies_dependents(self) -> bool {
         matches!(self, NodeState::Ready | NodeState::Completed)
     }

@@ -36,6 +36,7 @@ conformance!(
     spin_halt_ignores_interrupts_and_ends_on_terminate,
     shutdown_verdict_is_fatal,
     error_during_the_stop_is_fatal,
+    nodes_stopped_by_their_failures_are_fatal,
     overrunning_a_stop_timeout_is_its_own_code,
     closed_requests_do_not_end_the_run,
     notifier_hears_ready_stopping_and_every_change,
@@ -392,6 +393,38 @@ async fn error_during_the_stop_is_fatal(rt: SharedRuntime) {
         exit.to_string(),
         "fatal failure (exit code 1): stopped by SIGTERM; \
          flush failed while stopping: flush failed while stopping"
+    );
+}
+
+async fn nodes_stopped_by_their_failures_are_fatal(rt: SharedRuntime) {
+    let (log, fail) = (Events::new(), Latch::new());
+    let supervisor = Supervisor::builder()
+        .node(node("a", &log, &fail, OnStop::Return).handler(|_| Verdict::Stop))
+        .node(node("b", &log, &fail, OnStop::Return).handler(|_| Verdict::Stop))
+        .build()
+        .unwrap();
+    let hosted = start(&rt, supervisor, Script::new());
+    hosted.ready.wait().await;
+    fail.set();
+    // Each node stops for good; the supervisor ends when both have, on its
+    // own, but not cleanly.
+    let exit = hosted.exit().await;
+    assert_eq!(exit.reason, ExitReason::Fatal);
+    assert_eq!(exit.request, None, "the supervisor ended on its own");
+    let outcome = exit.outcome.as_ref().expect("the run ended on its own");
+    assert!(matches!(outcome.end, SupervisorEnd::Completed));
+    assert!(!outcome.is_clean());
+    let mut failures: Vec<_> = outcome
+        .failures
+        .iter()
+        .map(|failure| failure.to_string())
+        .collect();
+    failures.sort();
+    assert_eq!(failures, ["a: a failed", "b: b failed"]);
+    assert!(
+        exit.to_string()
+            .starts_with("fatal failure (exit code 1): every node ended; "),
+        "{exit}"
     );
 }
 

@@ -350,6 +350,21 @@ impl Running {
     }
 
     /// Stops the parent and returns the outcome, which must be a parent
+    /// stop after `failures` (each "node: error") left nodes stopped for
+    /// good, so not a clean one.
+    async fn stop_after_failures(self, failures: &[&str]) -> SupervisorOutcome {
+        self.stop.stop();
+        let outcome = self.outcome().await;
+        assert!(
+            matches!(outcome.end, SupervisorEnd::ParentStopped),
+            "got {outcome:?}"
+        );
+        assert_eq!(failed(&outcome), failures);
+        assert!(!outcome.is_clean(), "got {outcome:?}");
+        outcome
+    }
+
+    /// Stops the parent and returns the outcome, which must be a parent
     /// stop that took at least `at_least` (on the runtime's clock).
     async fn stop_taking(self, rt: &SharedRuntime, at_least: Duration) -> SupervisorOutcome {
         let stopped_at = rt.now();
@@ -362,6 +377,11 @@ impl Running {
         );
         outcome
     }
+}
+
+/// The failures an outcome records, each as "node: error", in order.
+fn failed(outcome: &SupervisorOutcome) -> Vec<String> {
+    outcome.failures.iter().map(ToString::to_string).collect()
 }
 
 /// The nodes an outcome names as having overrun their stop, in order.
@@ -606,7 +626,7 @@ async fn stop_on_b_stops_b_and_its_dependents(rt: SharedRuntime) {
         .await;
     assert_eq!(graph.built(), [1, 1, 1, 1, 1]);
     assert_eq!(graph.log.snapshot(), ["C stopped"]);
-    running.stop_cleanly().await;
+    running.stop_after_failures(&["B: B failed 1"]).await;
     assert_eq!(graph.handled.snapshot(), ["B 1 B failed 1"]);
 }
 
@@ -631,7 +651,9 @@ async fn stop_parents_stops_the_whole_tree(rt: SharedRuntime, failing: &str) {
     let stops = graph.log.snapshot();
     assert_eq!(stops.len(), 3, "{stops:?}");
     assert_eq!(stops[2], "A stopped");
-    running.stop_cleanly().await;
+    running
+        .stop_after_failures(&[&format!("{failing}: {failing} failed 1")])
+        .await;
     assert_eq!(
         graph.handled.snapshot(),
         [format!("{failing} 1 {failing} failed 1")]
@@ -1113,7 +1135,7 @@ async fn spent_budget_escalates_to_the_chosen_verdict(rt: SharedRuntime) {
     // b calls ready before it fails, so c may have started in between on a
     // multi-threaded executor; either way it ends stopped with b.
     assert_eq!((a.built(), b.built()), (1, 3));
-    running.stop_cleanly().await;
+    running.stop_after_failures(&["b: b failed 3"]).await;
 }
 
 async fn spent_budget_shuts_down_by_default(rt: SharedRuntime) {
@@ -1293,7 +1315,7 @@ async fn nested_supervisor(rt: SharedRuntime) {
     let log = Events::new();
     let handled = Arc::new(Mutex::new(Vec::new()));
     let db = Probe::new("db", &log);
-    let x = Probe::new("x", &log).gated();
+    let x = Probe::new("x", &log).gated().on_stop(OnStop::Fail);
     let y = Probe::new("y", &log);
     let api = Probe::new("api", &log);
     let inner = {
@@ -1347,7 +1369,17 @@ async fn nested_supervisor(rt: SharedRuntime) {
         assert_eq!(&*failed.node, "y");
         assert_eq!(failed.error.to_string(), "y failed 1");
     }
-    running.stop_cleanly().await;
+    // The inner supervisor's outcome is part of the outer one's: the error
+    // x reported while stopping is recorded under the inner node's name.
+    let outcome = running
+        .stop_after_failures(&["inner: node y failed: y failed 1"])
+        .await;
+    let stop_errors: Vec<_> = outcome
+        .shutdown_errors
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    assert_eq!(stop_errors, ["inner/x: x failed while stopping"]);
     // Inside, x stopped before the inner supervisor was done; outside, api
     // stopped after the verdict on the inner node, db at the parent stop.
     assert_eq!(log.snapshot(), ["x stopped", "api stopped", "db stopped"]);
@@ -1850,6 +1882,9 @@ async fn verdict_during_a_cascade_is_recorded_not_acted_on(rt: SharedRuntime) {
     // already covered b: no restart.
     assert_eq!(handled.snapshot(), ["b 1 b failed 1"]);
     assert_eq!(built.get(), 1);
+    // A failure of its own, not fallout of the stop: the outcome has it.
+    assert_eq!(failed(&outcome), ["b: b failed 1"]);
+    assert!(!outcome.is_clean());
     let b_events: Vec<_> = events
         .snapshot()
         .into_iter()

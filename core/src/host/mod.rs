@@ -96,7 +96,7 @@ impl fmt::Display for HostSignal {
 /// | reason | code | when |
 /// |---|---|---|
 /// | [`Clean`](ExitReason::Clean) | 0 | every node completed, or a stop request stopped them all in time, with no error |
-/// | [`Fatal`](ExitReason::Fatal) | 1 | a node's failure shut the supervisor down, or a node reported an error while being stopped |
+/// | [`Fatal`](ExitReason::Fatal) | 1 | a node's failure shut the supervisor down or left a node stopped for good (a `Stop` or `StopParents` verdict), or a node reported an error while being stopped |
 /// | (none) | 2 | left to the program for usage errors |
 /// | [`SpinHaltReleased`](ExitReason::SpinHaltReleased) | 3 | a node's failure put the supervisor in a spin-halt, which SIGTERM released |
 /// | [`Overran`](ExitReason::Overran) | 4 | the stop overran the shutdown budget or a node's stop timeout |
@@ -146,7 +146,8 @@ impl fmt::Display for HostSignal {
 pub enum ExitReason {
     /// A clean end.
     Clean,
-    /// A fatal failure, or errors during the stop.
+    /// A fatal failure: a Shutdown, a node stopped for good by its failure
+    /// ([`SupervisorOutcome::failures`]), or errors during the stop.
     Fatal,
     /// A spin-halt released by SIGTERM.
     SpinHaltReleased,
@@ -174,7 +175,9 @@ impl ExitReason {
             SupervisorEnd::Shutdown { .. } | SupervisorEnd::Aborted => ExitReason::Fatal,
             SupervisorEnd::SpinHaltReleased { .. } => ExitReason::SpinHaltReleased,
             _ if outcome.budget_spent || !outcome.overran.is_empty() => ExitReason::Overran,
-            _ if !outcome.shutdown_errors.is_empty() => ExitReason::Fatal,
+            _ if !outcome.failures.is_empty() || !outcome.shutdown_errors.is_empty() => {
+                ExitReason::Fatal
+            }
             _ => ExitReason::Clean,
         }
     }

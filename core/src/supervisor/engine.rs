@@ -226,6 +226,7 @@ pub(super) struct Engine {
     shutdown_budget: Option<Duration>,
     terminated: bool,
     budget_spent: bool,
+    failures: Vec<NodeError>,
     shutdown_errors: Vec<NodeError>,
     overran: Vec<Arc<str>>,
     /// How many nodes have an instance (starting, ready or stopping).
@@ -287,6 +288,7 @@ impl Engine {
             shutdown_budget: parts.shutdown_budget,
             terminated: false,
             budget_spent: false,
+            failures: Vec::new(),
             shutdown_errors: Vec::new(),
             overran: Vec::new(),
             up: 0,
@@ -327,6 +329,7 @@ impl Engine {
                 self.shutdown.set();
                 return SupervisorOutcome {
                     end,
+                    failures: core::mem::take(&mut self.failures),
                     shutdown_errors: core::mem::take(&mut self.shutdown_errors),
                     overran: core::mem::take(&mut self.overran),
                     budget_spent: self.budget_spent,
@@ -703,6 +706,9 @@ impl Engine {
             },
         );
         if !acted {
+            // Stopped for good by the stop that covers it: still a failure,
+            // and the outcome says so.
+            self.record_failure_for_good(node, error);
             self.nodes[node].stop = None;
             self.set_state(node, State::Stopped);
             self.emit(node, EventKind::Stopped { attempt });
@@ -726,10 +732,12 @@ impl Engine {
                 self.restart(node, error);
             }
             Verdict::Stop => {
+                self.record_failure_for_good(node, error);
                 self.stop_for_good(node);
                 self.request_for_good(self.graph.dependents_of(node).into_iter().skip(1), &reason);
             }
             Verdict::StopParents => {
+                self.record_failure_for_good(node, error);
                 self.stop_for_good(node);
                 let mut covered = Vec::new();
                 for ancestor in self.graph.dependencies_of(node) {
@@ -818,6 +826,13 @@ impl Engine {
                 self.apply(node, escalation, error);
             }
         }
+    }
+
+    /// Records in the outcome a failure that leaves the node stopped for
+    /// good: a run whose nodes all end so is not a clean one.
+    fn record_failure_for_good(&mut self, node: usize, error: FatalError) {
+        let name = self.specs[node].name.clone();
+        self.failures.push(NodeError { node: name, error });
     }
 
     /// The node itself is down already: it stays stopped.
@@ -1136,13 +1151,20 @@ impl Engine {
         let run = &mut self.nodes[node];
         let blocked = run.blocks();
         let before = core::mem::replace(&mut run.state, state).public();
-        if !after.is_up() {
-            // Done, or never started: no instance any more.
-            if let Some(instance) = run.instance.take() {
-                self.retired.push(instance);
+        let blocks = run.blocks();
+        // Done, or never started: no instance any more.
+        let gone = if after.is_up() {
+            None
+        } else {
+            run.instance.take()
+        };
+        if let Some(instance) = gone {
+            if let Some(nested) = instance.component.nested_outcome() {
+                self.fold_in(node, nested);
             }
+            self.retired.push(instance);
         }
-        if run.blocks() != blocked {
+        if blocks != blocked {
             self.propagate_blocking(node, !blocked);
         }
         self.up = self.up + usize::from(after.is_up()) - usize::from(before.is_up());
@@ -1150,6 +1172,32 @@ impl Engine {
             - usize::from(before.satisfies_dependents());
         self.finals = self.finals + usize::from(after.is_final()) - usize::from(before.is_final());
         self.status.set_state(node, after);
+    }
+
+    /// Folds a nested supervisor's outcome, its run over, into this one's:
+    /// its failures, errors while stopping and overrunning nodes are
+    /// recorded as this one's, named `node/inner`. (Its deciding error, a
+    /// Shutdown's or a spin-halt's, reached this run as the node's own
+    /// failure already.)
+    fn fold_in(&mut self, node: usize, nested: SupervisorOutcome) {
+        let outer = &self.specs[node].name;
+        let name = |inner: &str| Arc::<str>::from(format!("{outer}/{inner}"));
+        let named = |errors: Vec<NodeError>| {
+            errors
+                .into_iter()
+                .map(|NodeError { node, error }| NodeError {
+                    node: name(&node),
+                    error,
+                })
+        };
+        self.failures.extend(named(nested.failures));
+        self.shutdown_errors.extend(named(nested.shutdown_errors));
+        for inner in &nested.overran {
+            let inner = name(inner);
+            if !self.overran.contains(&inner) {
+                self.overran.push(inner);
+            }
+        }
     }
 
     /// Ready once every node is ready or completed, while running only.

@@ -12,7 +12,7 @@ use core::fmt;
 use core::time::Duration;
 
 use super::observe::{EventHook, SupervisorEvent};
-use super::{Supervisor, TerminateRequests};
+use super::{SharedOutcome, Supervisor, SupervisorOutcome, TerminateRequests};
 use crate::component::Component;
 use crate::fatal::{FatalError, FatalHook};
 use crate::manager::ComponentManager;
@@ -25,9 +25,12 @@ pub(super) type Handler = Box<dyn FnMut(&Failure) -> Verdict + Send>;
 /// A component a node's factory built, as the supervisor keeps it. A
 /// manager is one `Arc` already and is kept as it is; anything else is
 /// boxed. (The manager is the common case, and its box would be an
-/// allocation and a free per instance for nothing.)
+/// allocation and a free per instance for nothing.) A nested supervisor
+/// is kept with where its outcome will be, which the run folds into its
+/// own once the nested one is done.
 pub(super) enum Built {
     Manager(ComponentManager),
+    Nested(Box<dyn Component>, SharedOutcome),
     Other(Box<dyn Component>),
 }
 
@@ -36,9 +39,24 @@ impl Built {
         // Picked out through `Any`, with a clone of the manager's handle
         // (one count up, and one down as `component` goes): stable Rust
         // has no specialisation to do it by type.
-        match (&component as &dyn Any).downcast_ref::<ComponentManager>() {
-            Some(manager) => Built::Manager(manager.clone()),
+        let any = &component as &dyn Any;
+        if let Some(manager) = any.downcast_ref::<ComponentManager>() {
+            return Built::Manager(manager.clone());
+        }
+        match any.downcast_ref::<Supervisor>() {
+            Some(nested) => {
+                let outcome = nested.outcome.clone();
+                Built::Nested(Box::new(component), outcome)
+            }
             None => Built::Other(Box::new(component)),
+        }
+    }
+
+    /// The outcome of a nested supervisor's run, once it has ended.
+    pub(super) fn nested_outcome(&self) -> Option<SupervisorOutcome> {
+        match self {
+            Built::Nested(_, outcome) => outcome.lock().clone(),
+            _ => None,
         }
     }
 }
@@ -49,7 +67,7 @@ impl core::ops::Deref for Built {
     fn deref(&self) -> &(dyn Component + 'static) {
         match self {
             Built::Manager(manager) => manager,
-            Built::Other(component) => &**component,
+            Built::Nested(component, _) | Built::Other(component) => &**component,
         }
     }
 }

@@ -50,6 +50,10 @@ impl TerminateRequests for Signal {
     }
 }
 
+/// Where a supervisor started as a component leaves its outcome; a
+/// supervisor running it as a node reads it there once it is done.
+type SharedOutcome = Arc<Mutex<Option<SupervisorOutcome>>>;
+
 /// Requests from either of two sources: the builder's and one added later.
 struct EitherRequests(Arc<dyn TerminateRequests>, Arc<dyn TerminateRequests>);
 
@@ -90,9 +94,12 @@ struct Parts {
 /// ```
 ///
 /// - **Start**: a node's factory is called once every node it depends on is
-///   ready (or has completed cleanly, like a systemd oneshot). Independent
-///   nodes start concurrently; among nodes that become startable together,
-///   declaration order decides.
+///   ready, or has completed cleanly (like a systemd oneshot). A completed
+///   node stands for its own dependencies: it lets dependents start only
+///   while what it depends on may be relied on in turn, so a server behind
+///   a one-shot migration waits for the database behind it to be ready
+///   again after a restart. Independent nodes start concurrently; among
+///   nodes that become startable together, declaration order decides.
 /// - **Stop**: a node is told to stop only once every node depending on it
 ///   is done; independent branches stop concurrently. Each node has a stop
 ///   timeout (then its tasks are aborted and it is named in the outcome);
@@ -111,7 +118,13 @@ struct Parts {
 ///   not acted on.
 /// - A node that ends cleanly is completed; its dependents keep running
 ///   unless it is [`required_while_running`](Node::required_while_running),
-///   and it is restarted only if [`permanent`](Node::permanent).
+///   and it is restarted only if [`permanent`](Node::permanent) (also when
+///   it ends while waiting to be stopped for a dependency's restart).
+/// - The [outcome](SupervisorOutcome) records every failure that left a
+///   node stopped for good, every error reported while stopping and every
+///   node that overran its stop; a run with any of them is not clean, even
+///   if it ended because every node ended. A nested supervisor's outcome is
+///   folded into the outer one's under `outer/inner` names.
 ///
 /// Every transition is reported to an event hook ([`SupervisorEvent`]),
 /// and a [`StatusBoard`] gives a snapshot of every node at any time; the
@@ -185,7 +198,7 @@ pub struct Supervisor {
     ready: Latch,
     shutdown: Latch,
     done: Latch,
-    outcome: Arc<Mutex<Option<SupervisorOutcome>>>,
+    outcome: SharedOutcome,
     /// The run's task, when started as a component.
     run: Mutex<Option<JoinHandle<()>>>,
 }
@@ -451,7 +464,11 @@ pub enum SupervisorEnd {
     Aborted,
 }
 
-/// An error a node reported while the supervisor was stopping it.
+/// A node's error, as an outcome records it: one that left the node
+/// stopped for good ([`SupervisorOutcome::failures`]) or one it reported
+/// while the supervisor was stopping it
+/// ([`SupervisorOutcome::shutdown_errors`]). A nested supervisor's are
+/// recorded in the outer one's under `outer/inner` names.
 ///
 /// # Example
 ///
@@ -496,6 +513,7 @@ pub enum SupervisorEnd {
 ///     .map(|NodeError { node, error, .. }| format!("{node}: {error}"))
 ///     .collect();
 /// assert_eq!(errors, ["cache: could not flush to disk"]);
+/// assert_eq!(outcome.shutdown_errors[0].to_string(), "cache: could not flush to disk");
 /// # });
 /// ```
 #[derive(Clone, Debug)]
@@ -505,6 +523,13 @@ pub struct NodeError {
     pub node: Arc<str>,
     /// The error.
     pub error: FatalError,
+}
+
+/// `node: error`.
+impl fmt::Display for NodeError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.node, self.error)
+    }
 }
 
 /// What a supervisor's run ended with.
@@ -556,6 +581,13 @@ pub struct NodeError {
 pub struct SupervisorOutcome {
     /// Why it ended.
     pub end: SupervisorEnd,
+    /// Failures that left a node stopped for good while the run went on,
+    /// in the order they came: a [`Stop`](crate::Verdict::Stop) or
+    /// [`StopParents`](crate::Verdict::StopParents) verdict (or a spent
+    /// restart budget escalating to one), or a verdict not acted on
+    /// because the supervisor was stopping the node anyway. The deciding
+    /// failure of a Shutdown or a spin-halt is in `end`, not here.
+    pub failures: Vec<NodeError>,
     /// Errors nodes reported while being stopped, in the order they came.
     pub shutdown_errors: Vec<NodeError>,
     /// Nodes that were not done within their stop timeout (or the shutdown
@@ -569,6 +601,7 @@ impl SupervisorOutcome {
     fn aborted() -> Self {
         SupervisorOutcome {
             end: SupervisorEnd::Aborted,
+            failures: Vec::new(),
             shutdown_errors: Vec::new(),
             overran: Vec::new(),
             budget_spent: false,
@@ -576,12 +609,16 @@ impl SupervisorOutcome {
     }
 
     /// Whether the run ended without a failure: completed, or stopped by the
-    /// parent or a terminate request, with no node overrunning its stop.
+    /// parent or a terminate request, with no node stopped for good by a
+    /// failure, no error while stopping and no node overrunning its stop.
+    /// (A host exits with 0 exactly then.)
     pub fn is_clean(&self) -> bool {
         matches!(
             self.end,
             SupervisorEnd::Completed | SupervisorEnd::ParentStopped | SupervisorEnd::Terminated
-        ) && self.overran.is_empty()
+        ) && self.failures.is_empty()
+            && self.shutdown_errors.is_empty()
+            && self.overran.is_empty()
             && !self.budget_spent
     }
 
@@ -614,7 +651,10 @@ impl SupervisorOutcome {
             (SupervisorEnd::ParentStopped | SupervisorEnd::Terminated, Some(by)) => {
                 write!(f, "stopped by {by}")?
             }
-            (SupervisorEnd::Completed, _) => f.write_str("every node completed")?,
+            (SupervisorEnd::Completed, _) if self.failures.is_empty() => {
+                f.write_str("every node completed")?
+            }
+            (SupervisorEnd::Completed, _) => f.write_str("every node ended")?,
             (SupervisorEnd::ParentStopped, None) => f.write_str("stopped by the parent")?,
             (SupervisorEnd::Terminated, None) => f.write_str("stopped by a terminate request")?,
             (SupervisorEnd::Shutdown { node, error }, _) => {
@@ -625,6 +665,9 @@ impl SupervisorOutcome {
                 "spin-halt after node {node} failed ({error}), released by a terminate request"
             )?,
             (SupervisorEnd::Aborted, _) => f.write_str("aborted")?,
+        }
+        for failure in &self.failures {
+            write!(f, "; {} failed: {}", failure.node, failure.error)?;
         }
         if !self.overran.is_empty() {
             f.write_str("; overran their stop: ")?;

@@ -422,6 +422,27 @@ impl FatalSlot {
     /// Hands `error` straight to the hook and counts it, without competing
     /// for the first place: for errors a scope already knows are not its
     /// first (a component reporting a second failure).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use lifecycle::{FatalError, FatalHook, FatalSlot, Reported};
+    /// use std::sync::{Arc, Mutex};
+    ///
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let hook = FatalHook::new({
+    ///     let seen = seen.clone();
+    ///     move |err: &FatalError| seen.lock().unwrap().push(err.to_string())
+    /// });
+    /// let slot = FatalSlot::with_hook(hook);
+    ///
+    /// // A retry that failed after the first error was handled elsewhere.
+    /// let reported = slot.report_unhandled(FatalError::msg("retry failed too"));
+    /// assert_eq!(reported, Reported::Unhandled);
+    /// assert!(!slot.is_recorded(), "the first place stays free");
+    /// assert_eq!(*seen.lock().unwrap(), ["retry failed too"]);
+    /// assert_eq!(slot.unhandled_count(), 1);
+    /// ```
     pub fn report_unhandled(&self, error: FatalError) -> Reported {
         // Relaxed: a statistic, read on its own; no data hangs off it.
         self.inner().unhandled.fetch_add(1, Relaxed);
@@ -438,6 +459,26 @@ impl FatalSlot {
 
     /// Takes the first error if it is recorded and not yet delivered. Returns
     /// `Some` at most once over the slot's whole life.
+    ///
+    /// # Example
+    ///
+    /// A supervising side that checks, without waiting, once its worker is
+    /// done:
+    ///
+    /// ```
+    /// use lifecycle::{FatalError, FatalHook, FatalSlot};
+    ///
+    /// let slot = FatalSlot::with_hook(FatalHook::new(|_| {}));
+    /// assert!(slot.take().is_none(), "nothing reported yet");
+    ///
+    /// slot.report(FatalError::msg("lease lost"));
+    /// let error = slot.take().expect("the first error, once");
+    /// assert_eq!(error.to_string(), "lease lost");
+    /// assert!(slot.take().is_none());
+    ///
+    /// slot.report(FatalError::msg("lease lost again")); // to the hook
+    /// assert!(slot.take().is_none(), "a later error is never delivered");
+    /// ```
     pub fn take(&self) -> Option<FatalError> {
         let recorded = &self.inner().recorded;
         // The error is written before the flag shows set (both under the
@@ -452,6 +493,23 @@ impl FatalSlot {
     /// Waits until a first error is recorded, then takes it. Resolves to
     /// `None` if someone else took it first. Cancel-safe: dropping the future
     /// before it completes takes nothing.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use futures_util::FutureExt;
+    /// use lifecycle::{FatalError, FatalSlot};
+    /// # futures_executor::block_on(async {
+    /// let slot = FatalSlot::new();
+    /// // A wait dropped before any report takes nothing.
+    /// assert!(slot.first().now_or_never().is_none());
+    ///
+    /// slot.report(FatalError::msg("disk full"));
+    /// let error = slot.first().await.expect("recorded and not taken");
+    /// assert_eq!(error.to_string(), "disk full");
+    /// assert!(slot.first().await.is_none(), "taken already: `None`, not a wait");
+    /// # });
+    /// ```
     pub fn first(&self) -> First<'_> {
         First(Waiter::new(self.inner()))
     }

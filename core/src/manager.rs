@@ -165,6 +165,56 @@ impl ComponentManagerBuilder {
     /// is called in its own task, when the executor first polls it, so a
     /// panic in the function itself (before its future exists) is a
     /// [`WorkerPanic`] like a panic in the future.
+    ///
+    /// # Example
+    ///
+    /// A server and its cache warmer: the manager is ready once both are.
+    ///
+    /// ```
+    /// use lifecycle::{Component, ComponentManager, FatalSlot, Latch, Scope, StopSource};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # use std::{sync::Arc, time::Duration};
+    /// # struct Threads;
+    /// # impl Runtime for Threads {
+    /// #     fn spawn_detached(&self, task: BoxFuture) {
+    /// #         std::thread::spawn(move || futures_executor::block_on(task));
+    /// #     }
+    /// #     // No timer fires in this example (and Miri wants no stray threads).
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    /// # futures_executor::block_on(async {
+    /// let cache_warm = Latch::new(); // set here, standing in for the warm-up
+    /// let manager = ComponentManager::builder()
+    ///     .add_worker(|ctx, ready| async move {
+    ///         ready.ready(); // listening
+    ///         ctx.stopped().await;
+    ///         Ok(())
+    ///     })
+    ///     .add_worker({
+    ///         let cache_warm = cache_warm.clone();
+    ///         move |ctx, ready| {
+    ///             let cache_warm = cache_warm.clone();
+    ///             async move {
+    ///                 cache_warm.wait().await;
+    ///                 ready.ready();
+    ///                 ctx.stopped().await;
+    ///                 Ok(())
+    ///             }
+    ///         }
+    ///     })
+    ///     .build();
+    ///
+    /// let stop = StopSource::new();
+    /// manager.start(Scope::new(Arc::new(Threads), stop.token(), FatalSlot::new()))?;
+    /// assert!(!manager.ready().is_set(), "the warmer has not called ready");
+    /// cache_warm.set();
+    /// manager.ready().wait().await; // both have
+    /// stop.stop();
+    /// manager.done().wait().await;
+    /// # Ok::<(), lifecycle::StartError>(())
+    /// # }).unwrap();
+    /// ```
     pub fn add_worker<F, Fut>(mut self, worker: F) -> Self
     where
         F: Fn(WorkerContext, ReadyHandle) -> Fut + Send + Sync + 'static,
@@ -622,6 +672,52 @@ impl WorkerContext {
     }
 
     /// A handle to throw from elsewhere (a callback, a sub-task).
+    ///
+    /// # Example
+    ///
+    /// A config watcher's callback reports each reload that fails; the
+    /// first stops the manager, the second only reaches the hook:
+    ///
+    /// ```
+    /// use lifecycle::{Component, ComponentManager, FatalError, FatalHook, FatalSlot};
+    /// use lifecycle::{Scope, StopSource};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # use std::{sync::Arc, time::Duration};
+    /// # struct Threads;
+    /// # impl Runtime for Threads {
+    /// #     fn spawn_detached(&self, task: BoxFuture) {
+    /// #         std::thread::spawn(move || futures_executor::block_on(task));
+    /// #     }
+    /// #     // No timer fires in this example (and Miri wants no stray threads).
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    /// # futures_executor::block_on(async {
+    /// let manager = ComponentManager::builder()
+    ///     .add_worker(|ctx, ready| async move {
+    ///         let throw = ctx.throw_handle();
+    ///         let on_reload = move |result: Result<(), &'static str>| {
+    ///             if let Err(why) = result {
+    ///                 throw.throw(FatalError::msg(why));
+    ///             }
+    ///         };
+    ///         ready.ready();
+    ///         on_reload(Err("config: bad port"));
+    ///         on_reload(Err("config: bad host"));
+    ///         ctx.stopped().await; // the first throw stopped it
+    ///         Ok(())
+    ///     })
+    ///     .build();
+    ///
+    /// let slot = FatalSlot::with_hook(FatalHook::new(|_| {}));
+    /// let parent = StopSource::new();
+    /// manager.start(Scope::new(Arc::new(Threads), parent.token(), slot.clone()))?;
+    /// manager.done().wait().await;
+    /// assert_eq!(slot.take().map(|e| e.to_string()).as_deref(), Some("config: bad port"));
+    /// assert_eq!(slot.unhandled_count(), 1);
+    /// # Ok::<(), lifecycle::StartError>(())
+    /// # }).unwrap();
+    /// ```
     pub fn throw_handle(&self) -> ThrowHandle {
         ThrowHandle {
             inner: self.inner.clone(),

@@ -119,12 +119,64 @@ impl RestartPolicy {
 
     /// How long an instance must run before its failure no longer grows the
     /// backoff.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use lifecycle::RestartPolicy;
+    /// use std::time::Duration;
+    ///
+    /// // A search index that takes minutes to load: a failure within its
+    /// // first ten minutes is still part of a crash loop.
+    /// let policy = RestartPolicy::default().reset_after(Duration::from_secs(600));
+    /// assert!(policy.validate().is_ok());
+    /// // The default counts a run of 30 s as stable.
+    /// let default = RestartPolicy::default();
+    /// assert_eq!(default.clone().reset_after(Duration::from_secs(30)), default);
+    /// assert_ne!(policy, default);
+    /// ```
     pub fn reset_after(mut self, stable: Duration) -> Self {
         self.reset_after = stable;
         self
     }
 
     /// At most `max_restarts` restarts within any window of `within`.
+    ///
+    /// # Example
+    ///
+    /// Two restarts allowed: the third instance's failure spends the budget.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lifecycle::{run_component, ComponentManager, FatalError, RestartPolicy};
+    /// use lifecycle::{RunOutcome, StopSource, Verdict};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # use std::sync::Arc;
+    /// # struct Threads;
+    /// # impl Runtime for Threads {
+    /// #     fn spawn_detached(&self, task: BoxFuture) {
+    /// #         std::thread::spawn(move || futures_executor::block_on(task));
+    /// #     }
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    /// let factory = || {
+    ///     Ok::<_, FatalError>(
+    ///         ComponentManager::builder()
+    ///             .add_worker(|_, _| async { Err(FatalError::msg("broker unreachable")) })
+    ///             .build(),
+    ///     )
+    /// };
+    /// // No backoff, so that the example waits for no timer.
+    /// let policy = RestartPolicy::immediate().intensity(2, Duration::from_secs(60));
+    /// let parent = StopSource::new();
+    /// let outcome = futures_executor::block_on(
+    ///     run_component(factory, |_| Verdict::Restart)
+    ///         .policy(policy)
+    ///         .run(Arc::new(Threads), parent.token()),
+    /// );
+    /// assert!(matches!(outcome, RunOutcome::RestartsExhausted { attempt: 3, .. }), "{outcome:?}");
+    /// ```
     pub fn intensity(mut self, max_restarts: u32, within: Duration) -> Self {
         self.intensity = Some((max_restarts, within));
         self
@@ -143,6 +195,17 @@ impl RestartPolicy {
     /// A [`PolicyError`] naming the first bad setting: a factor below 1 (or
     /// not a number), a jitter outside 0 to 1, an initial delay above the
     /// maximum.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use lifecycle::{PolicyError, RestartPolicy};
+    ///
+    /// // A factor below 1 would shrink the delays.
+    /// let shrinking = RestartPolicy::default().factor(0.5);
+    /// assert_eq!(shrinking.validate(), Err(PolicyError::Factor(0.5)));
+    /// assert!(RestartPolicy::default().factor(1.0).validate().is_ok(), "constant delays are fine");
+    /// ```
     pub fn validate(&self) -> Result<(), PolicyError> {
         if !(self.factor >= 1.0 && self.factor.is_finite()) {
             return Err(PolicyError::Factor(self.factor));

@@ -67,6 +67,32 @@ impl Scope {
 
     /// Reports a fatal error to the supervising party: the scope's first is
     /// delivered, later ones go to the slot's hook.
+    ///
+    /// # Example
+    ///
+    /// Any error converts; the answer says whether this one is the scope's
+    /// verdict:
+    ///
+    /// ```
+    /// use lifecycle::{FatalError, FatalHook, FatalSlot, Reported, Scope, StopSource};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # use std::{sync::Arc, time::Duration};
+    /// # struct Nothing;
+    /// # impl Runtime for Nothing {
+    /// #     fn spawn_detached(&self, _: BoxFuture) {}
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    /// # let runtime = Arc::new(Nothing);
+    /// let fatal = FatalSlot::with_hook(FatalHook::new(|_| {}));
+    /// let scope = Scope::new(runtime, StopSource::new().token(), fatal.clone());
+    ///
+    /// let disk = std::io::Error::other("disk full");
+    /// assert_eq!(scope.throw(disk), Reported::First);
+    /// assert_eq!(scope.throw(FatalError::msg("write failed")), Reported::Unhandled);
+    /// assert_eq!(fatal.take().unwrap().to_string(), "disk full");
+    /// assert_eq!(fatal.unhandled_count(), 1);
+    /// ```
     pub fn throw(&self, error: impl Into<FatalError>) -> Reported {
         self.fatal.report(error.into())
     }
@@ -78,6 +104,35 @@ impl Scope {
 
     /// The same scope with another stop token (typically a child of this
     /// one's).
+    ///
+    /// # Example
+    ///
+    /// A sub-task that can be stopped on its own, reporting into the same
+    /// slot:
+    ///
+    /// ```
+    /// use lifecycle::{FatalError, FatalSlot, Scope, StopSource};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # use std::{sync::Arc, time::Duration};
+    /// # struct Nothing;
+    /// # impl Runtime for Nothing {
+    /// #     fn spawn_detached(&self, _: BoxFuture) {}
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    /// # let runtime = Arc::new(Nothing);
+    /// let parent = StopSource::new();
+    /// let fatal = FatalSlot::new();
+    /// let scope = Scope::new(runtime, parent.token(), fatal.clone());
+    ///
+    /// let refresher = scope.token().child();
+    /// let sub = scope.with_token(refresher.token());
+    /// refresher.stop(); // the refresher alone
+    /// assert!(sub.token().is_stopped() && !scope.token().is_stopped());
+    ///
+    /// sub.throw(FatalError::msg("token refresh failed"));
+    /// assert_eq!(fatal.take().unwrap().to_string(), "token refresh failed");
+    /// ```
     pub fn with_token(&self, token: StopToken) -> Scope {
         Scope {
             runtime: self.runtime.clone(),

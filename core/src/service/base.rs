@@ -285,6 +285,41 @@ impl StartStop {
     /// its scope is stopped and a new generation begins.
     ///
     /// Waits while a two-phase stop is open, then begins.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use lifecycle::{FatalSlot, Scope, StartStop, StopCause, StopSource};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # use std::time::Duration;
+    /// # struct Nothing;
+    /// # impl Runtime for Nothing {
+    /// #     fn spawn_detached(&self, _: BoxFuture) {}
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    /// # futures_executor::block_on(async {
+    /// let parent = StopSource::new();
+    /// let scope = Scope::new(Arc::new(Nothing), parent.token(), FatalSlot::new());
+    /// let base = StartStop::new();
+    ///
+    /// let first = base.begin(&scope).await.expect("idle, so it begins");
+    /// assert!(base.begin(&scope).await.is_none(), "the work runs: a no-op");
+    ///
+    /// let old = first.scope.clone();
+    /// drop(first); // the work exits on its own (its listener closed, say)
+    /// let second = base.begin(&scope).await.expect("the work exited: a new generation");
+    /// assert!(matches!(old.token().cause(), Some(StopCause::ServiceStopped)));
+    /// assert!(!second.scope.token().is_stopped());
+    ///
+    /// // Begun under a stopped scope, a generation is born stopped.
+    /// drop(second);
+    /// parent.stop();
+    /// let third = base.begin(&scope).await.expect("the work exited again");
+    /// assert!(third.scope.token().is_stopped(), "its work sees the stop at once");
+    /// # });
+    /// ```
     pub async fn begin(&self, scope: &Scope) -> Option<Generation> {
         loop {
             let after = {
@@ -475,6 +510,40 @@ impl StartStop {
     ///
     /// [`Elapsed`] if the generation was not stopped within `timeout`,
     /// counting any wait for another stop in progress.
+    ///
+    /// # Example
+    ///
+    /// A cache flusher that exits as soon as it is told to stop, well
+    /// within its deadline:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// # use std::sync::Arc;
+    /// # use lifecycle::{FatalSlot, Scope, StartStop, StopSource};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # struct Threads;
+    /// # impl Runtime for Threads {
+    /// #     fn spawn_detached(&self, task: BoxFuture) {
+    /// #         std::thread::spawn(move || futures_executor::block_on(task));
+    /// #     }
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    /// # futures_executor::block_on(async {
+    /// # let scope = Scope::new(Arc::new(Threads), StopSource::new().token(), FatalSlot::new());
+    /// let base = StartStop::new();
+    /// assert_eq!(base.stop_within(Duration::from_secs(5)).await, Ok(()), "idle: at once");
+    ///
+    /// let generation = base.begin(&scope).await.expect("idle, so it begins");
+    /// generation.spawn_detached(|scope, started| async move {
+    ///     started.set();
+    ///     scope.token().stopped().await; // flush, then exit
+    /// });
+    /// base.started().wait().await;
+    /// assert_eq!(base.stop_within(Duration::from_secs(5)).await, Ok(()));
+    /// assert!(!base.is_running(), "stopped in time: the base is idle again");
+    /// # });
+    /// ```
     pub async fn stop_within(&self, timeout: Duration) -> Result<(), Elapsed> {
         let runtime = match &*self.state.lock() {
             State::Idle(_) => return Ok(()),
@@ -989,6 +1058,38 @@ impl StopGuard<'_> {
     /// waiting on [`stopped`](StopGuard::stopped)); the base takes it, so a
     /// `true` given while the work still runs lets the next start run a
     /// new generation beside the old work.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// # use std::sync::Arc;
+    /// # use lifecycle::{FatalSlot, Scope, StartStop, StopSource};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # use std::time::Duration;
+    /// # struct Nothing;
+    /// # impl Runtime for Nothing {
+    /// #     fn spawn_detached(&self, _: BoxFuture) {}
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    /// # futures_executor::block_on(async {
+    /// # let scope = Scope::new(Arc::new(Nothing), StopSource::new().token(), FatalSlot::new());
+    /// let base = StartStop::new();
+    /// let first = base.begin(&scope).await.expect("idle, so it begins");
+    ///
+    /// // `false`: the work has not exited, and the base knows it still runs.
+    /// base.stop_init().await.expect("a generation").finalize(false);
+    /// assert!(base.is_running());
+    /// assert!(base.begin(&scope).await.is_none(), "no second work beside it");
+    ///
+    /// // `true` is taken at its word, here without waiting on `stopped`...
+    /// base.stop_init().await.expect("the same generation").finalize(true);
+    /// assert!(!base.is_running());
+    /// let second = base.begin(&scope).await.expect("...so a start begins anew");
+    /// // ...beside the first work, which still holds its handles.
+    /// assert!(first.scope.token().is_stopped() && !second.scope.token().is_stopped());
+    /// # });
+    /// ```
     pub fn finalize(mut self, did_stop: bool) {
         self.close(did_stop);
     }

@@ -75,6 +75,50 @@ const CHUNK: usize = 30;
 
 /// Stops every service concurrently and returns once all have stopped.
 /// Services that never started return at once.
+///
+/// # Example
+///
+/// ```
+/// use std::sync::Arc;
+/// use lifecycle::{service_fn, stop_all, FatalError, FatalSlot, Scope, Service, StopSource};
+/// # use lifecycle::{BoxFuture, Instant, Runtime};
+/// # use std::time::Duration;
+/// # struct Threads;
+/// # impl Runtime for Threads {
+/// #     fn spawn_detached(&self, task: BoxFuture) {
+/// #         std::thread::spawn(move || futures_executor::block_on(task));
+/// #     }
+/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+///
+/// // A cache, a db pool and a queue consumer, each serving until stopped.
+/// let serving = || {
+///     service_fn(|generation| async move {
+///         let Some(generation) = generation else { return Ok(()) };
+///         generation.spawn_detached(|scope, started| async move {
+///             started.set();
+///             scope.token().stopped().await;
+///         });
+///         Ok(())
+///     })
+/// };
+/// let services = [serving(), serving(), serving()];
+///
+/// # futures_executor::block_on(async {
+/// let scope = Scope::new(Arc::new(Threads), StopSource::new().token(), FatalSlot::new());
+/// // The cache and the pool start; the queue consumer is not needed today.
+/// services[0].start(&scope).await?;
+/// services[1].start(&scope).await?;
+/// let stopped: Vec<_> = services.iter().map(Service::stopped).collect();
+///
+/// stop_all(&services).await;
+/// assert!(stopped[0].is_set() && stopped[1].is_set());
+/// assert!(!stopped[2].is_set(), "nothing to stop: its coming generation's latch");
+/// assert!(services.iter().all(|service| !service.base().is_running()));
+/// # Ok::<(), FatalError>(())
+/// # }).unwrap();
+/// ```
 pub async fn stop_all<S: Service>(services: &[S]) {
     if services.len() <= CHUNK {
         stop_chunk(services).await;
@@ -99,6 +143,52 @@ fn stop_chunk<S: Service>(chunk: &[S]) -> JoinAll<ServiceFuture<'_, ()>> {
 /// are waited for in their coming generation. The future owns what it waits
 /// on and spawns nothing: race it against a timeout and drop it, and
 /// nothing is left behind.
+///
+/// # Example
+///
+/// ```
+/// use std::sync::Arc;
+/// use lifecycle::{service_fn, stop_all, wait_all_started};
+/// use lifecycle::{FatalError, FatalSlot, Scope, Service, StopSource};
+/// # use lifecycle::{BoxFuture, Instant, Runtime};
+/// # use std::time::Duration;
+/// # struct Threads;
+/// # impl Runtime for Threads {
+/// #     fn spawn_detached(&self, task: BoxFuture) {
+/// #         std::thread::spawn(move || futures_executor::block_on(task));
+/// #     }
+/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+/// #     fn now(&self) -> Instant { Instant::default() }
+/// # }
+///
+/// let server = service_fn(|generation| async move {
+///     let Some(generation) = generation else { return Ok(()) };
+///     generation.spawn_detached(|scope, started| async move {
+///         started.set(); // listening
+///         scope.token().stopped().await;
+///     });
+///     Ok(())
+/// });
+/// let metrics = service_fn(|generation| async move {
+///     drop(generation); // setup fails: the generation ends
+///     Err(FatalError::msg("no metrics endpoint"))
+/// });
+/// let services: Vec<Box<dyn Service>> = vec![Box::new(server), Box::new(metrics)];
+///
+/// # futures_executor::block_on(async {
+/// let scope = Scope::new(Arc::new(Threads), StopSource::new().token(), FatalSlot::new());
+/// // Taken before the starts: it waits for their coming generations.
+/// let all_started = wait_all_started(&services);
+/// services[0].start(&scope).await?;
+/// let error = services[1].start(&scope).await.unwrap_err();
+/// assert_eq!(error.to_string(), "no metrics endpoint");
+///
+/// all_started.await; // the failed start counts
+/// assert!(services.iter().all(|service| service.started().is_set()));
+/// stop_all(&services).await;
+/// # Ok::<(), FatalError>(())
+/// # }).unwrap();
+/// ```
 pub fn wait_all_started<S: Service>(services: &[S]) -> impl Future<Output = ()> + Send + 'static {
     wait_all(services.iter().map(Service::started).collect::<Vec<_>>())
 }

@@ -149,6 +149,49 @@ impl Node {
     /// [`Verdict::Restart`]). Called once per failed instance, after it is
     /// done; never for errors the node reports while the supervisor is
     /// stopping it.
+    ///
+    /// # Example
+    ///
+    /// A sync job whose first instance meets a refused connection, and the
+    /// second bad credentials, which no restart can fix:
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use lifecycle::{ComponentManager, FatalError, Node, RestartPolicy, StopSource, Supervisor, Verdict};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # use std::time::Duration;
+    /// # struct Threads;
+    /// # impl Runtime for Threads {
+    /// #     fn spawn_detached(&self, task: BoxFuture) {
+    /// #         std::thread::spawn(move || futures_executor::block_on(task));
+    /// #     }
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    ///
+    /// let mut built = 0;
+    /// let sync = Node::new("sync", move || {
+    ///     built += 1;
+    ///     let error = if built == 1 { "connection refused" } else { "bad credentials" };
+    ///     Ok(ComponentManager::builder()
+    ///         .add_worker(move |_, _| async move { Err(FatalError::msg(error)) })
+    ///         .build())
+    /// })
+    /// .policy(RestartPolicy::immediate())
+    /// .handler(|failure| match failure.error.to_string().as_str() {
+    ///     "bad credentials" => Verdict::Shutdown,
+    ///     _ if failure.attempt < 5 => Verdict::Restart,
+    ///     _ => Verdict::Stop,
+    /// });
+    /// let supervisor = Supervisor::builder().node(sync).build()?;
+    /// let status = supervisor.status();
+    ///
+    /// let stop = StopSource::new();
+    /// let outcome = futures_executor::block_on(supervisor.run(Arc::new(Threads), stop.token()));
+    /// assert_eq!(outcome.to_string(), "shut down after node sync failed: bad credentials");
+    /// assert_eq!(status.snapshot()[0].restarts, 1);
+    /// # Ok::<(), lifecycle::BuildError>(())
+    /// ```
     pub fn handler<H>(mut self, handler: H) -> Node
     where
         H: FnMut(&Failure) -> Verdict + Send + 'static,
@@ -167,6 +210,47 @@ impl Node {
     /// What a restart becomes once the policy's budget is spent (default:
     /// [`Verdict::Shutdown`], as an OTP supervisor gives up). `Restart` is
     /// not allowed here.
+    ///
+    /// # Example
+    ///
+    /// Thumbnails are optional: once their budget of one restart is spent,
+    /// they stop for good and the rest of the service goes on.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use lifecycle::{ComponentManager, FatalError, Node, RestartPolicy, StopSource};
+    /// use lifecycle::{Supervisor, SupervisorEnd, Verdict};
+    /// use std::time::Duration;
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # struct Threads;
+    /// # impl Runtime for Threads {
+    /// #     fn spawn_detached(&self, task: BoxFuture) {
+    /// #         std::thread::spawn(move || futures_executor::block_on(task));
+    /// #     }
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    ///
+    /// let thumbnails = Node::new("thumbnails", || {
+    ///     Ok(ComponentManager::builder()
+    ///         .add_worker(|_, _| async { Err(FatalError::msg("no image codec")) })
+    ///         .build())
+    /// })
+    /// .policy(RestartPolicy::immediate().intensity(1, Duration::from_secs(60)))
+    /// .on_exhausted(Verdict::Stop); // not the default Shutdown
+    /// let uploads = Node::new("uploads", || {
+    ///     Ok(ComponentManager::builder().add_worker(|_, _| async { Ok(()) }).build())
+    /// });
+    /// let supervisor = Supervisor::builder().node(thumbnails).node(uploads).build()?;
+    /// let status = supervisor.status();
+    ///
+    /// let stop = StopSource::new();
+    /// let outcome = futures_executor::block_on(supervisor.run(Arc::new(Threads), stop.token()));
+    /// assert!(matches!(outcome.end, SupervisorEnd::Completed), "{outcome}");
+    /// assert_eq!(outcome.failures[0].to_string(), "thumbnails: no image codec");
+    /// assert_eq!(status.summary(), "thumbnails=stopped(2) uploads=completed");
+    /// # Ok::<(), lifecycle::BuildError>(())
+    /// ```
     pub fn on_exhausted(mut self, verdict: Verdict) -> Node {
         self.on_exhausted = verdict;
         self
@@ -369,6 +453,56 @@ impl SupervisorBuilder {
     /// `Shutdown` or `SpinHalt`): nodes not done when it runs out are
     /// aborted and named in the outcome. Default: none (each node's stop
     /// timeout still applies).
+    ///
+    /// # Example
+    ///
+    /// A cache that flushes as soon as it is told to stop, well within the
+    /// budget:
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use lifecycle::{Component, ComponentManager, FatalError, Node, StopSource, Supervisor};
+    /// use std::time::Duration;
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # struct Threads;
+    /// # impl Runtime for Threads {
+    /// #     fn spawn_detached(&self, task: BoxFuture) {
+    /// #         std::thread::spawn(move || futures_executor::block_on(task));
+    /// #     }
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    /// # fn serving() -> Result<ComponentManager, FatalError> {
+    /// #     Ok(ComponentManager::builder()
+    /// #         .add_worker(|ctx, ready| async move {
+    /// #             ready.ready();
+    /// #             ctx.stopped().await;
+    /// #             Ok(())
+    /// #         })
+    /// #         .build())
+    /// # }
+    ///
+    /// // `serving` is ready at once and serves until stopped.
+    /// let supervisor = Supervisor::builder()
+    ///     .node(Node::new("cache", serving))
+    ///     .shutdown_budget(Duration::from_secs(30))
+    ///     .build()?;
+    /// let ready = supervisor.ready();
+    ///
+    /// # futures_executor::block_on(async {
+    /// let stop = StopSource::new();
+    /// let stopper = stop.clone();
+    /// let run = supervisor.run(Arc::new(Threads), stop.token());
+    /// let stop_when_ready = async move {
+    ///     ready.wait().await;
+    ///     stopper.stop();
+    /// };
+    /// let (outcome, ()) = futures_util::future::join(run, stop_when_ready).await;
+    /// assert!(!outcome.budget_spent && outcome.overran.is_empty());
+    /// assert!(outcome.is_clean());
+    /// # });
+    /// # Ok::<(), lifecycle::BuildError>(())
+    /// ```
     pub fn shutdown_budget(mut self, budget: Duration) -> Self {
         self.shutdown_budget = Some(budget);
         self
@@ -388,6 +522,67 @@ impl SupervisorBuilder {
     /// state a transition leads to by the time its event arrives (for
     /// `Starting`, while the factory runs), so a hook that reads it sees
     /// what it is told.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use lifecycle::{Component, ComponentManager, EventKind, FatalError, Node};
+    /// use lifecycle::{StopReason, StopSource, Supervisor};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # use std::time::Duration;
+    /// # struct Threads;
+    /// # impl Runtime for Threads {
+    /// #     fn spawn_detached(&self, task: BoxFuture) {
+    /// #         std::thread::spawn(move || futures_executor::block_on(task));
+    /// #     }
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    /// # fn serving() -> Result<ComponentManager, FatalError> {
+    /// #     Ok(ComponentManager::builder()
+    /// #         .add_worker(|ctx, ready| async move {
+    /// #             ready.ready();
+    /// #             ctx.stopped().await;
+    /// #             Ok(())
+    /// #         })
+    /// #         .build())
+    /// # }
+    ///
+    /// // `serving` is ready at once and serves until stopped.
+    /// let kinds = Arc::new(Mutex::new(Vec::new()));
+    /// let log = kinds.clone();
+    /// let supervisor = Supervisor::builder()
+    ///     .node(Node::new("db", serving))
+    ///     .on_event(move |event| {
+    ///         let mut log = log.lock().expect("the hook does not panic");
+    ///         log.push(event.kind.clone());
+    ///     })
+    ///     .build()?;
+    /// let ready = supervisor.ready();
+    ///
+    /// # futures_executor::block_on(async {
+    /// let stop = StopSource::new();
+    /// let stopper = stop.clone();
+    /// let run = supervisor.run(Arc::new(Threads), stop.token());
+    /// let stop_when_ready = async move {
+    ///     ready.wait().await;
+    ///     stopper.stop();
+    /// };
+    /// futures_util::future::join(run, stop_when_ready).await;
+    /// # });
+    /// let kinds = kinds.lock().expect("the hook does not panic");
+    /// assert!(matches!(
+    ///     kinds.as_slice(),
+    ///     [
+    ///         EventKind::Starting { attempt: 1 },
+    ///         EventKind::Ready { attempt: 1 },
+    ///         EventKind::Stopping { attempt: 1, cause: StopReason::ParentStopped },
+    ///         EventKind::Stopped { attempt: 1 },
+    ///     ]
+    /// ), "{kinds:?}");
+    /// # Ok::<(), lifecycle::BuildError>(())
+    /// ```
     pub fn on_event<H>(mut self, hook: H) -> Self
     where
         H: Fn(&SupervisorEvent) + Send + Sync + 'static,
@@ -409,6 +604,26 @@ impl SupervisorBuilder {
     ///
     /// A [`BuildError`] naming the culprit: a duplicate name, an unknown
     /// dependency, a cycle, a bad policy or escalation.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use lifecycle::{BuildError, ComponentManager, FatalError, Node, Supervisor};
+    ///
+    /// fn idle() -> Result<ComponentManager, FatalError> {
+    ///     Ok(ComponentManager::builder().build())
+    /// }
+    ///
+    /// // Two nodes named db: `depends_on(["db"])` could not say which.
+    /// let error = Supervisor::builder()
+    ///     .node(Node::new("db", idle))
+    ///     .node(Node::new("api", idle).depends_on(["db"]))
+    ///     .node(Node::new("db", idle))
+    ///     .build()
+    ///     .expect_err("a duplicate name is refused");
+    /// assert_eq!(error, BuildError::DuplicateName("db".into()));
+    /// assert_eq!(error.to_string(), r#"two nodes are named "db""#);
+    /// ```
     pub fn build(mut self) -> Result<Supervisor, BuildError> {
         let graph = Graph::new(&self.nodes)?;
         // The graph has them by index now: the names go here rather than

@@ -292,6 +292,60 @@ impl Supervisor {
 
     /// The status of every node, readable at any time (clone it before
     /// calling [`run`](Supervisor::run)).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use lifecycle::{Component, ComponentManager, FatalError, Node, StopSource, Supervisor};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # use std::time::Duration;
+    /// # struct Threads;
+    /// # impl Runtime for Threads {
+    /// #     fn spawn_detached(&self, task: BoxFuture) {
+    /// #         std::thread::spawn(move || futures_executor::block_on(task));
+    /// #     }
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    /// # fn serving() -> Result<ComponentManager, FatalError> {
+    /// #     Ok(ComponentManager::builder()
+    /// #         .add_worker(|ctx, ready| async move {
+    /// #             ready.ready();
+    /// #             ctx.stopped().await;
+    /// #             Ok(())
+    /// #         })
+    /// #         .build())
+    /// # }
+    ///
+    /// // A one-shot migration (the api starts once it has completed), and
+    /// // `serving`, ready at once and serving until stopped.
+    /// let migrate = Node::new("migrate", || {
+    ///     Ok(ComponentManager::builder()
+    ///         .add_worker(|_, _| async { Ok(()) })
+    ///         .build())
+    /// });
+    /// let supervisor = Supervisor::builder()
+    ///     .node(migrate)
+    ///     .node(Node::new("api", serving).depends_on(["migrate"]))
+    ///     .build()?;
+    /// let status = supervisor.status(); // `run` takes the supervisor: keep a board
+    /// let ready = supervisor.ready();
+    /// assert_eq!(status.summary(), "migrate=waiting api=waiting");
+    ///
+    /// # futures_executor::block_on(async {
+    /// let stop = StopSource::new();
+    /// let stopper = stop.clone();
+    /// let run = supervisor.run(Arc::new(Threads), stop.token());
+    /// let stop_when_ready = async move {
+    ///     ready.wait().await;
+    ///     stopper.stop();
+    /// };
+    /// futures_util::future::join(run, stop_when_ready).await;
+    /// # });
+    /// assert_eq!(status.summary(), "migrate=completed api=stopped");
+    /// # Ok::<(), lifecycle::BuildError>(())
+    /// ```
     pub fn status(&self) -> StatusBoard {
         self.status.clone()
     }
@@ -299,6 +353,54 @@ impl Supervisor {
     /// Runs the supervisor on `runtime` until it ends: stopping `parent`
     /// stops every node in reverse dependency order. If it was started as a
     /// component already, waits for that run and returns its outcome.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use lifecycle::{Component, ComponentManager, FatalError, Node};
+    /// use lifecycle::{StopSource, Supervisor, SupervisorEnd};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # use std::time::Duration;
+    /// # struct Threads;
+    /// # impl Runtime for Threads {
+    /// #     fn spawn_detached(&self, task: BoxFuture) {
+    /// #         std::thread::spawn(move || futures_executor::block_on(task));
+    /// #     }
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    /// # fn serving() -> Result<ComponentManager, FatalError> {
+    /// #     Ok(ComponentManager::builder()
+    /// #         .add_worker(|ctx, ready| async move {
+    /// #             ready.ready();
+    /// #             ctx.stopped().await;
+    /// #             Ok(())
+    /// #         })
+    /// #         .build())
+    /// # }
+    ///
+    /// // `serving` is ready at once and serves until stopped.
+    /// let supervisor = Supervisor::builder()
+    ///     .node(Node::new("db", serving))
+    ///     .node(Node::new("api", serving).depends_on(["db"]))
+    ///     .build()?;
+    /// let ready = supervisor.ready();
+    ///
+    /// # futures_executor::block_on(async {
+    /// let stop = StopSource::new();
+    /// let stopper = stop.clone();
+    /// let run = supervisor.run(Arc::new(Threads), stop.token());
+    /// let stop_when_ready = async move {
+    ///     ready.wait().await; // db, then api, are ready
+    ///     stopper.stop(); // api stops first, then db
+    /// };
+    /// let (outcome, ()) = futures_util::future::join(run, stop_when_ready).await;
+    /// assert!(matches!(outcome.end, SupervisorEnd::ParentStopped), "{outcome}");
+    /// assert!(outcome.is_clean());
+    /// # });
+    /// # Ok::<(), lifecycle::BuildError>(())
+    /// ```
     pub async fn run(self, runtime: SharedRuntime, parent: StopToken) -> SupervisorOutcome {
         let parts = self.parts.lock().take();
         let Some(parts) = parts else {

@@ -626,6 +626,44 @@ impl StatusBoard {
     }
 
     /// A copy of every node's status, in declaration order.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use lifecycle::{ComponentManager, FatalError, Node, NodeState, StopSource, Supervisor};
+    /// use std::sync::Arc;
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # use std::time::Duration;
+    /// # struct Threads;
+    /// # impl Runtime for Threads {
+    /// #     fn spawn_detached(&self, task: BoxFuture) {
+    /// #         std::thread::spawn(move || futures_executor::block_on(task));
+    /// #     }
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    ///
+    /// /// A one-shot job: it does its work and ends.
+    /// fn oneshot() -> Result<ComponentManager, FatalError> {
+    ///     Ok(ComponentManager::builder().add_worker(|_, _| async { Ok(()) }).build())
+    /// }
+    ///
+    /// // Declared before the migration it waits for.
+    /// let supervisor = Supervisor::builder()
+    ///     .node(Node::new("seed", oneshot).depends_on(["migrate"]))
+    ///     .node(Node::new("migrate", oneshot))
+    ///     .build()?;
+    /// let status = supervisor.status();
+    /// assert!(status.snapshot().iter().all(|node| node.generation == 0), "none started");
+    ///
+    /// let stop = StopSource::new();
+    /// futures_executor::block_on(supervisor.run(Arc::new(Threads), stop.token()));
+    /// let after = status.snapshot();
+    /// let names: Vec<&str> = after.iter().map(|node| &*node.name).collect();
+    /// assert_eq!(names, ["seed", "migrate"], "declaration order, not start order");
+    /// assert!(after.iter().all(|node| node.state == NodeState::Completed));
+    /// # Ok::<(), lifecycle::BuildError>(())
+    /// ```
     pub fn snapshot(&self) -> Vec<NodeStatus> {
         self.board.nodes.iter().map(Entry::status).collect()
     }
@@ -639,6 +677,46 @@ impl StatusBoard {
     /// One line: each node's name and state, e.g.
     /// `db=ready api=starting(2)`; the instance is shown after a restart,
     /// and a spin-halt is named at the end (`spin-halt after db`).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use lifecycle::{ComponentManager, FatalError, Node, RestartPolicy, StopSource, Supervisor};
+    /// use std::sync::Arc;
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # use std::time::Duration;
+    /// # struct Threads;
+    /// # impl Runtime for Threads {
+    /// #     fn spawn_detached(&self, task: BoxFuture) {
+    /// #         std::thread::spawn(move || futures_executor::block_on(task));
+    /// #     }
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    ///
+    /// // An import whose first instance fails and whose second completes.
+    /// let mut built = 0;
+    /// let import = Node::new("import", move || {
+    ///     built += 1;
+    ///     let fail = built == 1;
+    ///     Ok::<_, FatalError>(
+    ///         ComponentManager::builder()
+    ///             .add_worker(move |_, _| async move {
+    ///                 if fail { Err(FatalError::msg("file locked")) } else { Ok(()) }
+    ///             })
+    ///             .build(),
+    ///     )
+    /// })
+    /// .policy(RestartPolicy::immediate());
+    /// let supervisor = Supervisor::builder().node(import).build()?;
+    /// let status = supervisor.status();
+    /// assert_eq!(status.summary(), "import=waiting");
+    ///
+    /// let stop = StopSource::new();
+    /// futures_executor::block_on(supervisor.run(Arc::new(Threads), stop.token()));
+    /// assert_eq!(status.summary(), "import=completed(2)", "the second instance");
+    /// # Ok::<(), lifecycle::BuildError>(())
+    /// ```
     pub fn summary(&self) -> alloc::string::String {
         use core::fmt::Write;
         let mut line = alloc::string::String::new();

@@ -490,6 +490,18 @@ impl FatalSlot {
         recorded.with_state(|_, slot| slot.take())
     }
 
+    /// Closes the slot for a reader that is going away: takes the first
+    /// error if one is recorded and not yet delivered, and from then on
+    /// every report goes to the hook, as a later error does, rather than
+    /// waiting in the slot for a reader that will never come.
+    pub(crate) fn close(&self) -> Option<FatalError> {
+        let recorded = &self.inner().recorded;
+        // Marked recorded, with nothing in it, unless an error is there
+        // already; either way no report can be first after this.
+        recorded.set(|_| ());
+        recorded.with_state(|_, slot| slot.take())
+    }
+
     /// Waits until a first error is recorded, then takes it. Resolves to
     /// `None` if someone else took it first. Cancel-safe: dropping the future
     /// before it completes takes nothing.

@@ -485,8 +485,10 @@ where
                     // What the instance threw while it shut down was its
                     // first error (nothing took the slot), and a cancelled
                     // run has no handler to give it to: it goes to the
-                    // hook, as every error thrown during a stop does.
-                    if let Some(error) = slot.take() {
+                    // hook, as every error thrown during a stop does. The
+                    // slot is closed, so that an instance that overran and
+                    // outlives the loop reports to the hook too.
+                    if let Some(error) = slot.close() {
                         slot.report_unhandled(error);
                     }
                     return overrun.unwrap_or(RunOutcome::Cancelled);

@@ -38,6 +38,7 @@ conformance!(
     stop_timeout_aborts_an_instance_ignoring_the_stop,
     stop_timeout_on_a_parent_stop,
     stop_timeout_with_a_component_that_cannot_abort,
+    error_after_an_abandoned_stop_goes_to_the_hook,
     parent_stop_during_the_backoff_cancels,
     instance_scope_is_released_on_every_exit,
     error_wins_over_a_simultaneous_parent_stop,
@@ -1189,6 +1190,38 @@ async fn stop_timeout_with_a_component_that_cannot_abort(rt: SharedRuntime) {
         "got {outcome:?}"
     );
     assert_eq!(component.abort_calls(), 1);
+}
+
+async fn error_after_an_abandoned_stop_goes_to_the_hook(rt: SharedRuntime) {
+    // An instance that neither stops nor aborts outlives the loop; what it
+    // reports afterwards has no reader left, and must reach the hook rather
+    // than wait in the slot for ever.
+    const TIMEOUT: Duration = Duration::from_millis(20);
+    let hooked = Events::new();
+    let component = ManualComponent::new();
+    let stop = StopSource::new();
+    let run = rt.spawn(
+        run_component(component.factory(), |_: &Failure| Verdict::Restart)
+            .stop_timeout(TIMEOUT)
+            .hook(hooked.hook())
+            .run(rt.clone(), stop.token()),
+    );
+    let scope = component.started().await;
+    stop.stop();
+    let outcome = run.await.unwrap();
+    assert!(
+        matches!(
+            outcome,
+            RunOutcome::StopTimedOut {
+                aborted: false,
+                error: None,
+                ..
+            }
+        ),
+        "got {outcome:?}"
+    );
+    scope.throw(FatalError::msg("flush failed after the loop"));
+    assert_eq!(hooked.snapshot(), ["flush failed after the loop"]);
 }
 
 async fn parent_stop_during_the_backoff_cancels(rt: SharedRuntime) {

@@ -598,6 +598,7 @@ impl Engine {
 
     /// The instance ended cleanly on its own.
     fn on_completed(&mut self, node: usize) {
+        self.fold_in_nested(node, false);
         let attempt = self.nodes[node].attempt;
         if let Some(instance) = &self.nodes[node].instance {
             instance.source.stop();
@@ -641,13 +642,19 @@ impl Engine {
             return;
         };
         match core::mem::replace(after, AfterStop::Settle) {
-            AfterStop::Handle(error) => self.on_failure(node, error),
+            AfterStop::Handle(error) => {
+                self.fold_in_nested(node, true);
+                self.on_failure(node, error);
+            }
             AfterStop::Settle => {
                 // An error reported just before done is taken with done;
                 // should one still be in the slot, record it, not lose it.
-                if let Some(error) = run.instance.as_ref().and_then(|it| it.slot.take()) {
+                // Closed, so that an instance given up on while not done
+                // (its abort did not end it) reports to the hook from now.
+                if let Some(error) = run.instance.as_ref().and_then(|it| it.slot.close()) {
                     self.record_stop_error(node, error);
                 }
+                self.fold_in_nested(node, false);
                 self.settle_stopped(node);
             }
         }
@@ -1133,8 +1140,22 @@ impl Engine {
             }
             if let Some(instance) = &self.nodes[node].instance {
                 instance.give_up();
+                // Not done, and no longer watched: an error it reported
+                // is recorded, and what it reports from now on goes to
+                // the hook.
+                if let Some(error) = instance.slot.close() {
+                    self.record_stop_error(node, error);
+                }
             }
             self.note_overran(node);
+            // A failed instance still stopping: its failure is handled as
+            // any other while everything stops, recorded and not acted on.
+            if let State::Stopping { after, .. } = &mut self.nodes[node].state {
+                if let AfterStop::Handle(error) = core::mem::replace(after, AfterStop::Settle) {
+                    self.on_failure(node, error);
+                    continue;
+                }
+            }
             let attempt = self.nodes[node].attempt;
             self.nodes[node].stop = None;
             self.set_state(node, State::Stopped);
@@ -1151,20 +1172,13 @@ impl Engine {
         let run = &mut self.nodes[node];
         let blocked = run.blocks();
         let before = core::mem::replace(&mut run.state, state).public();
-        let blocks = run.blocks();
-        // Done, or never started: no instance any more.
-        let gone = if after.is_up() {
-            None
-        } else {
-            run.instance.take()
-        };
-        if let Some(instance) = gone {
-            if let Some(nested) = instance.component.nested_outcome() {
-                self.fold_in(node, nested);
+        if !after.is_up() {
+            // Done, or never started: no instance any more.
+            if let Some(instance) = run.instance.take() {
+                self.retired.push(instance);
             }
-            self.retired.push(instance);
         }
-        if blocks != blocked {
+        if run.blocks() != blocked {
             self.propagate_blocking(node, !blocked);
         }
         self.up = self.up + usize::from(after.is_up()) - usize::from(before.is_up());
@@ -1174,14 +1188,21 @@ impl Engine {
         self.status.set_state(node, after);
     }
 
-    /// Folds a nested supervisor's outcome, its run over, into this one's:
-    /// its failures, errors while stopping and overrunning nodes are
-    /// recorded as this one's, named `node/inner`. (Its deciding error, a
-    /// Shutdown's or a spin-halt's, reached this run as the node's own
-    /// failure already.)
-    fn fold_in(&mut self, node: usize, nested: SupervisorOutcome) {
-        let outer = &self.specs[node].name;
-        let name = |inner: &str| Arc::<str>::from(format!("{outer}/{inner}"));
+    /// If the node's instance is a nested supervisor, its run over, its
+    /// outcome becomes part of this one's, its nodes named `node/inner`:
+    /// the nodes that overran their stop are named as this run's own, and
+    /// so are its failures and errors while stopping, unless this run is
+    /// handling the nested supervisor's own failure (`failed`: a Shutdown
+    /// or spin-halt inside, whose error reached this run as the node's).
+    /// Then they are later errors of a failed instance, and go to the
+    /// hook, as a component's do.
+    fn fold_in_nested(&mut self, node: usize, failed: bool) {
+        let instance = self.nodes[node].instance.as_ref();
+        let Some(nested) = instance.and_then(|it| it.component.nested_outcome()) else {
+            return;
+        };
+        let outer = self.specs[node].name.clone();
+        let name = move |inner: &str| Arc::<str>::from(format!("{outer}/{inner}"));
         let named = |errors: Vec<NodeError>| {
             errors
                 .into_iter()
@@ -1190,12 +1211,20 @@ impl Engine {
                     error,
                 })
         };
-        self.failures.extend(named(nested.failures));
-        self.shutdown_errors.extend(named(nested.shutdown_errors));
         for inner in &nested.overran {
             let inner = name(inner);
             if !self.overran.contains(&inner) {
                 self.overran.push(inner);
+            }
+        }
+        if !failed {
+            self.failures.extend(named(nested.failures));
+            self.shutdown_errors.extend(named(nested.shutdown_errors));
+        } else if let Some(instance) = &self.nodes[node].instance {
+            let errors = named(nested.failures).chain(named(nested.shutdown_errors));
+            for NodeError { node, error } in errors {
+                let error = FatalError::new(NodeFailed { node, error });
+                instance.slot.report_unhandled(error);
             }
         }
     }

@@ -52,6 +52,7 @@ conformance!(
     start_all_of_nothing_is_ok,
     start_all_returns_the_first_error_and_rolls_back,
     start_all_rolls_back_only_what_it_started,
+    start_all_rolls_back_concurrently,
     stop_all_stops_concurrently_and_tolerates_never_started,
     stop_all_stops_a_large_group_concurrently,
     wait_all_started_counts_a_failed_start,
@@ -890,6 +891,64 @@ async fn start_all_rolls_back_only_what_it_started(rt: SharedRuntime) {
     );
     assert!(!services[1].base.is_running(), "not rolled back");
     services[0].stop().await;
+}
+
+/// A closure service whose work, once told to stop, sets `told` and then
+/// holds until `other` is set: two of them, each the other's `other`, stop
+/// only if both are told to stop before either has to be done.
+fn holding_service(
+    told: &lifecycle::Latch,
+    other: &lifecycle::Latch,
+) -> ServiceFn<impl Fn(Option<Generation>) -> ServiceFuture<'static, Result<(), FatalError>>> {
+    let (told, other) = (told.clone(), other.clone());
+    service_fn(move |generation: Option<Generation>| {
+        let (told, other) = (told.clone(), other.clone());
+        Box::pin(async move {
+            if let Some(generation) = generation {
+                drop(generation.spawn(|scope, started| async move {
+                    started.set();
+                    scope.token().stopped().await;
+                    told.set();
+                    other.wait().await;
+                }));
+            }
+            Ok(())
+        }) as ServiceFuture<'static, _>
+    })
+}
+
+async fn start_all_rolls_back_concurrently(rt: SharedRuntime) {
+    // The third fails to start: the first two are stopped together. Each
+    // holds its stop until the other's has begun, so a rollback that
+    // stopped one and waited for it before the next would wait for ever.
+    let (first_told, second_told) = (lifecycle::Latch::new(), lifecycle::Latch::new());
+    let first = holding_service(&first_told, &second_told);
+    let second = holding_service(&second_told, &first_told);
+    let error = FatalError::msg("port in use");
+    let broken = service_fn({
+        let error = error.clone();
+        move |generation: Option<Generation>| {
+            let error = error.clone();
+            async move {
+                drop(generation);
+                Err(error)
+            }
+        }
+    });
+    let services: [&dyn Service; 3] = [&first, &second, &broken];
+    let (_stop, scope) = parent(&rt);
+    let returned = start_all(&services, &scope).await.unwrap_err();
+    assert!(
+        returned.same_as(&error),
+        "not the service's error: {returned}"
+    );
+    assert!(first_told.is_set() && second_told.is_set());
+    for (index, service) in [&first, &second].into_iter().enumerate() {
+        assert!(
+            !service.base().is_running(),
+            "service {index} was not rolled back"
+        );
+    }
 }
 
 /// A task that releases the held first work of every service once all of

@@ -11,11 +11,13 @@
 //!   which keep running and how many instances each had; a restart after a
 //!   backoff.
 //! - Start gating: a child's factory is not called before its parent is
-//!   ready.
+//!   ready; independent nodes start concurrently (both built before
+//!   either is ready); peers start in declaration order, not by name.
 //! - Stop order: reverse topological, independent branches concurrently; a
 //!   terminate request stops in order too.
 //! - Shutdown returns only once every node is done; SpinHalt ignores the
-//!   parent's stop and ends on a terminate request.
+//!   parent's stop and ends on a terminate request, one that comes while
+//!   nodes are still stopping included, but only once they are done.
 //! - Errors reported while being stopped (after a parent stop, a Shutdown,
 //!   during a SpinHalt): recorded in the outcome, never handled, never
 //!   blocking; each repeated 200 times.
@@ -23,13 +25,22 @@
 //!   hung node aborted at its stop timeout (and given up if the abort does
 //!   not end it either), a factory error, a start
 //!   timeout, a nested supervisor, clean completion with and without
-//!   `required_while_running`, a permanent node.
+//!   `required_while_running`, a permanent node, and one exiting at once
+//!   until its restart budget is spent (escalated to Stop, its failure in
+//!   the outcome).
+//! - A node that failed on its own and ignores the stop that follows is
+//!   aborted at its stop timeout, named in the outcome, and its handler
+//!   then gets its original error.
 //! - The exact event sequence of a restart followed by a parent stop, and
 //!   of a failure whose verdict comes once the parent's stop covers the
-//!   node (recorded, not acted on); a subscriber reading the status board
-//!   finds it showing the state every event tells of.
+//!   node (recorded, not acted on); the same under a dependency's Stop
+//!   verdict while the rest keeps running (both failures in the outcome,
+//!   in order); a subscriber reading the status board finds it showing
+//!   the state every event tells of.
 //! - The shutdown budget: a node that ignores its stop, with no stop
-//!   timeout of its own, is aborted when the budget runs out and named.
+//!   timeout of its own, is aborted when the budget runs out and named;
+//!   during a spin-halt too, which then still waits for its terminate
+//!   request.
 //! - A factory failing at once under an unlimited immediate policy does not
 //!   keep the supervisor from its parent's stop; a supervisor started as a
 //!   component can be aborted, and takes its nodes down with it.
@@ -55,6 +66,8 @@ use lifecycle_conformance::{
 
 conformance!(
     shutdown_budget_aborts_what_is_not_done,
+    failure_given_up_by_the_shutdown_budget_stays_in_the_outcome,
+    error_after_the_budget_gave_a_node_up_goes_to_the_hook,
     factory_failing_at_once_does_not_spin_the_supervisor,
     aborting_a_supervisor_started_as_a_component_ends_it,
     duplicate_name_is_refused,
@@ -89,6 +102,7 @@ conformance!(
     start_timeout_fails_the_node,
     error_while_stopping_after_a_start_timeout_goes_to_the_hook,
     nested_supervisor,
+    nested_outcome_is_part_of_the_outer_one,
     clean_completion_keeps_dependents_running,
     completion_of_a_required_node_stops_its_dependents,
     permanent_node_is_restarted_after_a_clean_exit,
@@ -98,6 +112,13 @@ conformance!(
     restart_then_stop_event_sequence,
     verdict_during_a_cascade_is_recorded_not_acted_on,
     status_shows_what_each_event_tells,
+    verdict_during_a_stop_cascade_is_recorded_while_running,
+    independent_nodes_start_concurrently,
+    peers_start_in_declaration_order,
+    terminate_during_a_spin_halt_waits_for_the_stop,
+    node_failing_on_its_own_is_aborted_at_its_stop_timeout,
+    shutdown_budget_runs_out_during_a_spin_halt,
+    permanent_node_exiting_at_once_spends_its_budget,
 );
 
 /// Short enough to keep the suite fast, long enough to be a real wait.
@@ -130,12 +151,14 @@ struct Probe {
     /// Open (set) when the instances built from now on become ready.
     gate: Arc<Mutex<Latch>>,
     on_stop: OnStop,
-    fail_at_once: bool,
+    /// How every instance ends right after calling ready, if it does.
+    at_once: Option<Woken>,
     /// The current instance's triggers.
     fail: Arc<Mutex<Latch>>,
     finish: Arc<Mutex<Latch>>,
 }
 
+#[derive(Clone, Copy)]
 enum Woken {
     Stopped,
     Failed,
@@ -153,7 +176,7 @@ impl Probe {
             built: Counter::default(),
             gate: Arc::new(Mutex::new(gate)),
             on_stop: OnStop::Return,
-            fail_at_once: false,
+            at_once: None,
             fail: Arc::default(),
             finish: Arc::default(),
         }
@@ -178,7 +201,13 @@ impl Probe {
 
     /// Every instance fails right after calling ready.
     fn failing_at_once(mut self) -> Probe {
-        self.fail_at_once = true;
+        self.at_once = Some(Woken::Failed);
+        self
+    }
+
+    /// Every instance returns `Ok` right after calling ready.
+    fn finishing_at_once(mut self) -> Probe {
+        self.at_once = Some(Woken::Finished);
         self
     }
 
@@ -238,9 +267,9 @@ impl Probe {
                 let gate = gate.clone();
                 async move {
                     let name = probe.name;
-                    let woken = if probe.fail_at_once {
+                    let woken = if let Some(woken) = probe.at_once {
                         ready.ready();
-                        Woken::Failed
+                        woken
                     } else {
                         let mut gate = pin!(gate.wait());
                         let mut stopped = pin!(ctx.stopped());
@@ -728,14 +757,7 @@ async fn spin_halt_on_b_stops_everything_until_terminate(rt: SharedRuntime) {
     assert_eq!(graph.built(), [1, 1, 1, 1, 1]);
     terminate.set();
     let outcome = running.outcome().await;
-    match &outcome.end {
-        SupervisorEnd::SpinHaltReleased { node, error } => {
-            assert_eq!(&**node, "B");
-            assert_eq!(error.to_string(), "B failed 1");
-        }
-        other => panic!("expected a released spin-halt, got {other:?}"),
-    }
-    assert!(!outcome.is_clean());
+    assert_released_by(&outcome, "B", "B failed 1");
     assert_eq!(graph.handled.snapshot(), ["B 1 B failed 1"]);
 }
 
@@ -1315,6 +1337,7 @@ async fn nested_supervisor(rt: SharedRuntime) {
     let log = Events::new();
     let handled = Arc::new(Mutex::new(Vec::new()));
     let db = Probe::new("db", &log);
+    let unhandled = Events::new();
     let x = Probe::new("x", &log).gated().on_stop(OnStop::Fail);
     let y = Probe::new("y", &log);
     let api = Probe::new("api", &log);
@@ -1338,6 +1361,7 @@ async fn nested_supervisor(rt: SharedRuntime) {
             }
         }))
         .node(api.node().depends_on(["inner"]))
+        .fatal_hook(unhandled.hook())
         .build()
         .unwrap();
     let running = launch(&rt, supervisor);
@@ -1369,20 +1393,55 @@ async fn nested_supervisor(rt: SharedRuntime) {
         assert_eq!(&*failed.node, "y");
         assert_eq!(failed.error.to_string(), "y failed 1");
     }
-    // The inner supervisor's outcome is part of the outer one's: the error
-    // x reported while stopping is recorded under the inner node's name.
+    // The inner supervisor failed as a whole: the error x reported while
+    // it stopped is a later error of the failed node, and went to the hook.
+    assert_eq!(
+        unhandled.snapshot(),
+        ["node inner/x failed: x failed while stopping"]
+    );
     let outcome = running
         .stop_after_failures(&["inner: node y failed: y failed 1"])
         .await;
+    assert!(outcome.shutdown_errors.is_empty(), "{outcome:?}");
+    // Inside, x stopped before the inner supervisor was done; outside, api
+    // stopped after the verdict on the inner node, db at the parent stop.
+    assert_eq!(log.snapshot(), ["x stopped", "api stopped", "db stopped"]);
+}
+
+async fn nested_outcome_is_part_of_the_outer_one(rt: SharedRuntime) {
+    let log = Events::new();
+    let x = Probe::new("x", &log).on_stop(OnStop::Fail);
+    let y = Probe::new("y", &log);
+    let inner = {
+        let (x, y) = (x.clone(), y.clone());
+        move || {
+            Supervisor::builder()
+                .node(x.node())
+                .node(y.node().handler(|_| Verdict::Stop))
+                .build()
+                .map_err(FatalError::new)
+        }
+    };
+    let supervisor = Supervisor::builder()
+        .node(Node::new("inner", inner))
+        .build()
+        .unwrap();
+    let running = launch(&rt, supervisor);
+    running.ready.wait().await;
+    // Inside, y stops for good and x keeps running: the inner supervisor
+    // runs on, and the outer one sees nothing yet.
+    y.fail();
+    running.settles_to(&rt, "inner=ready").await;
+    // The parent's stop reaches x through the inner supervisor; the inner
+    // outcome (y's failure, x's error while stopping) is the outer one's,
+    // under the inner node's name.
+    let outcome = running.stop_after_failures(&["inner/y: y failed 1"]).await;
     let stop_errors: Vec<_> = outcome
         .shutdown_errors
         .iter()
         .map(ToString::to_string)
         .collect();
     assert_eq!(stop_errors, ["inner/x: x failed while stopping"]);
-    // Inside, x stopped before the inner supervisor was done; outside, api
-    // stopped after the verdict on the inner node, db at the parent stop.
-    assert_eq!(log.snapshot(), ["x stopped", "api stopped", "db stopped"]);
 }
 
 async fn clean_completion_keeps_dependents_running(rt: SharedRuntime) {
@@ -1824,25 +1883,43 @@ async fn shutdown_budget_aborts_what_is_not_done(rt: SharedRuntime) {
     gone.wait().await; // the worker was aborted, not left behind
 }
 
-async fn verdict_during_a_cascade_is_recorded_not_acted_on(rt: SharedRuntime) {
-    let (events, handled) = (Events::new(), Events::new());
-    let (release, b_failed) = (Latch::new(), Latch::new());
-    let built = Counter::default();
-    let a = Probe::new("a", &Events::new());
-    // b fails on its own, but its second worker keeps the failed instance
-    // from being done until `release`: by then the parent has stopped.
-    let b = Node::new("b", {
-        let (release, b_failed, built) = (release.clone(), b_failed.clone(), built.clone());
-        move || {
-            let attempt = built.next();
-            let (release, b_failed) = (release.clone(), b_failed.clone());
-            Ok(ComponentManager::builder()
+/// A node whose first instance fails with "X failed 1" once `fail` is
+/// set, and whose second worker then keeps that failed instance from being
+/// done until `release` is set: a failure whose verdict waits (never set:
+/// the instance ignores its stop until aborted). Later instances serve
+/// until told to stop. `built` counts the instances. It restarts at once
+/// when told to restart.
+fn failing_then_held(name: &'static str, fail: &Latch, release: &Latch, built: &Counter) -> Node {
+    let (fail, release, built) = (fail.clone(), release.clone(), built.clone());
+    let factory = move || {
+        let instance = built.next();
+        let first = instance == 1;
+        let (fail, release) = (fail.clone(), release.clone());
+        Ok::<_, FatalError>(
+            ComponentManager::builder()
                 .add_worker(move |ctx, ready| {
-                    let b_failed = b_failed.clone();
+                    let fail = fail.clone();
                     async move {
                         ready.ready();
-                        b_failed.wait().await;
-                        ctx.throw(FatalError::msg(format!("b failed {attempt}")));
+                        let mut stopped = pin!(ctx.stopped());
+                        if !first {
+                            stopped.await;
+                            return Ok(());
+                        }
+                        let mut failed = pin!(fail.wait());
+                        let failed = poll_fn(|cx| {
+                            if failed.as_mut().poll(cx).is_ready() {
+                                Poll::Ready(true)
+                            } else if stopped.as_mut().poll(cx).is_ready() {
+                                Poll::Ready(false)
+                            } else {
+                                Poll::Pending
+                            }
+                        })
+                        .await;
+                        if failed {
+                            ctx.throw(FatalError::msg(format!("{name} failed {instance}")));
+                        }
                         Ok(())
                     }
                 })
@@ -1851,15 +1928,50 @@ async fn verdict_during_a_cascade_is_recorded_not_acted_on(rt: SharedRuntime) {
                     async move {
                         ready.ready();
                         ctx.stopped().await;
-                        release.wait().await;
+                        if first {
+                            release.wait().await;
+                        }
                         Ok(())
                     }
                 })
-                .build())
-        }
-    })
-    .depends_on(["a"])
-    .handler(recording(&handled, "b", Verdict::Restart));
+                .build(),
+        )
+    };
+    Node::new(name, factory).policy(RestartPolicy::immediate())
+}
+
+async fn error_after_the_budget_gave_a_node_up_goes_to_the_hook(rt: SharedRuntime) {
+    // A node that neither stops nor aborts is given up when the budget
+    // runs out; what it reports after the run has ended has no reader
+    // left, and must reach the hook rather than wait in its slot.
+    let hooked = Events::new();
+    let stubborn = ManualComponent::new();
+    let supervisor = Supervisor::builder()
+        .node(Node::new("stubborn", stubborn.factory()).no_stop_timeout())
+        .shutdown_budget(SHORT)
+        .fatal_hook(hooked.hook())
+        .build()
+        .unwrap();
+    let running = launch(&rt, supervisor);
+    let scope = stubborn.started().await;
+    running.stop.stop();
+    let outcome = running.outcome().await;
+    assert!(outcome.budget_spent, "got {outcome:?}");
+    assert_eq!(overran(&outcome), ["stubborn"]);
+    scope.throw(FatalError::msg("flush failed after the run"));
+    assert_eq!(hooked.snapshot(), ["flush failed after the run"]);
+}
+
+async fn verdict_during_a_cascade_is_recorded_not_acted_on(rt: SharedRuntime) {
+    let (events, handled) = (Events::new(), Events::new());
+    let (release, b_failed) = (Latch::new(), Latch::new());
+    let built = Counter::default();
+    let a = Probe::new("a", &Events::new());
+    // b fails on its own, but the failed instance is kept from being done
+    // until `release`: by then the parent has stopped.
+    let b = failing_then_held("b", &b_failed, &release, &built)
+        .depends_on(["a"])
+        .handler(recording(&handled, "b", Verdict::Restart));
     let supervisor = Supervisor::builder()
         .node(a.node())
         .node(b)
@@ -1900,4 +2012,401 @@ async fn verdict_during_a_cascade_is_recorded_not_acted_on(rt: SharedRuntime) {
             "b stopped 1",
         ]
     );
+}
+
+/// The events about `node`, in order.
+fn events_of(events: &Events, node: &str) -> Vec<String> {
+    let prefix = format!("{node} ");
+    events
+        .snapshot()
+        .into_iter()
+        .filter(|event| event.starts_with(&prefix))
+        .collect()
+}
+
+async fn verdict_during_a_stop_cascade_is_recorded_while_running(rt: SharedRuntime) {
+    // a <- b <- c, and e. c fails on its own, but its failed instance is
+    // held from being done; meanwhile b fails with Stop, whose cascade
+    // covers c. c's verdict, once it is done, is recorded and ignored; the
+    // supervisor keeps running a and e.
+    let (log, events, handled) = (Events::new(), Events::new(), Events::new());
+    let [a, b, e] = ["a", "b", "e"].map(|name| Probe::new(name, &log));
+    let (c_fails, release) = (Latch::new(), Latch::new());
+    let c_built = Counter::default();
+    let supervisor = Supervisor::builder()
+        .node(a.node())
+        .node(
+            b.node()
+                .depends_on(["a"])
+                .handler(recording(&handled, "b", Verdict::Stop)),
+        )
+        .node(
+            failing_then_held("c", &c_fails, &release, &c_built)
+                .depends_on(["b"])
+                .handler(recording(&handled, "c", Verdict::Restart)),
+        )
+        .node(e.node())
+        .on_event(describing(&events))
+        .build()
+        .unwrap();
+    let running = launch(&rt, supervisor);
+    running.ready.wait().await;
+    c_fails.set();
+    eventually(&rt, "c's failure is seen", || {
+        events.count("c failed 1: c failed 1") == 1
+    })
+    .await;
+    b.fail();
+    // b's verdict is acted on while c is still stopping: b's own failure
+    // does not wait for its dependents, its instance being down already.
+    eventually(&rt, "b is stopped by its verdict", || {
+        running.status.summary() == "a=ready b=stopped c=stopping e=ready"
+    })
+    .await;
+    assert_eq!(handled.snapshot(), ["b 1 b failed 1"], "c is not done yet");
+    release.set();
+    running
+        .settles_to(&rt, "a=ready b=stopped c=stopped e=ready")
+        .await;
+    assert!(
+        !running.run.is_finished(),
+        "a Stop cascade does not end the supervisor"
+    );
+    // c's handler was asked once, and its Restart ignored.
+    assert_eq!(handled.snapshot(), ["b 1 b failed 1", "c 1 c failed 1"]);
+    assert_eq!(c_built.get(), 1, "c was restarted");
+    assert_eq!((a.built(), b.built(), e.built()), (1, 1, 1));
+    assert_eq!(
+        events_of(&events, "b"),
+        [
+            "b starting 1",
+            "b ready 1",
+            "b failed 1: b failed 1",
+            "b verdict 1: stop, acted on: true",
+            "b stopped 1",
+        ]
+    );
+    assert_eq!(
+        events_of(&events, "c"),
+        [
+            "c starting 1",
+            "c ready 1",
+            "c failed 1: c failed 1",
+            "c verdict 1: restart, acted on: false",
+            "c stopped 1",
+        ]
+    );
+    // Both failures left their node stopped for good, in the order their
+    // verdicts came; nothing was stopped by the supervisor but a and e, at
+    // the parent's stop.
+    running
+        .stop_after_failures(&["b: b failed 1", "c: c failed 1"])
+        .await;
+    let mut stops = log.snapshot();
+    stops.sort();
+    assert_eq!(stops, ["a stopped", "e stopped"]);
+}
+
+async fn independent_nodes_start_concurrently(rt: SharedRuntime) {
+    let log = Events::new();
+    let x = Probe::new("x", &log).gated();
+    let y = Probe::new("y", &log).gated();
+    let supervisor = Supervisor::builder()
+        .node(x.node())
+        .node(y.node())
+        .build()
+        .unwrap();
+    let running = launch(&rt, supervisor);
+    // Neither is ready: were they started one after the other, the second
+    // would wait for the first for ever.
+    eventually(&rt, "both are built", || x.built() == 1 && y.built() == 1).await;
+    assert_eq!(running.status.summary(), "x=starting y=starting");
+    assert!(!running.ready.is_set());
+    y.open();
+    x.open();
+    running.ready.wait().await;
+    running.stop_cleanly().await;
+    assert_eq!((x.built(), y.built()), (1, 1));
+}
+
+async fn peers_start_in_declaration_order(rt: SharedRuntime) {
+    // Declared neither alphabetically nor root first: peers that become
+    // startable together (once the root is ready) start in declaration
+    // order. The factories run on the supervisor's own task, so the order
+    // is the same on every executor.
+    let log = Events::new();
+    let root = Probe::new("root", &log).gated();
+    let [zeta, alpha, mid] = ["zeta", "alpha", "mid"].map(|name| Probe::new(name, &log));
+    let supervisor = Supervisor::builder()
+        .node(logging_builds(&zeta).depends_on(["root"]))
+        .node(logging_builds(&alpha).depends_on(["root"]))
+        .node(logging_builds(&root))
+        .node(logging_builds(&mid).depends_on(["root"]))
+        .build()
+        .unwrap();
+    let running = launch(&rt, supervisor);
+    eventually(&rt, "the root is built", || root.built() == 1).await;
+    root.open();
+    running.ready.wait().await;
+    assert_eq!(
+        log.snapshot(),
+        [
+            "root built 1",
+            "zeta built 1",
+            "alpha built 1",
+            "mid built 1"
+        ]
+    );
+    running.stop_cleanly().await;
+}
+
+/// A supervisor of `f`, a probe whose failure is a SpinHalt (its handler
+/// records into `handled`), beside `other`, released by `terminate`.
+fn spin_halting_beside(
+    other: Node,
+    handled: &Events,
+    terminate: &Latch,
+) -> (SupervisorBuilder, Probe) {
+    let f = Probe::new("f", &Events::new());
+    let builder = Supervisor::builder()
+        .node(f.node().handler(recording(handled, "f", Verdict::SpinHalt)))
+        .node(other)
+        .terminate_on(terminate.signal());
+    (builder, f)
+}
+
+/// Checks that the run ended with a spin-halt after `node` failed with
+/// `error`, released by a terminate request.
+fn assert_released_by(outcome: &SupervisorOutcome, node: &str, error: &str) {
+    match &outcome.end {
+        SupervisorEnd::SpinHaltReleased {
+            node: halted,
+            error: failed,
+        } => {
+            assert_eq!(&**halted, node);
+            assert_eq!(failed.to_string(), error);
+        }
+        other => panic!("expected a spin-halt after {node}, got {other:?}"),
+    }
+    assert!(!outcome.is_clean());
+}
+
+async fn terminate_during_a_spin_halt_waits_for_the_stop(rt: SharedRuntime) {
+    let (log, handled, terminate) = (Events::new(), Events::new(), Latch::new());
+    let (slow_told, release) = (Latch::new(), Latch::new());
+    let slow = Node::new("slow", holding("slow", &log, &slow_told, &release));
+    let (builder, f) = spin_halting_beside(slow, &handled, &terminate);
+    let running = launch(&rt, builder.build().unwrap());
+    running.ready.wait().await;
+    f.fail();
+    slow_told.wait().await;
+    assert_eq!(
+        running.status.summary(),
+        "f=stopped slow=stopping spin-halt after f"
+    );
+    // The request comes while slow is still stopping: it releases the
+    // spin-halt, but only once every node is done.
+    terminate.set();
+    let_others_run(&rt).await;
+    assert!(
+        !running.run.is_finished(),
+        "the run returned before slow was done"
+    );
+    assert_eq!(
+        running.status.summary(),
+        "f=stopped slow=stopping spin-halt after f"
+    );
+    release.set();
+    let status = running.status.clone();
+    let outcome = running.outcome().await;
+    assert_released_by(&outcome, "f", "f failed 1");
+    assert_eq!(status.summary(), "f=stopped slow=stopped spin-halt after f");
+    assert_eq!(log.snapshot(), ["slow told", "slow stopped"]);
+    assert_eq!(handled.snapshot(), ["f 1 f failed 1"]);
+    assert!(outcome.failures.is_empty() && outcome.shutdown_errors.is_empty());
+    assert!(outcome.overran.is_empty() && !outcome.budget_spent);
+}
+
+async fn node_failing_on_its_own_is_aborted_at_its_stop_timeout(rt: SharedRuntime) {
+    // n fails, and its second worker ignores the stop that follows: at its
+    // stop timeout the instance is aborted, and only then is the handler
+    // asked, with n's own error.
+    let (events, handled) = (Events::new(), Events::new());
+    let (fail, never) = (Latch::new(), Latch::new());
+    let built = Counter::default();
+    let supervisor = Supervisor::builder()
+        .node(
+            failing_then_held("n", &fail, &never, &built)
+                .stop_timeout(SHORT)
+                .handler(recording(&handled, "n", Verdict::Restart)),
+        )
+        .on_event(describing(&events))
+        .build()
+        .unwrap();
+    let running = launch(&rt, supervisor);
+    running.ready.wait().await;
+    let failed_at = rt.now();
+    fail.set();
+    running.settles_to(&rt, "n=ready(2)").await;
+    assert!(
+        rt.now().saturating_duration_since(failed_at) >= SHORT,
+        "restarted before its stop timeout"
+    );
+    assert_eq!(handled.snapshot(), ["n 1 n failed 1"]);
+    assert_eq!(built.get(), 2);
+    running.stop.stop();
+    let outcome = running.outcome().await;
+    assert!(
+        matches!(outcome.end, SupervisorEnd::ParentStopped),
+        "got {outcome:?}"
+    );
+    assert_eq!(overran(&outcome), ["n"]);
+    // Restarted: not a failure for good.
+    assert!(outcome.failures.is_empty(), "got {outcome:?}");
+    assert!(!outcome.is_clean());
+    assert_eq!(
+        events.snapshot(),
+        [
+            "n starting 1",
+            "n ready 1",
+            "n failed 1: n failed 1",
+            "n stop timed out 1 after 5ms",
+            "n verdict 1: restart, acted on: true",
+            "n restarting 2 after 0ns",
+            "n starting 2",
+            "n ready 2",
+            "n stopping 2: the parent stopped",
+            "n stopped 2",
+        ]
+    );
+}
+
+async fn shutdown_budget_runs_out_during_a_spin_halt(rt: SharedRuntime) {
+    // stubborn ignores the spin-halt's stop and has no stop timeout of its
+    // own: the shutdown budget gives it up, and the spin-halt goes on
+    // until the terminate request.
+    let (events, handled, terminate, gone) =
+        (Events::new(), Events::new(), Latch::new(), Latch::new());
+    let stubborn = Node::new("stubborn", watched(&gone, Heeds::Nothing)).no_stop_timeout();
+    let (builder, f) = spin_halting_beside(stubborn, &handled, &terminate);
+    let supervisor = builder
+        .shutdown_budget(SHORT)
+        .on_event(describing(&events))
+        .build()
+        .unwrap();
+    let running = launch(&rt, supervisor);
+    running.ready.wait().await;
+    let failed_at = rt.now();
+    f.fail();
+    running
+        .settles_to(&rt, "f=stopped stubborn=stopped spin-halt after f")
+        .await;
+    assert!(
+        rt.now().saturating_duration_since(failed_at) >= SHORT,
+        "given up before the budget ran out"
+    );
+    gone.wait().await; // aborted, not left behind
+    assert!(
+        !running.run.is_finished(),
+        "a spin-halt waits for a terminate request"
+    );
+    terminate.set();
+    let outcome = running.outcome().await;
+    assert_released_by(&outcome, "f", "f failed 1");
+    assert!(outcome.budget_spent, "got {outcome:?}");
+    assert_eq!(overran(&outcome), ["stubborn"]);
+    assert_eq!(handled.snapshot(), ["f 1 f failed 1"]);
+    assert_eq!(
+        events_of(&events, "stubborn"),
+        [
+            "stubborn starting 1",
+            "stubborn ready 1",
+            "stubborn stopping 1: spin-halt after f failed",
+            "stubborn stopped 1",
+        ]
+    );
+}
+
+async fn permanent_node_exiting_at_once_spends_its_budget(rt: SharedRuntime) {
+    let (log, events, handled) = (Events::new(), Events::new(), Events::new());
+    let p = Probe::new("p", &log).finishing_at_once();
+    let supervisor = Supervisor::builder()
+        .node(
+            p.node()
+                .permanent()
+                .policy(RestartPolicy::immediate().intensity(2, Duration::from_secs(3600)))
+                .handler(recording(&handled, "p", Verdict::Restart))
+                .on_exhausted(Verdict::Stop),
+        )
+        .on_event(describing(&events))
+        .build()
+        .unwrap();
+    let running = launch(&rt, supervisor);
+    let status = running.status.clone();
+    // p, the only node, ends stopped for good: the run completes.
+    let outcome = running.outcome().await;
+    assert!(
+        matches!(outcome.end, SupervisorEnd::Completed),
+        "got {outcome:?}"
+    );
+    // Two restarts allowed: the third exit escalates.
+    assert_eq!(p.built(), 3);
+    assert_eq!(status.summary(), "p=stopped(3)");
+    assert_eq!(
+        failed(&outcome),
+        ["p: node p exited and is permanent, but its restart budget is spent"]
+    );
+    assert!(!outcome.is_clean());
+    assert!(handled.is_empty(), "a clean exit is not a failure");
+    // Ready comes with done here: whether the run sees it is a race.
+    let events: Vec<_> = events
+        .snapshot()
+        .into_iter()
+        .filter(|event| !event.starts_with("p ready"))
+        .collect();
+    assert_eq!(
+        events,
+        [
+            "p starting 1",
+            "p completed 1",
+            "p restarting 2 after 0ns",
+            "p starting 2",
+            "p completed 2",
+            "p restarting 3 after 0ns",
+            "p starting 3",
+            "p completed 3",
+            "p restarts exhausted 3: stop",
+            "p stopped 3",
+        ]
+    );
+    assert!(log.is_empty(), "nothing was told to stop: {log:?}");
+}
+
+/// n fails on its own before the parent's stop, and its failed instance
+/// ignores the stop that follows (no stop timeout of its own); the shutdown
+/// budget gives it up. Its failure stays in the outcome's `failures`, its
+/// verdict recorded and not acted on, as when the failed instance ends
+/// within the budget (`verdict_during_a_cascade_is_recorded_not_acted_on`).
+async fn failure_given_up_by_the_shutdown_budget_stays_in_the_outcome(rt: SharedRuntime) {
+    let events = Events::new();
+    let (fail, never) = (Latch::new(), Latch::new());
+    let supervisor = Supervisor::builder()
+        .node(failing_then_held("n", &fail, &never, &Counter::default()).no_stop_timeout())
+        .shutdown_budget(SHORT)
+        .on_event(describing(&events))
+        .build()
+        .unwrap();
+    let running = launch(&rt, supervisor);
+    running.ready.wait().await;
+    fail.set();
+    eventually(&rt, "n's failure is seen", || {
+        events.count("n failed 1: n failed 1") == 1
+    })
+    .await;
+    running.stop.stop();
+    let outcome = running.outcome().await;
+    assert!(outcome.budget_spent, "got {outcome:?}");
+    assert_eq!(overran(&outcome), ["n"]);
+    assert_eq!(failed(&outcome), ["n: n failed 1"]);
+    assert_eq!(events.count("n verdict 1: restart, acted on: false"), 1);
 }

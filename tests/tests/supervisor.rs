@@ -1091,17 +1091,29 @@ fn logging_builds(probe: &Probe) -> Node {
     .policy(RestartPolicy::immediate())
 }
 
-async fn restart_with_dependents(rt: SharedRuntime) {
-    let log = Events::new();
-    let [a, b, c] = ["a", "b", "c"].map(|name| Probe::new(name, &log));
+/// The chain `first <- second <- third` of nodes logging their builds,
+/// the first restarting its dependents with it, launched and ready.
+async fn restarting_chain(
+    rt: &SharedRuntime,
+    log: &Events,
+    names: [&'static str; 3],
+) -> ([Probe; 3], Running) {
+    let probes = names.map(|name| Probe::new(name, log));
+    let [first, second, third] = &probes;
     let supervisor = Supervisor::builder()
-        .node(logging_builds(&a).restart_dependents())
-        .node(logging_builds(&b).depends_on(["a"]))
-        .node(logging_builds(&c).depends_on(["b"]))
+        .node(logging_builds(first).restart_dependents())
+        .node(logging_builds(second).depends_on([first.name]))
+        .node(logging_builds(third).depends_on([second.name]))
         .build()
         .unwrap();
-    let running = launch(&rt, supervisor);
+    let running = launch(rt, supervisor);
     running.ready.wait().await;
+    (probes, running)
+}
+
+async fn restart_with_dependents(rt: SharedRuntime) {
+    let log = Events::new();
+    let ([a, _, _], running) = restarting_chain(&rt, &log, ["a", "b", "c"]).await;
     a.fail();
     running
         .settles_to(&rt, "a=ready(2) b=ready(2) c=ready(2)")
@@ -1543,15 +1555,7 @@ async fn restart_with_dependents_waits_for_the_node_to_be_ready(rt: SharedRuntim
 
 async fn completed_node_stands_for_its_dependencies(rt: SharedRuntime) {
     let log = Events::new();
-    let [db, migrate, api] = ["db", "migrate", "api"].map(|name| Probe::new(name, &log));
-    let supervisor = Supervisor::builder()
-        .node(logging_builds(&db).restart_dependents())
-        .node(logging_builds(&migrate).depends_on(["db"]))
-        .node(logging_builds(&api).depends_on(["migrate"]))
-        .build()
-        .unwrap();
-    let running = launch(&rt, supervisor);
-    running.ready.wait().await;
+    let ([db, migrate, _], running) = restarting_chain(&rt, &log, ["db", "migrate", "api"]).await;
     migrate.finish();
     running
         .settles_to(&rt, "db=ready migrate=completed api=ready")

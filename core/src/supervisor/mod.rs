@@ -539,7 +539,8 @@ impl Drop for SetOnDrop {
 pub enum SupervisorEnd {
     /// Every node ended for good on its own (completed, or stopped by
     /// verdicts that did not stop the supervisor). An empty supervisor ends
-    /// so at once.
+    /// so at once. Nodes stopped by their failures are in
+    /// [`SupervisorOutcome::failures`], and the run is then not clean.
     Completed,
     /// The parent token stopped; every node was stopped in order.
     ParentStopped,

@@ -357,19 +357,26 @@ async fn spin_halt_ignores_interrupts_and_ends_on_terminate(rt: SharedRuntime) {
     );
 }
 
+/// Runs `supervisor` with no host request, sets `fail` once it is ready,
+/// and returns how the run ended, which is on its own.
+async fn exit_after_failing(rt: &SharedRuntime, supervisor: Supervisor, fail: &Latch) -> HostExit {
+    let hosted = start(rt, supervisor, Script::new());
+    hosted.ready.wait().await;
+    fail.set();
+    let exit = hosted.exit().await;
+    assert_eq!(exit.request, None, "the supervisor ended on its own");
+    exit
+}
+
 async fn shutdown_verdict_is_fatal(rt: SharedRuntime) {
     let (log, fail) = (Events::new(), Latch::new());
     let supervisor = Supervisor::builder()
         .node(node("db", &log, &fail, OnStop::Return).handler(|_| Verdict::Shutdown))
         .build()
         .unwrap();
-    let hosted = start(&rt, supervisor, Script::new());
-    hosted.ready.wait().await;
-    fail.set();
-    let exit = hosted.exit().await;
+    let exit = exit_after_failing(&rt, supervisor, &fail).await;
     assert_eq!(exit.reason, ExitReason::Fatal);
     assert_eq!(exit.code(), 1);
-    assert_eq!(exit.request, None, "the supervisor ended on its own");
     assert_eq!(
         exit.to_string(),
         "fatal failure (exit code 1): shut down after node db failed: db failed"
@@ -403,14 +410,10 @@ async fn nodes_stopped_by_their_failures_are_fatal(rt: SharedRuntime) {
         .node(node("b", &log, &fail, OnStop::Return).handler(|_| Verdict::Stop))
         .build()
         .unwrap();
-    let hosted = start(&rt, supervisor, Script::new());
-    hosted.ready.wait().await;
-    fail.set();
     // Each node stops for good; the supervisor ends when both have, on its
     // own, but not cleanly.
-    let exit = hosted.exit().await;
+    let exit = exit_after_failing(&rt, supervisor, &fail).await;
     assert_eq!(exit.reason, ExitReason::Fatal);
-    assert_eq!(exit.request, None, "the supervisor ended on its own");
     let outcome = exit.outcome.as_ref().expect("the run ended on its own");
     assert!(matches!(outcome.end, SupervisorEnd::Completed));
     assert!(!outcome.is_clean());
@@ -580,10 +583,7 @@ async fn one_component_failure_is_the_exit_code(rt: SharedRuntime) {
                 .build())
         }
     });
-    let hosted = start(&rt, supervisor, Script::new());
-    hosted.ready.wait().await;
-    fail.set();
-    let exit = hosted.exit().await;
+    let exit = exit_after_failing(&rt, supervisor, &fail).await;
     assert_eq!(exit.code(), 1);
     match exit.outcome.map(|outcome| outcome.end) {
         Some(SupervisorEnd::Shutdown { node, error }) => {

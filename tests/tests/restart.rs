@@ -60,6 +60,17 @@ impl Latest {
     fn get(&self) -> ComponentManager {
         self.0.lock().unwrap().clone().expect("no instance built")
     }
+
+    /// Waits until an instance is built and ready, and returns it.
+    async fn ready(&self, rt: &SharedRuntime) -> ComponentManager {
+        eventually(rt, "the instance was built", || {
+            self.0.lock().unwrap().is_some()
+        })
+        .await;
+        let instance = self.get();
+        instance.ready().wait().await;
+        instance
+    }
 }
 
 /// A handler that counts its calls in `handled` and always restarts.
@@ -329,12 +340,7 @@ async fn parent_stop_cancels_and_the_instance_is_done(rt: SharedRuntime) {
             .policy(RestartPolicy::immediate())
             .run(rt.clone(), stop.token()),
     );
-    eventually(&rt, "the instance was built", || {
-        latest.0.lock().unwrap().is_some()
-    })
-    .await;
-    let instance = latest.get();
-    instance.ready().wait().await;
+    let instance = latest.ready(&rt).await;
     stop.stop();
     let outcome = run.await.unwrap();
     assert!(matches!(outcome, RunOutcome::Cancelled), "got {outcome:?}");
@@ -409,11 +415,7 @@ async fn error_thrown_while_cancelled_goes_to_the_hook(rt: SharedRuntime) {
             .run(rt.clone(), stop.token()),
     );
     // Both workers wait for the stop before they throw.
-    eventually(&rt, "the instance was built", || {
-        latest.0.lock().unwrap().is_some()
-    })
-    .await;
-    latest.get().ready().wait().await;
+    latest.ready(&rt).await;
     stop.stop();
     let outcome = run.await.unwrap();
     assert!(matches!(outcome, RunOutcome::Cancelled), "got {outcome:?}");
@@ -1112,12 +1114,7 @@ async fn stop_timeout_on_a_parent_stop(rt: SharedRuntime) {
             .stop_timeout(TIMEOUT)
             .run(rt.clone(), stop.token()),
     );
-    eventually(&rt, "the instance was built", || {
-        latest.0.lock().unwrap().is_some()
-    })
-    .await;
-    let instance = latest.get();
-    instance.ready().wait().await;
+    let instance = latest.ready(&rt).await;
     stop.stop();
     let outcome = run.await.unwrap();
     assert!(

@@ -55,10 +55,10 @@ use std::time::Duration;
 
 use lifecycle::EventKind;
 use lifecycle::{
-    BuildError, Component, ComponentManager, Failure, FatalError, JoinHandle, Latch, Node,
-    NodeFailed, NodeState, RestartPolicy, Runtime, RuntimeExt, SharedRuntime, Signal,
-    StartTimedOut, StatusBoard, StopSource, Supervisor, SupervisorBuilder, SupervisorEnd,
-    SupervisorEvent, SupervisorOutcome, Verdict,
+    wait_signal_or_stop, BuildError, Component, ComponentManager, Failure, FatalError, JoinHandle,
+    Latch, Node, NodeFailed, NodeState, RestartPolicy, Runtime, RuntimeExt, SharedRuntime, Signal,
+    SignalOrStop, StartTimedOut, StatusBoard, StopSource, Supervisor, SupervisorBuilder,
+    SupervisorEnd, SupervisorEvent, SupervisorOutcome, Verdict,
 };
 use lifecycle_conformance::{
     conformance, eventually, let_others_run, Counter, Events, ManualComponent,
@@ -70,6 +70,7 @@ conformance!(
     error_after_the_budget_gave_a_node_up_goes_to_the_hook,
     factory_failing_at_once_does_not_spin_the_supervisor,
     aborting_a_supervisor_started_as_a_component_ends_it,
+    error_after_the_run_was_aborted_goes_to_the_hook,
     duplicate_name_is_refused,
     unknown_dependency_is_refused,
     cycle_is_refused_with_its_nodes,
@@ -1869,6 +1870,28 @@ async fn aborting_a_supervisor_started_as_a_component_ends_it(rt: SharedRuntime)
     assert!(!parent.is_stopped());
 }
 
+async fn error_after_the_run_was_aborted_goes_to_the_hook(rt: SharedRuntime) {
+    // The aborted run no longer watches its node: what the node reports
+    // afterwards must reach the hook rather than wait in its slot.
+    let hooked = Events::new();
+    let stubborn = ManualComponent::new();
+    let supervisor = Supervisor::builder()
+        .node(Node::new("stubborn", stubborn.factory()))
+        .fatal_hook(hooked.hook())
+        .build()
+        .unwrap();
+    let parent = StopSource::new();
+    let slot = lifecycle::FatalSlot::new();
+    supervisor
+        .start(lifecycle_conformance::scope(&rt, &parent, &slot))
+        .unwrap();
+    let scope = stubborn.started().await;
+    supervisor.abort();
+    Component::done(&supervisor).wait().await;
+    scope.throw(FatalError::msg("flush failed after the abort"));
+    assert_eq!(hooked.snapshot(), ["flush failed after the abort"]);
+}
+
 async fn shutdown_budget_aborts_what_is_not_done(rt: SharedRuntime) {
     let gone = Latch::new();
     let supervisor = Supervisor::builder()
@@ -1905,23 +1928,12 @@ fn failing_then_held(name: &'static str, fail: &Latch, release: &Latch, built: &
                     let fail = fail.clone();
                     async move {
                         ready.ready();
-                        let mut stopped = pin!(ctx.stopped());
                         if !first {
-                            stopped.await;
+                            ctx.stopped().await;
                             return Ok(());
                         }
-                        let mut failed = pin!(fail.wait());
-                        let failed = poll_fn(|cx| {
-                            if failed.as_mut().poll(cx).is_ready() {
-                                Poll::Ready(true)
-                            } else if stopped.as_mut().poll(cx).is_ready() {
-                                Poll::Ready(false)
-                            } else {
-                                Poll::Pending
-                            }
-                        })
-                        .await;
-                        if failed {
+                        let woken = wait_signal_or_stop(&fail.signal(), ctx.token()).await;
+                        if woken == SignalOrStop::Signal {
                             ctx.throw(FatalError::msg(format!("{name} failed {instance}")));
                         }
                         Ok(())

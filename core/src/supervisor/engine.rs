@@ -1140,26 +1140,20 @@ impl Engine {
             }
             if let Some(instance) = &self.nodes[node].instance {
                 instance.give_up();
-                // Not done, and no longer watched: an error it reported
-                // is recorded, and what it reports from now on goes to
-                // the hook.
-                if let Some(error) = instance.slot.close() {
-                    self.record_stop_error(node, error);
-                }
             }
             self.note_overran(node);
-            // A failed instance still stopping: its failure is handled as
-            // any other while everything stops, recorded and not acted on.
-            if let State::Stopping { after, .. } = &mut self.nodes[node].state {
-                if let AfterStop::Handle(error) = core::mem::replace(after, AfterStop::Settle) {
-                    self.on_failure(node, error);
-                    continue;
-                }
+            // Given up is as good as done, as for an instance its abort did
+            // not end (`on_late`): one not yet told to stop was stopped by
+            // the supervisor, and `on_done` settles either kind, a failure
+            // still waiting for its handler included.
+            if matches!(self.nodes[node].state, State::Starting | State::Ready) {
+                let given_up = State::Stopping {
+                    after: AfterStop::Settle,
+                    aborted: true,
+                };
+                self.set_state(node, given_up);
             }
-            let attempt = self.nodes[node].attempt;
-            self.nodes[node].stop = None;
-            self.set_state(node, State::Stopped);
-            self.emit(node, EventKind::Stopped { attempt });
+            self.on_done(node);
         }
     }
 
@@ -1331,10 +1325,15 @@ impl Engine {
 impl Drop for Engine {
     /// A run dropped before its end (its task aborted) takes its nodes
     /// down with it: every live instance's scope is stopped and the
-    /// instance aborted.
+    /// instance aborted. Nothing watches their slots any more: each is
+    /// closed, an error waiting in it and any reported later going to the
+    /// hook.
     fn drop(&mut self) {
         for instance in self.nodes.iter().filter_map(|run| run.instance.as_ref()) {
             instance.give_up();
+            if let Some(error) = instance.slot.close() {
+                instance.slot.report_unhandled(error);
+            }
         }
     }
 }

@@ -496,10 +496,14 @@ impl FatalSlot {
     /// waiting in the slot for a reader that will never come.
     pub(crate) fn close(&self) -> Option<FatalError> {
         let recorded = &self.inner().recorded;
-        // Marked recorded, with nothing in it, unless an error is there
-        // already; either way no report can be first after this.
-        recorded.set(|_| ());
-        recorded.with_state(|_, slot| slot.take())
+        // Marked recorded, with nothing in it, unless a report was there
+        // first; either way no report can be first after this. Only in the
+        // second case can an error wait in it, so only then is the lock
+        // taken again (a supervisor closes a slot at every instance's end).
+        match recorded.set(|_| ()) {
+            Some(()) => None,
+            None => recorded.with_state(|_, slot| slot.take()),
+        }
     }
 
     /// Waits until a first error is recorded, then takes it. Resolves to

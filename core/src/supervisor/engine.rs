@@ -89,6 +89,19 @@ enum Mode {
     SpinHalt { node: Arc<str>, error: FatalError },
 }
 
+/// Where a nested supervisor's failures and errors while stopping go
+/// when its outcome is folded into this run's (`fold_in_nested`).
+enum NestedErrors {
+    /// Into this run's outcome: this run stopped the nested supervisor,
+    /// or it completed.
+    Recorded,
+    /// To the hook: this run is handling the nested supervisor's own
+    /// failure (a Shutdown or spin-halt inside, whose error reached this
+    /// run as the node's), so they are later errors of a failed instance,
+    /// as a component's are.
+    ToHook,
+}
+
 struct Instance {
     component: Built,
     source: StopSource,
@@ -598,7 +611,7 @@ impl Engine {
 
     /// The instance ended cleanly on its own.
     fn on_completed(&mut self, node: usize) {
-        self.fold_in_nested(node, false);
+        self.fold_in_nested(node, NestedErrors::Recorded);
         let attempt = self.nodes[node].attempt;
         if let Some(instance) = &self.nodes[node].instance {
             instance.source.stop();
@@ -643,7 +656,7 @@ impl Engine {
         };
         match core::mem::replace(after, AfterStop::Settle) {
             AfterStop::Handle(error) => {
-                self.fold_in_nested(node, true);
+                self.fold_in_nested(node, NestedErrors::ToHook);
                 self.on_failure(node, error);
             }
             AfterStop::Settle => {
@@ -654,7 +667,7 @@ impl Engine {
                 if let Some(error) = run.instance.as_ref().and_then(|it| it.slot.close()) {
                     self.record_stop_error(node, error);
                 }
-                self.fold_in_nested(node, false);
+                self.fold_in_nested(node, NestedErrors::Recorded);
                 self.settle_stopped(node);
             }
         }
@@ -1185,12 +1198,8 @@ impl Engine {
     /// If the node's instance is a nested supervisor, its run over, its
     /// outcome becomes part of this one's, its nodes named `node/inner`:
     /// the nodes that overran their stop are named as this run's own, and
-    /// so are its failures and errors while stopping, unless this run is
-    /// handling the nested supervisor's own failure (`failed`: a Shutdown
-    /// or spin-halt inside, whose error reached this run as the node's).
-    /// Then they are later errors of a failed instance, and go to the
-    /// hook, as a component's do.
-    fn fold_in_nested(&mut self, node: usize, failed: bool) {
+    /// its failures and errors while stopping go where `errors` says.
+    fn fold_in_nested(&mut self, node: usize, errors: NestedErrors) {
         let instance = self.nodes[node].instance.as_ref();
         let Some(nested) = instance.and_then(|it| it.component.nested_outcome()) else {
             return;
@@ -1211,14 +1220,20 @@ impl Engine {
                 self.overran.push(inner);
             }
         }
-        if !failed {
-            self.failures.extend(named(nested.failures));
-            self.shutdown_errors.extend(named(nested.shutdown_errors));
-        } else if let Some(instance) = &self.nodes[node].instance {
-            let errors = named(nested.failures).chain(named(nested.shutdown_errors));
-            for NodeError { node, error } in errors {
-                let error = FatalError::new(NodeFailed { node, error });
-                instance.slot.report_unhandled(error);
+        match errors {
+            NestedErrors::Recorded => {
+                self.failures.extend(named(nested.failures));
+                self.shutdown_errors.extend(named(nested.shutdown_errors));
+            }
+            NestedErrors::ToHook => {
+                let Some(instance) = &self.nodes[node].instance else {
+                    return;
+                };
+                let errors = named(nested.failures).chain(named(nested.shutdown_errors));
+                for NodeError { node, error } in errors {
+                    let error = FatalError::new(NodeFailed { node, error });
+                    instance.slot.report_unhandled(error);
+                }
             }
         }
     }

@@ -87,6 +87,9 @@ pub(crate) fn supervisor_event(event: &SupervisorEvent) {
             EventKind::StopTimedOut { attempt, timeout } => {
                 warn!(target: T, node, attempt, timeout = ?timeout, "stop timed out, aborted")
             }
+            EventKind::GivenUp { attempt, budget } => {
+                warn!(target: T, node, attempt, budget = ?budget, "given up: shutdown budget spent")
+            }
             EventKind::Completed { attempt } => info!(target: T, node, attempt, "completed"),
             EventKind::Stopped { attempt } => info!(target: T, node, attempt, "stopped"),
             EventKind::Waiting { attempt } => info!(target: T, node, attempt, "waiting"),

@@ -125,6 +125,9 @@ fn describe(kind: &EventKind) -> String {
         EventKind::StopTimedOut { timeout, .. } => {
             format!("not stopped within {timeout:?}; aborted")
         }
+        EventKind::GivenUp { budget, .. } => {
+            format!("shutdown budget of {budget:?} spent; given up")
+        }
         EventKind::Completed { .. } => "completed".to_owned(),
         EventKind::Stopped { .. } => "stopped".to_owned(),
         EventKind::Waiting { .. } => "waiting to start again".to_owned(),

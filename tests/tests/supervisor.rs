@@ -66,6 +66,7 @@ use lifecycle_conformance::{
 
 conformance!(
     shutdown_budget_aborts_what_is_not_done,
+    nodes_given_up_by_the_budget_are_told_why,
     failure_given_up_by_the_shutdown_budget_stays_in_the_outcome,
     error_after_the_budget_gave_a_node_up_goes_to_the_hook,
     factory_failing_at_once_does_not_spin_the_supervisor,
@@ -350,6 +351,14 @@ fn launch(rt: &SharedRuntime, supervisor: Supervisor) -> Running {
     }
 }
 
+/// Builds the supervisor, launches its run and waits until every node is
+/// ready.
+async fn launch_ready(rt: &SharedRuntime, builder: SupervisorBuilder) -> Running {
+    let running = launch(rt, builder.build().unwrap());
+    running.ready.wait().await;
+    running
+}
+
 impl Running {
     /// Waits until the status summary is `expected`, then checks that it
     /// stays so while everything else gets a chance to run.
@@ -366,15 +375,42 @@ impl Running {
         self.run.await.expect("the supervisor's run panicked")
     }
 
-    /// Stops the parent and returns the outcome, which must be a clean
-    /// parent stop.
-    async fn stop_cleanly(self) -> SupervisorOutcome {
+    /// Waits for the run to end on its own and returns the outcome, which
+    /// must be a completion (every node done for good).
+    async fn completes(self) -> SupervisorOutcome {
+        let outcome = self.outcome().await;
+        assert!(
+            matches!(outcome.end, SupervisorEnd::Completed),
+            "got {outcome:?}"
+        );
+        outcome
+    }
+
+    /// Stops the parent and returns the outcome, which must be a parent
+    /// stop.
+    async fn stop_parent(self) -> SupervisorOutcome {
         self.stop.stop();
         let outcome = self.outcome().await;
         assert!(
             matches!(outcome.end, SupervisorEnd::ParentStopped),
             "got {outcome:?}"
         );
+        outcome
+    }
+
+    /// Stops the parent and returns the outcome, in which the shutdown
+    /// budget must have run out.
+    async fn stop_spending_the_budget(self) -> SupervisorOutcome {
+        self.stop.stop();
+        let outcome = self.outcome().await;
+        assert!(outcome.budget_spent, "got {outcome:?}");
+        outcome
+    }
+
+    /// Stops the parent and returns the outcome, which must be a clean
+    /// parent stop.
+    async fn stop_cleanly(self) -> SupervisorOutcome {
+        let outcome = self.stop_parent().await;
         assert!(outcome.is_clean(), "got {outcome:?}");
         outcome
     }
@@ -383,12 +419,7 @@ impl Running {
     /// stop after `failures` (each "node: error") left nodes stopped for
     /// good, so not a clean one.
     async fn stop_after_failures(self, failures: &[&str]) -> SupervisorOutcome {
-        self.stop.stop();
-        let outcome = self.outcome().await;
-        assert!(
-            matches!(outcome.end, SupervisorEnd::ParentStopped),
-            "got {outcome:?}"
-        );
+        let outcome = self.stop_parent().await;
         assert_eq!(failed(&outcome), failures);
         assert!(!outcome.is_clean(), "got {outcome:?}");
         outcome
@@ -398,14 +429,24 @@ impl Running {
     /// stop that took at least `at_least` (on the runtime's clock).
     async fn stop_taking(self, rt: &SharedRuntime, at_least: Duration) -> SupervisorOutcome {
         let stopped_at = rt.now();
-        self.stop.stop();
-        let outcome = self.outcome().await;
+        let outcome = self.stop_parent().await;
         assert!(rt.now().saturating_duration_since(stopped_at) >= at_least);
-        assert!(
-            matches!(outcome.end, SupervisorEnd::ParentStopped),
-            "got {outcome:?}"
-        );
         outcome
+    }
+}
+
+/// Checks that the run ended with a Shutdown verdict on `node`, which
+/// failed with `error`.
+fn assert_shut_down_by(outcome: &SupervisorOutcome, node: &str, error: &str) {
+    match &outcome.end {
+        SupervisorEnd::Shutdown {
+            node: failing,
+            error: failed,
+        } => {
+            assert_eq!(&**failing, node);
+            assert_eq!(failed.to_string(), error);
+        }
+        other => panic!("expected a shutdown by {node}, got {other:?}"),
     }
 }
 
@@ -511,13 +552,10 @@ async fn self_dependency_is_a_cycle_of_one(_rt: SharedRuntime) {
 async fn repeated_dependencies_are_harmless(rt: SharedRuntime) {
     let log = Events::new();
     let (a, b) = (Probe::new("a", &log), Probe::new("b", &log));
-    let supervisor = Supervisor::builder()
+    let builder = Supervisor::builder()
         .node(a.node())
-        .node(b.node().depends_on(["a", "a"]).depends_on(["a"]))
-        .build()
-        .unwrap();
-    let running = launch(&rt, supervisor);
-    running.ready.wait().await;
+        .node(b.node().depends_on(["a", "a"]).depends_on(["a"]));
+    let running = launch_ready(&rt, builder).await;
     assert_eq!(running.status.summary(), "a=ready b=ready");
     running.stop_cleanly().await;
     assert_eq!(log.snapshot(), ["b stopped", "a stopped"]);
@@ -597,8 +635,7 @@ const ALL_READY: &str = "A=ready B=ready C=ready D=ready E=ready";
 /// Starts the graph, waits until it is ready and fails `node` with its
 /// verdict.
 async fn fail_in_graph(rt: &SharedRuntime, graph: &Abcde, verdict: Verdict, node: &str) -> Running {
-    let running = launch(rt, graph.supervisor(verdict).build().unwrap());
-    running.ready.wait().await;
+    let running = launch_ready(rt, graph.supervisor(verdict)).await;
     assert_eq!(running.status.summary(), ALL_READY);
     graph.probe(node).fail();
     running
@@ -629,12 +666,8 @@ async fn restart_on_b_restarts_only_b(rt: SharedRuntime) {
 async fn restart_after_a_backoff(rt: SharedRuntime) {
     let graph = Abcde::new();
     let policy = RestartPolicy::immediate().backoff(SHORT, SHORT);
-    let supervisor = graph
-        .supervisor_with(Verdict::Restart, |node| node.policy(policy.clone()))
-        .build()
-        .unwrap();
-    let running = launch(&rt, supervisor);
-    running.ready.wait().await;
+    let builder = graph.supervisor_with(Verdict::Restart, |node| node.policy(policy.clone()));
+    let running = launch_ready(&rt, builder).await;
     let failed_at = rt.now();
     graph.probe("B").fail();
     running
@@ -707,13 +740,7 @@ async fn shutdown_on_b_stops_everything_and_returns_the_error(rt: SharedRuntime)
     let running = fail_in_graph(&rt, &graph, Verdict::Shutdown, "B").await;
     let status = running.status.clone();
     let outcome = running.outcome().await;
-    match &outcome.end {
-        SupervisorEnd::Shutdown { node, error } => {
-            assert_eq!(&**node, "B");
-            assert_eq!(error.to_string(), "B failed 1");
-        }
-        other => panic!("expected a shutdown by B, got {other:?}"),
-    }
+    assert_shut_down_by(&outcome, "B", "B failed 1");
     assert_eq!(
         outcome.error().map(ToString::to_string).as_deref(),
         Some("B failed 1")
@@ -737,13 +764,10 @@ async fn shutdown_on_b_stops_everything_and_returns_the_error(rt: SharedRuntime)
 async fn spin_halt_on_b_stops_everything_until_terminate(rt: SharedRuntime) {
     let graph = Abcde::new();
     let terminate = Latch::new();
-    let supervisor = graph
+    let builder = graph
         .supervisor(Verdict::SpinHalt)
-        .terminate_on(terminate.signal())
-        .build()
-        .unwrap();
-    let running = launch(&rt, supervisor);
-    running.ready.wait().await;
+        .terminate_on(terminate.signal());
+    let running = launch_ready(&rt, builder).await;
     graph.probe("B").fail();
     running
         .settles_to(
@@ -790,8 +814,7 @@ async fn child_starts_only_once_its_parent_is_ready(rt: SharedRuntime) {
 
 async fn stop_order_is_reverse_topological(rt: SharedRuntime) {
     let graph = Abcde::new();
-    let running = launch(&rt, graph.supervisor(Verdict::Restart).build().unwrap());
-    running.ready.wait().await;
+    let running = launch_ready(&rt, graph.supervisor(Verdict::Restart)).await;
     running.stop_cleanly().await;
     let stops = graph.log.snapshot();
     assert_eq!(stops.len(), 5, "{stops:?}");
@@ -814,8 +837,7 @@ async fn stop_order_is_reverse_topological(rt: SharedRuntime) {
     for pair in chain.windows(2).rev() {
         builder = builder.node(pair[1].node().depends_on([pair[0].name]));
     }
-    let running = launch(&rt, builder.node(chain[0].node()).build().unwrap());
-    running.ready.wait().await;
+    let running = launch_ready(&rt, builder.node(chain[0].node())).await;
     running.stop_cleanly().await;
     assert_eq!(
         log.snapshot(),
@@ -859,14 +881,11 @@ async fn independent_branches_stop_concurrently(rt: SharedRuntime) {
     let log = Events::new();
     let root = Probe::new("root", &log);
     let (x_told, y_told) = (Latch::new(), Latch::new());
-    let supervisor = Supervisor::builder()
+    let builder = Supervisor::builder()
         .node(root.node())
         .node(Node::new("x", holding("x", &log, &x_told, &y_told)).depends_on(["root"]))
-        .node(Node::new("y", holding("y", &log, &y_told, &x_told)).depends_on(["root"]))
-        .build()
-        .unwrap();
-    let running = launch(&rt, supervisor);
-    running.ready.wait().await;
+        .node(Node::new("y", holding("y", &log, &y_told, &x_told)).depends_on(["root"]));
+    let running = launch_ready(&rt, builder).await;
     // If x and y were stopped one after the other, each would wait for
     // the other for ever.
     running.stop_cleanly().await;
@@ -882,14 +901,11 @@ async fn terminate_request_stops_in_order(rt: SharedRuntime) {
     let log = Events::new();
     let terminate = Latch::new();
     let (a, b) = (Probe::new("a", &log), Probe::new("b", &log));
-    let supervisor = Supervisor::builder()
+    let builder = Supervisor::builder()
         .node(a.node())
         .node(b.node().depends_on(["a"]))
-        .terminate_on(terminate.signal())
-        .build()
-        .unwrap();
-    let running = launch(&rt, supervisor);
-    running.ready.wait().await;
+        .terminate_on(terminate.signal());
+    let running = launch_ready(&rt, builder).await;
     terminate.set();
     let outcome = running.outcome().await;
     assert!(
@@ -905,14 +921,11 @@ async fn shutdown_returns_once_every_node_is_done(rt: SharedRuntime) {
     let slow = Probe::new("slow", &log).on_stop(OnStop::Linger);
     let slower = Probe::new("slower", &log).on_stop(OnStop::Linger);
     let failing = Probe::new("failing", &log);
-    let supervisor = Supervisor::builder()
+    let builder = Supervisor::builder()
         .node(slow.node())
         .node(slower.node().depends_on(["slow"]))
-        .node(failing.node().handler(|_| Verdict::Shutdown))
-        .build()
-        .unwrap();
-    let running = launch(&rt, supervisor);
-    running.ready.wait().await;
+        .node(failing.node().handler(|_| Verdict::Shutdown));
+    let running = launch_ready(&rt, builder).await;
     failing.fail();
     let outcome = running.outcome().await;
     assert!(
@@ -983,29 +996,26 @@ fn assert_stop_errors(outcome: &SupervisorOutcome, nodes: &[&str]) {
     assert_eq!(errors, expected, "{outcome:?}");
 }
 
+/// `a` <- `b`, both failing while stopping; their handlers record into
+/// `handled` and restart.
+fn pair_failing_while_stopping(log: &Events, handled: &Events) -> (SupervisorBuilder, [Probe; 2]) {
+    let [a, b] = ["a", "b"].map(|name| Probe::new(name, log).on_stop(OnStop::Fail));
+    let builder = Supervisor::builder()
+        .node(a.node().handler(recording(handled, "a", Verdict::Restart)))
+        .node(
+            b.node()
+                .depends_on(["a"])
+                .handler(recording(handled, "b", Verdict::Restart)),
+        );
+    (builder, [a, b])
+}
+
 async fn error_while_stopping_after_a_parent_stop(rt: SharedRuntime) {
     for _ in 0..REPEATS {
         let (log, handled, events) = (Events::new(), Events::new(), Events::new());
-        let a = Probe::new("a", &log).on_stop(OnStop::Fail);
-        let b = Probe::new("b", &log).on_stop(OnStop::Fail);
-        let supervisor = Supervisor::builder()
-            .node(a.node().handler(recording(&handled, "a", Verdict::Restart)))
-            .node(
-                b.node()
-                    .depends_on(["a"])
-                    .handler(recording(&handled, "b", Verdict::Restart)),
-            )
-            .on_event(describing(&events))
-            .build()
-            .unwrap();
-        let running = launch(&rt, supervisor);
-        running.ready.wait().await;
-        running.stop.stop();
-        let outcome = running.outcome().await;
-        assert!(
-            matches!(outcome.end, SupervisorEnd::ParentStopped),
-            "got {outcome:?}"
-        );
+        let (builder, [a, b]) = pair_failing_while_stopping(&log, &handled);
+        let running = launch_ready(&rt, builder.on_event(describing(&events))).await;
+        let outcome = running.stop_parent().await;
         assert_eq!(outcome.shutdown_errors.len(), 2, "{events:?}");
         assert_stop_errors(&outcome, &["b", "a"]);
         assert!(handled.is_empty(), "handled: {handled:?}");
@@ -1019,31 +1029,20 @@ fn failing_while_stopping(
     handled: &Events,
     verdict: Verdict,
     terminate: &Latch,
-) -> (Supervisor, Probe) {
-    let a = Probe::new("a", log).on_stop(OnStop::Fail);
-    let b = Probe::new("b", log).on_stop(OnStop::Fail);
+) -> (SupervisorBuilder, Probe) {
+    let (pair, _) = pair_failing_while_stopping(log, handled);
     let f = Probe::new("f", log);
-    let supervisor = Supervisor::builder()
-        .node(a.node().handler(recording(handled, "a", Verdict::Restart)))
-        .node(
-            b.node()
-                .depends_on(["a"])
-                .handler(recording(handled, "b", Verdict::Restart)),
-        )
+    let builder = pair
         .node(f.node().handler(recording(handled, "f", verdict)))
-        .terminate_on(terminate.signal())
-        .build()
-        .unwrap();
-    (supervisor, f)
+        .terminate_on(terminate.signal());
+    (builder, f)
 }
 
 async fn error_while_stopping_after_a_shutdown(rt: SharedRuntime) {
     for _ in 0..REPEATS {
         let (log, handled) = (Events::new(), Events::new());
-        let (supervisor, f) =
-            failing_while_stopping(&log, &handled, Verdict::Shutdown, &Latch::new());
-        let running = launch(&rt, supervisor);
-        running.ready.wait().await;
+        let (builder, f) = failing_while_stopping(&log, &handled, Verdict::Shutdown, &Latch::new());
+        let running = launch_ready(&rt, builder).await;
         f.fail();
         let outcome = running.outcome().await;
         assert!(
@@ -1058,9 +1057,8 @@ async fn error_while_stopping_after_a_shutdown(rt: SharedRuntime) {
 async fn error_while_stopping_during_a_spin_halt(rt: SharedRuntime) {
     for _ in 0..REPEATS {
         let (log, handled, terminate) = (Events::new(), Events::new(), Latch::new());
-        let (supervisor, f) = failing_while_stopping(&log, &handled, Verdict::SpinHalt, &terminate);
-        let running = launch(&rt, supervisor);
-        running.ready.wait().await;
+        let (builder, f) = failing_while_stopping(&log, &handled, Verdict::SpinHalt, &terminate);
+        let running = launch_ready(&rt, builder).await;
         f.fail();
         // Both have logged their stop once the second one has.
         let status = running.status.clone();
@@ -1101,14 +1099,11 @@ async fn restarting_chain(
 ) -> ([Probe; 3], Running) {
     let probes = names.map(|name| Probe::new(name, log));
     let [first, second, third] = &probes;
-    let supervisor = Supervisor::builder()
+    let builder = Supervisor::builder()
         .node(logging_builds(first).restart_dependents())
         .node(logging_builds(second).depends_on([first.name]))
-        .node(logging_builds(third).depends_on([second.name]))
-        .build()
-        .unwrap();
-    let running = launch(rt, supervisor);
-    running.ready.wait().await;
+        .node(logging_builds(third).depends_on([second.name]));
+    let running = launch_ready(rt, builder).await;
     (probes, running)
 }
 
@@ -1140,6 +1135,14 @@ async fn restart_with_dependents(rt: SharedRuntime) {
     );
 }
 
+/// `node` restarting on failure (recorded into `handled` as `name`) with a
+/// budget of two restarts, escalated to Stop once spent.
+fn two_restarts_then_stop(node: Node, handled: &Events, name: &'static str) -> Node {
+    node.policy(RestartPolicy::immediate().intensity(2, Duration::from_secs(3600)))
+        .handler(recording(handled, name, Verdict::Restart))
+        .on_exhausted(Verdict::Stop)
+}
+
 async fn spent_budget_escalates_to_the_chosen_verdict(rt: SharedRuntime) {
     let log = Events::new();
     let handled = Events::new();
@@ -1148,13 +1151,11 @@ async fn spent_budget_escalates_to_the_chosen_verdict(rt: SharedRuntime) {
     let c = Probe::new("c", &log);
     let supervisor = Supervisor::builder()
         .node(a.node())
-        .node(
-            b.node()
-                .depends_on(["a"])
-                .policy(RestartPolicy::immediate().intensity(2, Duration::from_secs(3600)))
-                .handler(recording(&handled, "b", Verdict::Restart))
-                .on_exhausted(Verdict::Stop),
-        )
+        .node(two_restarts_then_stop(
+            b.node().depends_on(["a"]),
+            &handled,
+            "b",
+        ))
         .node(c.node().depends_on(["b"]))
         .build()
         .unwrap();
@@ -1183,13 +1184,7 @@ async fn spent_budget_shuts_down_by_default(rt: SharedRuntime) {
         .build()
         .unwrap();
     let outcome = launch(&rt, supervisor).outcome().await;
-    match &outcome.end {
-        SupervisorEnd::Shutdown { node, error } => {
-            assert_eq!(&**node, "b");
-            assert_eq!(error.to_string(), "b failed 1");
-        }
-        other => panic!("expected a shutdown by b, got {other:?}"),
-    }
+    assert_shut_down_by(&outcome, "b", "b failed 1");
     assert_eq!(log.snapshot(), ["a stopped"]);
     assert_eq!(b.built(), 1);
 }
@@ -1198,13 +1193,10 @@ async fn hung_node_is_aborted_at_its_stop_timeout(rt: SharedRuntime) {
     let log = Events::new();
     let a = Probe::new("a", &log);
     let hung = Probe::new("hung", &log).on_stop(OnStop::Hang);
-    let supervisor = Supervisor::builder()
+    let builder = Supervisor::builder()
         .node(a.node())
-        .node(hung.node().depends_on(["a"]).stop_timeout(SHORT))
-        .build()
-        .unwrap();
-    let running = launch(&rt, supervisor);
-    running.ready.wait().await;
+        .node(hung.node().depends_on(["a"]).stop_timeout(SHORT));
+    let running = launch_ready(&rt, builder).await;
     let outcome = running.stop_taking(&rt, SHORT).await;
     assert_eq!(overran(&outcome), ["hung"]);
     assert!(!outcome.is_clean());
@@ -1223,18 +1215,13 @@ async fn an_instance_its_abort_does_not_end_is_given_up(rt: SharedRuntime) {
     // as a task that never yields would be.
     let stuck = ManualComponent::new();
     stuck.ready_latch().set();
-    let supervisor = Supervisor::builder()
-        .node(a.node())
-        .node(
-            Node::new("stuck", stuck.factory())
-                .depends_on(["a"])
-                .stop_timeout(SHORT),
-        )
-        .build()
-        .unwrap();
-    let running = launch(&rt, supervisor);
+    let builder = Supervisor::builder().node(a.node()).node(
+        Node::new("stuck", stuck.factory())
+            .depends_on(["a"])
+            .stop_timeout(SHORT),
+    );
+    let running = launch_ready(&rt, builder).await;
     let status = running.status.clone();
-    running.ready.wait().await;
     let outcome = running.stop_taking(&rt, SHORT * 2).await;
     assert_eq!(overran(&outcome), ["stuck"]);
     assert_eq!(stuck.abort_calls(), 1, "aborted once, then given up");
@@ -1251,13 +1238,10 @@ async fn stop_timeouts_are_each_nodes_own(rt: SharedRuntime) {
     let slow = Probe::new("slow", &log).on_stop(OnStop::Hang);
     let quick = Probe::new("quick", &log).on_stop(OnStop::Hang);
     let long = SHORT * 20;
-    let supervisor = Supervisor::builder()
+    let builder = Supervisor::builder()
         .node(slow.node().stop_timeout(long))
-        .node(quick.node().stop_timeout(SHORT))
-        .build()
-        .unwrap();
-    let running = launch(&rt, supervisor);
-    running.ready.wait().await;
+        .node(quick.node().stop_timeout(SHORT));
+    let running = launch_ready(&rt, builder).await;
     let outcome = running.stop_taking(&rt, long).await;
     assert_eq!(overran(&outcome), ["quick", "slow"]);
 }
@@ -1266,16 +1250,12 @@ async fn factory_error_goes_to_the_handler(rt: SharedRuntime) {
     let log = Events::new();
     let handled = Events::new();
     let probe = Probe::new("f", &log);
-    let supervisor = Supervisor::builder()
-        .node(probe.node_without_config_at_first().handler(recording(
-            &handled,
-            "f",
-            Verdict::Restart,
-        )))
-        .build()
-        .unwrap();
-    let running = launch(&rt, supervisor);
-    running.ready.wait().await;
+    let builder = Supervisor::builder().node(
+        probe
+            .node_without_config_at_first()
+            .handler(recording(&handled, "f", Verdict::Restart)),
+    );
+    let running = launch_ready(&rt, builder).await;
     assert_eq!(running.status.summary(), "f=ready(2)");
     assert_eq!(handled.snapshot(), ["f 1 no config"]);
     assert_eq!(probe.built(), 1);
@@ -1299,11 +1279,7 @@ async fn start_timeout_fails_the_node(rt: SharedRuntime) {
         .build()
         .unwrap();
     // Nothing is left once the slow node and its dependent are stopped.
-    let outcome = launch(&rt, supervisor).outcome().await;
-    assert!(
-        matches!(outcome.end, SupervisorEnd::Completed),
-        "got {outcome:?}"
-    );
+    launch(&rt, supervisor).completes().await;
     let errors = errors.lock().unwrap();
     assert_eq!(errors.len(), 1);
     assert_eq!(
@@ -1338,11 +1314,7 @@ async fn error_while_stopping_after_a_start_timeout_goes_to_the_hook(rt: SharedR
         .fatal_hook(hooked.hook())
         .build()
         .unwrap();
-    let outcome = launch(&rt, supervisor).outcome().await;
-    assert!(
-        matches!(outcome.end, SupervisorEnd::Completed),
-        "got {outcome:?}"
-    );
+    launch(&rt, supervisor).completes().await;
     assert_eq!(hooked.snapshot(), ["flush failed"]);
 }
 
@@ -1435,12 +1407,8 @@ async fn nested_outcome_is_part_of_the_outer_one(rt: SharedRuntime) {
                 .map_err(FatalError::new)
         }
     };
-    let supervisor = Supervisor::builder()
-        .node(Node::new("inner", inner))
-        .build()
-        .unwrap();
-    let running = launch(&rt, supervisor);
-    running.ready.wait().await;
+    let builder = Supervisor::builder().node(Node::new("inner", inner));
+    let running = launch_ready(&rt, builder).await;
     // Inside, y stops for good and x keeps running: the inner supervisor
     // runs on, and the outer one sees nothing yet.
     y.fail();
@@ -1461,13 +1429,10 @@ async fn clean_completion_keeps_dependents_running(rt: SharedRuntime) {
     let log = Events::new();
     let handled = Events::new();
     let (a, b) = (Probe::new("a", &log), Probe::new("b", &log));
-    let supervisor = Supervisor::builder()
+    let builder = Supervisor::builder()
         .node(a.node().handler(recording(&handled, "a", Verdict::Restart)))
-        .node(b.node().depends_on(["a"]))
-        .build()
-        .unwrap();
-    let running = launch(&rt, supervisor);
-    running.ready.wait().await;
+        .node(b.node().depends_on(["a"]));
+    let running = launch_ready(&rt, builder).await;
     a.finish();
     running.settles_to(&rt, "a=completed b=ready").await;
     running.stop_cleanly().await;
@@ -1479,22 +1444,15 @@ async fn clean_completion_keeps_dependents_running(rt: SharedRuntime) {
 async fn completion_of_a_required_node_stops_its_dependents(rt: SharedRuntime) {
     let log = Events::new();
     let [a, b, c] = ["a", "b", "c"].map(|name| Probe::new(name, &log));
-    let supervisor = Supervisor::builder()
+    let builder = Supervisor::builder()
         .node(a.node().required_while_running())
         .node(b.node().depends_on(["a"]))
-        .node(c.node().depends_on(["b"]))
-        .build()
-        .unwrap();
-    let running = launch(&rt, supervisor);
-    running.ready.wait().await;
+        .node(c.node().depends_on(["b"]));
+    let running = launch_ready(&rt, builder).await;
     let status = running.status.clone();
     a.finish();
     // Every node is done for good: the run completes on its own.
-    let outcome = running.outcome().await;
-    assert!(
-        matches!(outcome.end, SupervisorEnd::Completed),
-        "got {outcome:?}"
-    );
+    let outcome = running.completes().await;
     assert!(outcome.is_clean());
     assert_eq!(status.summary(), "a=completed b=stopped c=stopped");
     assert_eq!(log.snapshot(), ["c stopped", "b stopped"]);
@@ -1504,17 +1462,14 @@ async fn permanent_node_is_restarted_after_a_clean_exit(rt: SharedRuntime) {
     let log = Events::new();
     let handled = Events::new();
     let (a, b) = (Probe::new("a", &log), Probe::new("b", &log));
-    let supervisor = Supervisor::builder()
+    let builder = Supervisor::builder()
         .node(
             a.node()
                 .permanent()
                 .handler(recording(&handled, "a", Verdict::Stop)),
         )
-        .node(b.node().depends_on(["a"]))
-        .build()
-        .unwrap();
-    let running = launch(&rt, supervisor);
-    running.ready.wait().await;
+        .node(b.node().depends_on(["a"]));
+    let running = launch_ready(&rt, builder).await;
     a.finish();
     running.settles_to(&rt, "a=ready(2) b=ready").await;
     assert!(handled.is_empty(), "a clean exit is not a failure");
@@ -1526,13 +1481,10 @@ async fn permanent_node_is_restarted_after_a_clean_exit(rt: SharedRuntime) {
 async fn restart_with_dependents_waits_for_the_node_to_be_ready(rt: SharedRuntime) {
     let log = Events::new();
     let (a, b) = (Probe::new("a", &log), Probe::new("b", &log));
-    let supervisor = Supervisor::builder()
+    let builder = Supervisor::builder()
         .node(logging_builds(&a).restart_dependents())
-        .node(logging_builds(&b).depends_on(["a"]))
-        .build()
-        .unwrap();
-    let running = launch(&rt, supervisor);
-    running.ready.wait().await;
+        .node(logging_builds(&b).depends_on(["a"]));
+    let running = launch_ready(&rt, builder).await;
     a.close();
     a.fail();
     // a's second instance is not ready yet: b stays down.
@@ -1592,14 +1544,11 @@ async fn permanent_node_exiting_while_waiting_to_restart_comes_back(rt: SharedRu
     let log = Events::new();
     let (a, b) = (Probe::new("a", &log), Probe::new("b", &log));
     let (c_told, release) = (Latch::new(), Latch::new());
-    let supervisor = Supervisor::builder()
+    let builder = Supervisor::builder()
         .node(a.node().restart_dependents())
         .node(b.node().permanent().depends_on(["a"]))
-        .node(Node::new("c", holding("c", &log, &c_told, &release)).depends_on(["b"]))
-        .build()
-        .unwrap();
-    let running = launch(&rt, supervisor);
-    running.ready.wait().await;
+        .node(Node::new("c", holding("c", &log, &c_told, &release)).depends_on(["b"]));
+    let running = launch_ready(&rt, builder).await;
     a.fail();
     // b is to stop for a's restart once c is down; c holds, and b exits
     // cleanly on its own meanwhile.
@@ -1648,6 +1597,9 @@ fn describe(event: &SupervisorEvent) -> String {
         EventKind::StopTimedOut { attempt, timeout } => {
             format!("stop timed out {attempt} after {timeout:?}")
         }
+        EventKind::GivenUp { attempt, budget } => {
+            format!("given up {attempt} after a budget of {budget:?}")
+        }
         EventKind::Completed { attempt } => format!("completed {attempt}"),
         EventKind::Stopped { attempt } => format!("stopped {attempt}"),
         EventKind::Waiting { attempt } => format!("waiting {attempt}"),
@@ -1660,13 +1612,10 @@ async fn restart_then_stop_event_sequence(rt: SharedRuntime) {
     let log = Events::new();
     let events = Events::new();
     let n = Probe::new("n", &log);
-    let supervisor = Supervisor::builder()
+    let builder = Supervisor::builder()
         .node(n.node())
-        .on_event(describing(&events))
-        .build()
-        .unwrap();
-    let running = launch(&rt, supervisor);
-    running.ready.wait().await;
+        .on_event(describing(&events));
+    let running = launch_ready(&rt, builder).await;
     n.fail();
     running.settles_to(&rt, "n=ready(2)").await;
     running.stop_cleanly().await;
@@ -1699,7 +1648,8 @@ fn shown_with(kind: &EventKind) -> Option<&'static [NodeState]> {
         EventKind::Restarting { .. } => &[NodeState::Backoff],
         EventKind::Stopping { .. }
         | EventKind::ErrorDuringStop { .. }
-        | EventKind::StopTimedOut { .. } => &[NodeState::Stopping],
+        | EventKind::StopTimedOut { .. }
+        | EventKind::GivenUp { .. } => &[NodeState::Stopping],
         // A permanent node waits out its backoff.
         EventKind::Completed { .. } => &[NodeState::Completed, NodeState::Backoff],
         EventKind::Stopped { .. } => &[NodeState::Stopped],
@@ -1755,12 +1705,7 @@ async fn status_shows_what_each_event_tells(rt: SharedRuntime) {
             "failing=ready(2) finishing=completed permanent=ready(2) erring=ready config=ready(2)",
         )
         .await;
-    running.stop.stop();
-    let outcome = running.outcome().await;
-    assert!(
-        matches!(outcome.end, SupervisorEnd::ParentStopped),
-        "got {outcome:?}"
-    );
+    let outcome = running.stop_parent().await;
     assert_stop_errors(&outcome, &["erring"]);
     assert_eq!(mismatches.snapshot(), Vec::<String>::new());
     // Every kind checked above came by.
@@ -1805,12 +1750,7 @@ async fn factory_failing_at_once_does_not_spin_the_supervisor(rt: SharedRuntime)
     while attempts.load(SeqCst) <= 3 {
         lifecycle_conformance::yield_now().await;
     }
-    running.stop.stop();
-    let outcome = running.outcome().await;
-    assert!(
-        matches!(outcome.end, SupervisorEnd::ParentStopped),
-        "got {outcome:?}"
-    );
+    running.stop_parent().await;
 }
 
 /// What a [`watched`] worker heeds once ready.
@@ -1848,17 +1788,24 @@ fn watched(
     }
 }
 
+/// Starts `supervisor` as a component (not through [`launch`]), under a
+/// parent stop of its own, and returns that parent stop.
+fn start_as_component(rt: &SharedRuntime, supervisor: &Supervisor) -> StopSource {
+    let parent = StopSource::new();
+    let slot = lifecycle::FatalSlot::new();
+    supervisor
+        .start(lifecycle_conformance::scope(rt, &parent, &slot))
+        .unwrap();
+    parent
+}
+
 async fn aborting_a_supervisor_started_as_a_component_ends_it(rt: SharedRuntime) {
     let worker_gone = Latch::new();
     let supervisor = Supervisor::builder()
         .node(Node::new("serving", watched(&worker_gone, Heeds::Stop)))
         .build()
         .unwrap();
-    let parent = StopSource::new();
-    let slot = lifecycle::FatalSlot::new();
-    supervisor
-        .start(lifecycle_conformance::scope(&rt, &parent, &slot))
-        .unwrap();
+    let parent = start_as_component(&rt, &supervisor);
     Component::ready(&supervisor).wait().await;
     supervisor.abort();
     Component::done(&supervisor).wait().await;
@@ -1880,11 +1827,7 @@ async fn error_after_the_run_was_aborted_goes_to_the_hook(rt: SharedRuntime) {
         .fatal_hook(hooked.hook())
         .build()
         .unwrap();
-    let parent = StopSource::new();
-    let slot = lifecycle::FatalSlot::new();
-    supervisor
-        .start(lifecycle_conformance::scope(&rt, &parent, &slot))
-        .unwrap();
+    let _parent = start_as_component(&rt, &supervisor);
     let scope = stubborn.started().await;
     supervisor.abort();
     Component::done(&supervisor).wait().await;
@@ -1892,20 +1835,77 @@ async fn error_after_the_run_was_aborted_goes_to_the_hook(rt: SharedRuntime) {
     assert_eq!(hooked.snapshot(), ["flush failed after the abort"]);
 }
 
-async fn shutdown_budget_aborts_what_is_not_done(rt: SharedRuntime) {
-    let gone = Latch::new();
+/// When the budget runs out, the node still stopping and the one still
+/// waiting for it (never told to stop) are both given up: an event each,
+/// which the status shows as stopping, then stopped.
+async fn nodes_given_up_by_the_budget_are_told_why(rt: SharedRuntime) {
+    let (db_gone, api_gone) = (Latch::new(), Latch::new());
+    let board = Arc::new(OnceLock::<StatusBoard>::new());
+    let events = Events::new();
+    let hook = {
+        let (board, events) = (board.clone(), events.clone());
+        move |event: &SupervisorEvent| {
+            let mut line = describe(event);
+            if matches!(event.kind, EventKind::GivenUp { .. }) {
+                let status = board.get().map(|board| board.snapshot());
+                let shown = status
+                    .into_iter()
+                    .flatten()
+                    .find(|it| it.name == event.node)
+                    .map(|it| it.state.to_string());
+                line = format!("{line}, shown {}", shown.unwrap_or_default());
+            }
+            events.push(line);
+        }
+    };
     let supervisor = Supervisor::builder()
-        .node(Node::new("stubborn", watched(&gone, Heeds::Nothing)).no_stop_timeout())
-        .shutdown_budget(Duration::from_millis(20))
+        .node(Node::new("db", watched(&db_gone, Heeds::Stop)))
+        .node(
+            Node::new("api", watched(&api_gone, Heeds::Nothing))
+                .depends_on(["db"])
+                .no_stop_timeout(),
+        )
+        .shutdown_budget(SHORT)
+        .on_event(hook)
         .build()
         .unwrap();
+    board.set(supervisor.status()).ok().unwrap();
     let running = launch(&rt, supervisor);
     running.ready.wait().await;
-    running.stop.stop();
-    let outcome = running.outcome().await;
-    assert!(outcome.budget_spent, "got {outcome:?}");
-    assert_eq!(outcome.overran.len(), 1);
-    assert_eq!(&*outcome.overran[0], "stubborn");
+    let outcome = running.stop_spending_the_budget().await;
+    assert_eq!(overran(&outcome), ["db", "api"]);
+    assert_eq!(
+        events_of(&events, "db"),
+        [
+            "db starting 1",
+            "db ready 1",
+            "db given up 1 after a budget of 5ms, shown stopping",
+            "db stopped 1",
+        ]
+    );
+    assert_eq!(
+        events_of(&events, "api"),
+        [
+            "api starting 1",
+            "api ready 1",
+            "api stopping 1: the parent stopped",
+            "api given up 1 after a budget of 5ms, shown stopping",
+            "api stopped 1",
+        ]
+    );
+    // Both aborted, not left behind.
+    db_gone.wait().await;
+    api_gone.wait().await;
+}
+
+async fn shutdown_budget_aborts_what_is_not_done(rt: SharedRuntime) {
+    let gone = Latch::new();
+    let builder = Supervisor::builder()
+        .node(Node::new("stubborn", watched(&gone, Heeds::Nothing)).no_stop_timeout())
+        .shutdown_budget(Duration::from_millis(20));
+    let running = launch_ready(&rt, builder).await;
+    let outcome = running.stop_spending_the_budget().await;
+    assert_eq!(overran(&outcome), ["stubborn"]);
     assert!(!outcome.is_clean());
     gone.wait().await; // the worker was aborted, not left behind
 }
@@ -1970,64 +1970,10 @@ async fn error_after_the_budget_gave_a_node_up_goes_to_the_hook(rt: SharedRuntim
         .unwrap();
     let running = launch(&rt, supervisor);
     let scope = stubborn.started().await;
-    running.stop.stop();
-    let outcome = running.outcome().await;
-    assert!(outcome.budget_spent, "got {outcome:?}");
+    let outcome = running.stop_spending_the_budget().await;
     assert_eq!(overran(&outcome), ["stubborn"]);
     scope.throw(FatalError::msg("flush failed after the run"));
     assert_eq!(hooked.snapshot(), ["flush failed after the run"]);
-}
-
-async fn verdict_during_a_cascade_is_recorded_not_acted_on(rt: SharedRuntime) {
-    let (events, handled) = (Events::new(), Events::new());
-    let (release, b_failed) = (Latch::new(), Latch::new());
-    let built = Counter::default();
-    let a = Probe::new("a", &Events::new());
-    // b fails on its own, but the failed instance is kept from being done
-    // until `release`: by then the parent has stopped.
-    let b = failing_then_held("b", &b_failed, &release, &built)
-        .depends_on(["a"])
-        .handler(recording(&handled, "b", Verdict::Restart));
-    let supervisor = Supervisor::builder()
-        .node(a.node())
-        .node(b)
-        .on_event(describing(&events))
-        .build()
-        .unwrap();
-    let running = launch(&rt, supervisor);
-    running.ready.wait().await;
-    b_failed.set();
-    eventually(&rt, "b's failure is seen", || {
-        events.count("b failed 1: b failed 1") == 1
-    })
-    .await;
-    running.stop.stop();
-    let_others_run(&rt).await;
-    release.set();
-    let outcome = running.outcome().await;
-    assert!(matches!(outcome.end, SupervisorEnd::ParentStopped));
-    // The handler was asked (its decision is recorded), but the stop
-    // already covered b: no restart.
-    assert_eq!(handled.snapshot(), ["b 1 b failed 1"]);
-    assert_eq!(built.get(), 1);
-    // A failure of its own, not fallout of the stop: the outcome has it.
-    assert_eq!(failed(&outcome), ["b: b failed 1"]);
-    assert!(!outcome.is_clean());
-    let b_events: Vec<_> = events
-        .snapshot()
-        .into_iter()
-        .filter(|event| event.starts_with("b "))
-        .collect();
-    assert_eq!(
-        b_events,
-        [
-            "b starting 1",
-            "b ready 1",
-            "b failed 1: b failed 1",
-            "b verdict 1: restart, acted on: false",
-            "b stopped 1",
-        ]
-    );
 }
 
 /// The events about `node`, in order.
@@ -2040,6 +1986,56 @@ fn events_of(events: &Events, node: &str) -> Vec<String> {
         .collect()
 }
 
+/// Waits until `events` tell of the failure of `node`'s first instance.
+async fn failure_is_seen(rt: &SharedRuntime, events: &Events, node: &str) {
+    let failed = format!("{node} failed 1: {node} failed 1");
+    eventually(rt, &format!("{node}'s failure is seen"), || {
+        events.count(&failed) == 1
+    })
+    .await;
+}
+
+async fn verdict_during_a_cascade_is_recorded_not_acted_on(rt: SharedRuntime) {
+    let (events, handled) = (Events::new(), Events::new());
+    let (release, b_failed) = (Latch::new(), Latch::new());
+    let built = Counter::default();
+    let a = Probe::new("a", &Events::new());
+    // b fails on its own, but the failed instance is kept from being done
+    // until `release`: by then the parent has stopped.
+    let b = failing_then_held("b", &b_failed, &release, &built)
+        .depends_on(["a"])
+        .handler(recording(&handled, "b", Verdict::Restart));
+    let builder = Supervisor::builder()
+        .node(a.node())
+        .node(b)
+        .on_event(describing(&events));
+    let running = launch_ready(&rt, builder).await;
+    b_failed.set();
+    failure_is_seen(&rt, &events, "b").await;
+    running.stop.stop();
+    let_others_run(&rt).await;
+    release.set();
+    let outcome = running.outcome().await;
+    assert!(matches!(outcome.end, SupervisorEnd::ParentStopped));
+    // The handler was asked (its decision is recorded), but the stop
+    // already covered b: no restart.
+    assert_eq!(handled.snapshot(), ["b 1 b failed 1"]);
+    assert_eq!(built.get(), 1);
+    // A failure of its own, not fallout of the stop: the outcome has it.
+    assert_eq!(failed(&outcome), ["b: b failed 1"]);
+    assert!(!outcome.is_clean());
+    assert_eq!(
+        events_of(&events, "b"),
+        [
+            "b starting 1",
+            "b ready 1",
+            "b failed 1: b failed 1",
+            "b verdict 1: restart, acted on: false",
+            "b stopped 1",
+        ]
+    );
+}
+
 async fn verdict_during_a_stop_cascade_is_recorded_while_running(rt: SharedRuntime) {
     // a <- b <- c, and e. c fails on its own, but its failed instance is
     // held from being done; meanwhile b fails with Stop, whose cascade
@@ -2049,7 +2045,7 @@ async fn verdict_during_a_stop_cascade_is_recorded_while_running(rt: SharedRunti
     let [a, b, e] = ["a", "b", "e"].map(|name| Probe::new(name, &log));
     let (c_fails, release) = (Latch::new(), Latch::new());
     let c_built = Counter::default();
-    let supervisor = Supervisor::builder()
+    let builder = Supervisor::builder()
         .node(a.node())
         .node(
             b.node()
@@ -2062,16 +2058,10 @@ async fn verdict_during_a_stop_cascade_is_recorded_while_running(rt: SharedRunti
                 .handler(recording(&handled, "c", Verdict::Restart)),
         )
         .node(e.node())
-        .on_event(describing(&events))
-        .build()
-        .unwrap();
-    let running = launch(&rt, supervisor);
-    running.ready.wait().await;
+        .on_event(describing(&events));
+    let running = launch_ready(&rt, builder).await;
     c_fails.set();
-    eventually(&rt, "c's failure is seen", || {
-        events.count("c failed 1: c failed 1") == 1
-    })
-    .await;
+    failure_is_seen(&rt, &events, "c").await;
     b.fail();
     // b's verdict is acted on while c is still stopping: b's own failure
     // does not wait for its dependents, its instance being down already.
@@ -2212,8 +2202,7 @@ async fn terminate_during_a_spin_halt_waits_for_the_stop(rt: SharedRuntime) {
     let (slow_told, release) = (Latch::new(), Latch::new());
     let slow = Node::new("slow", holding("slow", &log, &slow_told, &release));
     let (builder, f) = spin_halting_beside(slow, &handled, &terminate);
-    let running = launch(&rt, builder.build().unwrap());
-    running.ready.wait().await;
+    let running = launch_ready(&rt, builder).await;
     f.fail();
     slow_told.wait().await;
     assert_eq!(
@@ -2250,17 +2239,14 @@ async fn node_failing_on_its_own_is_aborted_at_its_stop_timeout(rt: SharedRuntim
     let (events, handled) = (Events::new(), Events::new());
     let (fail, never) = (Latch::new(), Latch::new());
     let built = Counter::default();
-    let supervisor = Supervisor::builder()
+    let builder = Supervisor::builder()
         .node(
             failing_then_held("n", &fail, &never, &built)
                 .stop_timeout(SHORT)
                 .handler(recording(&handled, "n", Verdict::Restart)),
         )
-        .on_event(describing(&events))
-        .build()
-        .unwrap();
-    let running = launch(&rt, supervisor);
-    running.ready.wait().await;
+        .on_event(describing(&events));
+    let running = launch_ready(&rt, builder).await;
     let failed_at = rt.now();
     fail.set();
     running.settles_to(&rt, "n=ready(2)").await;
@@ -2270,12 +2256,7 @@ async fn node_failing_on_its_own_is_aborted_at_its_stop_timeout(rt: SharedRuntim
     );
     assert_eq!(handled.snapshot(), ["n 1 n failed 1"]);
     assert_eq!(built.get(), 2);
-    running.stop.stop();
-    let outcome = running.outcome().await;
-    assert!(
-        matches!(outcome.end, SupervisorEnd::ParentStopped),
-        "got {outcome:?}"
-    );
+    let outcome = running.stop_parent().await;
     assert_eq!(overran(&outcome), ["n"]);
     // Restarted: not a failure for good.
     assert!(outcome.failures.is_empty(), "got {outcome:?}");
@@ -2305,13 +2286,8 @@ async fn shutdown_budget_runs_out_during_a_spin_halt(rt: SharedRuntime) {
         (Events::new(), Events::new(), Latch::new(), Latch::new());
     let stubborn = Node::new("stubborn", watched(&gone, Heeds::Nothing)).no_stop_timeout();
     let (builder, f) = spin_halting_beside(stubborn, &handled, &terminate);
-    let supervisor = builder
-        .shutdown_budget(SHORT)
-        .on_event(describing(&events))
-        .build()
-        .unwrap();
-    let running = launch(&rt, supervisor);
-    running.ready.wait().await;
+    let builder = builder.shutdown_budget(SHORT).on_event(describing(&events));
+    let running = launch_ready(&rt, builder).await;
     let failed_at = rt.now();
     f.fail();
     running
@@ -2338,6 +2314,7 @@ async fn shutdown_budget_runs_out_during_a_spin_halt(rt: SharedRuntime) {
             "stubborn starting 1",
             "stubborn ready 1",
             "stubborn stopping 1: spin-halt after f failed",
+            "stubborn given up 1 after a budget of 5ms",
             "stubborn stopped 1",
         ]
     );
@@ -2347,24 +2324,14 @@ async fn permanent_node_exiting_at_once_spends_its_budget(rt: SharedRuntime) {
     let (log, events, handled) = (Events::new(), Events::new(), Events::new());
     let p = Probe::new("p", &log).finishing_at_once();
     let supervisor = Supervisor::builder()
-        .node(
-            p.node()
-                .permanent()
-                .policy(RestartPolicy::immediate().intensity(2, Duration::from_secs(3600)))
-                .handler(recording(&handled, "p", Verdict::Restart))
-                .on_exhausted(Verdict::Stop),
-        )
+        .node(two_restarts_then_stop(p.node().permanent(), &handled, "p"))
         .on_event(describing(&events))
         .build()
         .unwrap();
     let running = launch(&rt, supervisor);
     let status = running.status.clone();
     // p, the only node, ends stopped for good: the run completes.
-    let outcome = running.outcome().await;
-    assert!(
-        matches!(outcome.end, SupervisorEnd::Completed),
-        "got {outcome:?}"
-    );
+    let outcome = running.completes().await;
     // Two restarts allowed: the third exit escalates.
     assert_eq!(p.built(), 3);
     assert_eq!(status.summary(), "p=stopped(3)");
@@ -2406,22 +2373,14 @@ async fn permanent_node_exiting_at_once_spends_its_budget(rt: SharedRuntime) {
 async fn failure_given_up_by_the_shutdown_budget_stays_in_the_outcome(rt: SharedRuntime) {
     let events = Events::new();
     let (fail, never) = (Latch::new(), Latch::new());
-    let supervisor = Supervisor::builder()
+    let builder = Supervisor::builder()
         .node(failing_then_held("n", &fail, &never, &Counter::default()).no_stop_timeout())
         .shutdown_budget(SHORT)
-        .on_event(describing(&events))
-        .build()
-        .unwrap();
-    let running = launch(&rt, supervisor);
-    running.ready.wait().await;
+        .on_event(describing(&events));
+    let running = launch_ready(&rt, builder).await;
     fail.set();
-    eventually(&rt, "n's failure is seen", || {
-        events.count("n failed 1: n failed 1") == 1
-    })
-    .await;
-    running.stop.stop();
-    let outcome = running.outcome().await;
-    assert!(outcome.budget_spent, "got {outcome:?}");
+    failure_is_seen(&rt, &events, "n").await;
+    let outcome = running.stop_spending_the_budget().await;
     assert_eq!(overran(&outcome), ["n"]);
     assert_eq!(failed(&outcome), ["n: n failed 1"]);
     assert_eq!(events.count("n verdict 1: restart, acted on: false"), 1);

@@ -69,7 +69,8 @@ enum Input {
     },
     ParentStopped,
     Terminate,
-    BudgetSpent,
+    /// The shutdown budget, this long, ran out.
+    BudgetSpent(Duration),
 }
 
 /// What the run reacts to next.
@@ -494,7 +495,7 @@ impl Engine {
                     self.stop_everything(SupervisorEnd::Terminated, StopReason::Terminated);
                 }
             }
-            Input::BudgetSpent => self.on_budget_spent(),
+            Input::BudgetSpent(budget) => self.on_budget_spent(budget),
         }
     }
 
@@ -881,7 +882,7 @@ impl Engine {
             let sleep = self.runtime.sleep(budget);
             self.push(async move {
                 sleep.await;
-                Input::BudgetSpent
+                Input::BudgetSpent(budget)
             });
         }
     }
@@ -1145,7 +1146,7 @@ impl Engine {
         }
     }
 
-    fn on_budget_spent(&mut self) {
+    fn on_budget_spent(&mut self, budget: Duration) {
         self.budget_spent = true;
         for node in 0..self.nodes.len() {
             if !self.nodes[node].state.public().is_up() {
@@ -1158,7 +1159,8 @@ impl Engine {
             // Given up is as good as done, as for an instance its abort did
             // not end (`on_late`): one not yet told to stop was stopped by
             // the supervisor, and `on_done` settles either kind, a failure
-            // still waiting for its handler included.
+            // still waiting for its handler included. Shown stopping when
+            // the event says why, as a stop timeout's is.
             if matches!(self.nodes[node].state, State::Starting | State::Ready) {
                 let given_up = State::Stopping {
                     after: AfterStop::Settle,
@@ -1166,6 +1168,8 @@ impl Engine {
                 };
                 self.set_state(node, given_up);
             }
+            let attempt = self.nodes[node].attempt;
+            self.emit(node, EventKind::GivenUp { attempt, budget });
             self.on_done(node);
         }
     }

@@ -451,8 +451,9 @@ impl SupervisorBuilder {
 
     /// Bounds the whole stop (after a parent stop, a terminate request,
     /// `Shutdown` or `SpinHalt`): nodes not done when it runs out are
-    /// aborted and named in the outcome. Default: none (each node's stop
-    /// timeout still applies).
+    /// aborted, given up ([`EventKind::GivenUp`](super::EventKind::GivenUp),
+    /// then `Stopped`) and named in the outcome. Default: none (each node's
+    /// stop timeout still applies).
     ///
     /// # Example
     ///

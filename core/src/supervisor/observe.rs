@@ -189,6 +189,16 @@ pub enum EventKind {
         /// The timeout it overran.
         timeout: Duration,
     },
+    /// The supervisor's shutdown budget ran out before the instance was
+    /// done: its tasks were aborted and the supervisor no longer waits for
+    /// it (the outcome names it among those that overran). `Stopped`
+    /// follows.
+    GivenUp {
+        /// The instance.
+        attempt: u32,
+        /// The shutdown budget that ran out.
+        budget: Duration,
+    },
     /// The instance ended cleanly on its own.
     Completed {
         /// The instance.

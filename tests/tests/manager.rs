@@ -8,9 +8,11 @@ use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use lifecycle::{
     Component, ComponentManager, FatalError, FatalHook, FatalSlot, JoinHandle, Latch, ReadyHandle,
-    Reported, RuntimeExt, SharedRuntime, Signal, StopCause, StopSource, ThrowHandle, WorkerPanic,
+    Reported, RuntimeExt, SharedRuntime, Signal, StopCause, StopSource, ThrowHandle, WorkerContext,
+    WorkerPanic, WorkerResult,
 };
 use lifecycle_conformance::{
     conformance, eventually, let_others_run, scope, serve_until_stopped, when_set, yield_now,
@@ -82,6 +84,74 @@ impl DoneWatch {
     }
 }
 
+/// Starts `manager` under a fresh parent token, reporting to `slot`, and
+/// returns the parent's stop source.
+fn start(rt: &SharedRuntime, manager: &ComponentManager, slot: &FatalSlot) -> StopSource {
+    let stop = StopSource::new();
+    manager.start(scope(rt, &stop, slot)).unwrap();
+    stop
+}
+
+/// Sets `gate` once every worker of `manager` is ready, then waits until the
+/// manager is done.
+async fn open_when_ready(manager: &ComponentManager, gate: &Latch) {
+    manager.ready().wait().await;
+    gate.set();
+    manager.done().wait().await;
+}
+
+/// The future of a worker a helper below makes. Boxed: a function cannot
+/// name the type of a closure's `async` block in its return type.
+type WorkerFuture = BoxFuture<'static, WorkerResult>;
+
+/// A worker that calls ready, waits for `gate` and then ends as `then`
+/// does: with its result, or with its panic.
+fn gated_worker(
+    gate: &Latch,
+    then: impl Fn() -> WorkerResult + Send + Sync + 'static,
+) -> impl Fn(WorkerContext, ReadyHandle) -> WorkerFuture + Send + Sync + 'static {
+    let gate = gate.clone();
+    let then = Arc::new(then);
+    move |_ctx, ready| {
+        let (gate, then) = (gate.clone(), then.clone());
+        Box::pin(async move {
+            ready.ready();
+            gate.wait().await;
+            then()
+        })
+    }
+}
+
+/// A worker that waits for `gate`, then calls ready and serves until
+/// stopped.
+fn ready_once_opened(
+    gate: &Latch,
+) -> impl Fn(WorkerContext, ReadyHandle) -> WorkerFuture + Send + Sync + 'static {
+    let gate = gate.clone();
+    move |ctx, ready| {
+        let gate = gate.clone();
+        Box::pin(async move {
+            gate.wait().await;
+            serve_until_stopped(ctx, ready).await
+        })
+    }
+}
+
+/// Takes the ready handle a worker handed over in `kept`.
+fn take_handle(kept: &Mutex<Option<ReadyHandle>>, missing: &str) -> ReadyHandle {
+    kept.lock().unwrap().take().expect(missing)
+}
+
+/// Fails, naming the first few, if any of `runs` runs found a violation.
+fn assert_no_failed_runs(failed: &[(usize, Vec<String>)], runs: usize) {
+    assert!(
+        failed.is_empty(),
+        "{} of {runs} runs broke the order: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
+}
+
 fn message(error: Option<FatalError>) -> Option<String> {
     error.map(|error| error.to_string())
 }
@@ -96,21 +166,10 @@ async fn ready_waits_for_every_worker(rt: SharedRuntime) {
     let builder = gates
         .iter()
         .fold(ComponentManager::builder(), |builder, gate| {
-            let gate = gate.clone();
-            builder.add_worker(move |ctx, ready| {
-                let gate = gate.clone();
-                async move {
-                    gate.wait().await;
-                    ready.ready();
-                    ctx.stopped().await;
-                    Ok(())
-                }
-            })
+            builder.add_worker(ready_once_opened(gate))
         });
     let manager = builder.build();
-    let stop = StopSource::new();
-    let slot = FatalSlot::new();
-    manager.start(scope(&rt, &stop, &slot)).unwrap();
+    let stop = start(&rt, &manager, &FatalSlot::new());
 
     for (index, gate) in gates.iter().enumerate() {
         let_others_run(&rt).await;
@@ -149,22 +208,10 @@ async fn extra_ready_calls_are_ignored(rt: SharedRuntime) {
                 }
             }
         })
-        .add_worker({
-            let late_gate = late_gate.clone();
-            move |ctx, ready| {
-                let late_gate = late_gate.clone();
-                async move {
-                    late_gate.wait().await;
-                    ready.ready();
-                    ctx.stopped().await;
-                    Ok(())
-                }
-            }
-        })
+        .add_worker(ready_once_opened(&late_gate))
         .build();
-    let stop = StopSource::new();
     let slot = FatalSlot::new();
-    manager.start(scope(&rt, &stop, &slot)).unwrap();
+    let stop = start(&rt, &manager, &slot);
 
     eager_called.wait().await;
     let_others_run(&rt).await;
@@ -209,9 +256,8 @@ async fn worker_returning_without_ready_keeps_ready_unset(rt: SharedRuntime) {
             }
         })
         .build();
-    let stop = StopSource::new();
     let slot = FatalSlot::new();
-    manager.start(scope(&rt, &stop, &slot)).unwrap();
+    let stop = start(&rt, &manager, &slot);
 
     quitter_returned.wait().await;
     let_others_run(&rt).await;
@@ -238,9 +284,8 @@ async fn worker_returning_without_ready_keeps_ready_unset(rt: SharedRuntime) {
     let lone = ComponentManager::builder()
         .add_worker(|_ctx, _ready| async { Ok(()) })
         .build();
-    let stop = StopSource::new();
     let watch = DoneWatch::new(&lone, false);
-    lone.start(scope(&rt, &stop, &slot)).unwrap();
+    let stop = start(&rt, &lone, &slot);
     lone.done().wait().await;
     watch.assert_ordered().await;
     assert!(lone.shutdown_signal().is_set());
@@ -270,15 +315,10 @@ async fn ready_handle_called_after_its_worker_returned(rt: SharedRuntime) {
         .add_worker(serve_until_stopped);
 
     let manager = builder.build();
-    let stop = StopSource::new();
     let slot = FatalSlot::new();
-    manager.start(scope(&rt, &stop, &slot)).unwrap();
+    let stop = start(&rt, &manager, &slot);
     returned.wait().await;
-    let handle = kept
-        .lock()
-        .unwrap()
-        .take()
-        .expect("the worker kept no handle");
+    let handle = take_handle(&kept, "the worker kept no handle");
     let_others_run(&rt).await;
     assert!(!manager.ready().is_set());
     handle.ready();
@@ -291,17 +331,12 @@ async fn ready_handle_called_after_its_worker_returned(rt: SharedRuntime) {
 
     // Called only once the manager is done: ready stays unset.
     let manager = builder.build();
-    let stop = StopSource::new();
-    manager.start(scope(&rt, &stop, &slot)).unwrap();
+    let stop = start(&rt, &manager, &slot);
     eventually(&rt, "the first worker handed its ready handle over", || {
         kept.lock().unwrap().is_some()
     })
     .await;
-    let handle = kept
-        .lock()
-        .unwrap()
-        .take()
-        .expect("the worker kept no handle");
+    let handle = take_handle(&kept, "the worker kept no handle");
     stop.stop();
     manager.done().wait().await;
     handle.ready();
@@ -319,9 +354,8 @@ async fn zero_workers_are_ready_shut_down_and_done_at_start(rt: SharedRuntime) {
     assert!(!manager.ready().is_set() && !manager.shutdown_signal().is_set());
     assert!(!manager.done().is_set());
 
-    let stop = StopSource::new();
     let slot = FatalSlot::new();
-    manager.start(scope(&rt, &stop, &slot)).unwrap();
+    let stop = start(&rt, &manager, &slot);
     // Right after start, without awaiting anything.
     assert!(manager.ready().is_set(), "zero workers: not ready at start");
     assert!(
@@ -351,11 +385,10 @@ async fn workers_returning_on_their_own_end_the_manager(rt: SharedRuntime) {
         })
     });
     let manager = builder.build();
-    let stop = StopSource::new();
     let (hook, hooked) = counting_hook();
     let slot = FatalSlot::with_hook(hook);
     let watch = DoneWatch::new(&manager, true);
-    manager.start(scope(&rt, &stop, &slot)).unwrap();
+    let stop = start(&rt, &manager, &slot);
 
     manager.done().wait().await;
     watch.assert_ordered().await;
@@ -390,10 +423,9 @@ async fn parent_stop_shuts_the_manager_down(rt: SharedRuntime) {
         })
     });
     let manager = builder.build();
-    let stop = StopSource::new();
     let slot = FatalSlot::new();
     let watch = DoneWatch::new(&manager, true);
-    manager.start(scope(&rt, &stop, &slot)).unwrap();
+    let stop = start(&rt, &manager, &slot);
     manager.ready().wait().await;
     let_others_run(&rt).await;
     assert!(!manager.shutdown_signal().is_set());
@@ -450,17 +482,8 @@ async fn parent_stopped_before_start(rt: SharedRuntime) {
 async fn first_fatal_error_stops_the_siblings(rt: SharedRuntime) {
     let gate = Latch::new();
     let sibling_causes = Events::new();
-    let builder = ComponentManager::builder().add_worker({
-        let gate = gate.clone();
-        move |_ctx, ready| {
-            let gate = gate.clone();
-            async move {
-                ready.ready();
-                gate.wait().await;
-                Err(FatalError::msg("first"))
-            }
-        }
-    });
+    let builder = ComponentManager::builder()
+        .add_worker(gated_worker(&gate, || Err(FatalError::msg("first"))));
     let builder = (1..3).fold(builder, |builder, index| {
         let sibling_causes = sibling_causes.clone();
         builder.add_worker(move |ctx, ready| {
@@ -476,15 +499,11 @@ async fn first_fatal_error_stops_the_siblings(rt: SharedRuntime) {
         })
     });
     let manager = builder.build();
-    let stop = StopSource::new();
     let hooked = Events::new();
     let slot = FatalSlot::with_hook(hooked.hook());
     let watch = DoneWatch::new(&manager, true);
-    manager.start(scope(&rt, &stop, &slot)).unwrap();
-    manager.ready().wait().await;
-    gate.set();
-
-    manager.done().wait().await;
+    let stop = start(&rt, &manager, &slot);
+    open_when_ready(&manager, &gate).await;
     watch.assert_ordered().await;
     assert!(manager.shutdown_signal().is_set());
     assert_eq!(
@@ -507,24 +526,15 @@ async fn simultaneous_errors_deliver_exactly_one(rt: SharedRuntime) {
     for _ in 0..20 {
         let gate = Latch::new();
         let builder = (0..WORKERS).fold(ComponentManager::builder(), |builder, index| {
-            let gate = gate.clone();
-            builder.add_worker(move |_ctx, ready| {
-                let gate = gate.clone();
-                async move {
-                    ready.ready();
-                    gate.wait().await;
-                    Err(FatalError::msg(format!("boom {index}")))
-                }
-            })
+            builder.add_worker(gated_worker(&gate, move || {
+                Err(FatalError::msg(format!("boom {index}")))
+            }))
         });
         let manager = builder.build();
-        let stop = StopSource::new();
         let hooked = Events::new();
         let slot = FatalSlot::with_hook(hooked.hook());
-        manager.start(scope(&rt, &stop, &slot)).unwrap();
-        manager.ready().wait().await;
-        gate.set();
-        manager.done().wait().await;
+        let _stop = start(&rt, &manager, &slot);
+        open_when_ready(&manager, &gate).await;
 
         let first = message(slot.take()).expect("no error reached the parent");
         assert!(slot.take().is_none(), "the parent got two errors");
@@ -566,11 +576,8 @@ async fn throw_through_the_worker_context(rt: SharedRuntime) {
         })
         .add_worker(serve_until_stopped)
         .build();
-    let stop = StopSource::new();
-    manager.start(scope(&rt, &stop, &slot)).unwrap();
-    manager.ready().wait().await;
-    gate.set();
-    manager.done().wait().await;
+    let _stop = start(&rt, &manager, &slot);
+    open_when_ready(&manager, &gate).await;
 
     assert_eq!(
         seen.snapshot(),
@@ -624,13 +631,10 @@ async fn throw_handle_from_a_sub_task(rt: SharedRuntime) {
             }
         })
         .build();
-    let stop = StopSource::new();
     let hooked = Events::new();
     let slot = FatalSlot::with_hook(hooked.hook());
-    manager.start(scope(&rt, &stop, &slot)).unwrap();
-    manager.ready().wait().await;
-    gate.set();
-    manager.done().wait().await;
+    let _stop = start(&rt, &manager, &slot);
+    open_when_ready(&manager, &gate).await;
 
     assert_eq!(seen.snapshot(), ["First"]);
     assert_eq!(message(slot.take()).as_deref(), Some("from a sub-task"));
@@ -652,17 +656,7 @@ async fn panicking_worker_is_a_fatal_error(rt: SharedRuntime) {
     let sibling_stopped = Latch::new();
     let manager = ComponentManager::builder()
         .add_worker(serve_until_stopped)
-        .add_worker({
-            let gate = gate.clone();
-            move |_ctx, ready| {
-                let gate = gate.clone();
-                async move {
-                    ready.ready();
-                    gate.wait().await;
-                    panic!("kaboom {}", 7);
-                }
-            }
-        })
+        .add_worker(gated_worker(&gate, || panic!("kaboom {}", 7)))
         .add_worker({
             let sibling_stopped = sibling_stopped.clone();
             move |ctx, ready| {
@@ -676,13 +670,10 @@ async fn panicking_worker_is_a_fatal_error(rt: SharedRuntime) {
             }
         })
         .build();
-    let stop = StopSource::new();
     let hooked = Events::new();
     let slot = FatalSlot::with_hook(hooked.hook());
-    manager.start(scope(&rt, &stop, &slot)).unwrap();
-    manager.ready().wait().await;
-    gate.set();
-    manager.done().wait().await;
+    let stop = start(&rt, &manager, &slot);
+    open_when_ready(&manager, &gate).await;
 
     assert!(
         sibling_stopped.is_set(),
@@ -796,8 +787,6 @@ async fn done_implies_every_worker_returned(rt: SharedRuntime) {
             },
         );
         let manager = builder.build();
-        let stop = StopSource::new();
-        let slot = FatalSlot::new();
         let alive = |probes: &[Latch]| probes.iter().filter(|p| !p.is_set()).count();
         // Checked at the moment done is set, and by a task woken by done.
         let at_done = Arc::new(Mutex::new(None));
@@ -813,7 +802,7 @@ async fn done_implies_every_worker_returned(rt: SharedRuntime) {
                 (alive(&returned), alive(&dropped))
             }
         });
-        manager.start(scope(&rt, &stop, &slot)).unwrap();
+        let stop = start(&rt, &manager, &FatalSlot::new());
         manager.ready().wait().await;
         if ending == "stop" {
             stop.stop();
@@ -1042,8 +1031,7 @@ async fn observed_run(rt: &SharedRuntime, variant: usize) -> Vec<String> {
     let observed = Observed::new(&manager, &slot, &returned);
     let watches = observed.watch_synchronously();
     let observers = observed.spawn_observers(rt);
-    let stop = StopSource::new();
-    manager.start(scope(rt, &stop, &slot)).unwrap();
+    let stop = start(rt, &manager, &slot);
     manager.done().wait().await;
     watches.settle().await;
     let mut violations = observed.finish(observers).await;
@@ -1086,12 +1074,7 @@ async fn error_shutdown_done_order_over_a_thousand_runs(rt: SharedRuntime) {
             failed.push((run, violations));
         }
     }
-    assert!(
-        failed.is_empty(),
-        "{} of {RUNS} runs broke the order: {:?}",
-        failed.len(),
-        &failed[..failed.len().min(5)]
-    );
+    assert_no_failed_runs(&failed, RUNS);
 }
 
 async fn ready_racing_done_is_set_before_done_or_never(rt: SharedRuntime) {
@@ -1116,17 +1099,7 @@ async fn ready_racing_done_is_set_before_done_or_never(rt: SharedRuntime) {
                     }
                 }
             })
-            .add_worker({
-                let gate = gate.clone();
-                move |_ctx, ready| {
-                    let gate = gate.clone();
-                    async move {
-                        ready.ready();
-                        gate.wait().await;
-                        Ok(())
-                    }
-                }
-            })
+            .add_worker(gated_worker(&gate, || Ok(())))
             .build();
         let violations = Arc::new(Violations::default());
         let ready_at_done = Arc::new(Mutex::new(None));
@@ -1138,15 +1111,9 @@ async fn ready_racing_done_is_set_before_done_or_never(rt: SharedRuntime) {
                 *ready_at_done.lock().unwrap() = Some(ready.is_set());
             }
         });
-        let stop = StopSource::new();
-        let slot = FatalSlot::new();
-        manager.start(scope(&rt, &stop, &slot)).unwrap();
+        let _stop = start(&rt, &manager, &FatalSlot::new());
         handed.wait().await;
-        let handle = kept
-            .lock()
-            .unwrap()
-            .take()
-            .expect("no ready handle handed over");
+        let handle = take_handle(&kept, "no ready handle handed over");
         if run % 3 == 0 {
             gate.set();
             handle.ready();
@@ -1172,10 +1139,5 @@ async fn ready_racing_done_is_set_before_done_or_never(rt: SharedRuntime) {
             failed.push((run, found));
         }
     }
-    assert!(
-        failed.is_empty(),
-        "{} of {RUNS} runs broke the order: {:?}",
-        failed.len(),
-        &failed[..failed.len().min(5)]
-    );
+    assert_no_failed_runs(&failed, RUNS);
 }

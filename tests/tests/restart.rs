@@ -3,14 +3,14 @@
 //! errors, the restart policy (backoff, intensity, validation) and the stop
 //! timeout.
 
-use std::future::pending;
+use std::future::{pending, Future};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use lifecycle::{
     run_component, Component, ComponentManager, Failure, FatalError, FatalSlot, Instant, Latch,
     PolicyError, RestartPolicy, RunOutcome, RuntimeExt, Scope, SharedRuntime, StartError,
-    StopSource, Verdict,
+    StopSource, Verdict, WorkerContext, WorkerResult,
 };
 use lifecycle_conformance::{
     conformance, eventually, serve_until_stopped, yield_now, Counter, DropProbe, Events,
@@ -61,6 +61,15 @@ impl Latest {
         self.0.lock().unwrap().clone().expect("no instance built")
     }
 
+    /// A factory that builds each instance with `make` and keeps it.
+    fn factory(
+        &self,
+        mut make: impl FnMut() -> ComponentManager + Send + 'static,
+    ) -> impl FnMut() -> Result<ComponentManager, FatalError> + Send + 'static {
+        let latest = self.clone();
+        move || Ok(latest.keep(&make()))
+    }
+
     /// Waits until an instance is built and ready, and returns it.
     async fn ready(&self, rt: &SharedRuntime) -> ComponentManager {
         eventually(rt, "the instance was built", || {
@@ -95,17 +104,78 @@ fn recording(
     }
 }
 
-/// A one-worker manager whose worker calls ready and then fails.
-fn failing_manager(message: String) -> ComponentManager {
+/// A handler that restarts the first `restarts` instances and stops the next.
+fn restart_until(restarts: u32) -> impl FnMut(&Failure) -> Verdict + Send + 'static {
+    move |failure: &Failure| {
+        if failure.attempt <= restarts {
+            Verdict::Restart
+        } else {
+            Verdict::Stop
+        }
+    }
+}
+
+/// A factory that counts its calls in `built` and builds instance `n`
+/// (from 1) with `make(n)`.
+fn counted(
+    built: &Counter,
+    mut make: impl FnMut(u32) -> ComponentManager + Send + 'static,
+) -> impl FnMut() -> Result<ComponentManager, FatalError> + Send + 'static {
+    let built = built.clone();
+    move || Ok(make(built.next()))
+}
+
+/// A factory that hands back the same `instance` on every call.
+fn same_instance<C: Clone + Send + 'static>(
+    instance: &C,
+) -> impl FnMut() -> Result<C, FatalError> + Send + 'static {
+    let instance = instance.clone();
+    move || Ok(instance.clone())
+}
+
+/// A one-worker manager whose worker calls ready and then runs `body`.
+fn one_worker<B, Fut>(body: B) -> ComponentManager
+where
+    B: Fn(WorkerContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = WorkerResult> + Send + 'static,
+{
     ComponentManager::builder()
-        .add_worker(move |_ctx, ready| {
-            let message = message.clone();
+        .add_worker(move |ctx, ready| {
+            let body = body(ctx);
             async move {
                 ready.ready();
-                Err(FatalError::msg(message))
+                body.await
             }
         })
         .build()
+}
+
+/// A [`one_worker`] manager whose worker sets `returned` when it returns,
+/// or when its future is dropped unfinished (an abort).
+fn probed_worker<B, Fut>(returned: &Latch, body: B) -> ComponentManager
+where
+    B: Fn(WorkerContext) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = WorkerResult> + Send + 'static,
+{
+    let returned = returned.clone();
+    one_worker(move |ctx| {
+        // Made with the future, not when it is first polled: a future
+        // dropped before it ever ran sets `returned` too.
+        let probe = DropProbe::on(&returned);
+        let body = body(ctx);
+        async move {
+            let _probe = probe;
+            body.await
+        }
+    })
+}
+
+/// A one-worker manager whose worker calls ready and then fails.
+fn failing_manager(message: String) -> ComponentManager {
+    one_worker(move |_ctx| {
+        let message = message.clone();
+        async move { Err(FatalError::msg(message)) }
+    })
 }
 
 fn error_text(outcome: &RunOutcome) -> Option<String> {
@@ -115,18 +185,12 @@ fn error_text(outcome: &RunOutcome) -> Option<String> {
 async fn startup_error_reaches_the_handler_once_and_is_returned_on_stop(rt: SharedRuntime) {
     let built = Counter::default();
     let handled = Events::new();
-    let factory = {
-        let built = built.clone();
-        move || {
-            built.next();
-            // Fails during startup, before calling ready.
-            Ok::<_, FatalError>(
-                ComponentManager::builder()
-                    .add_worker(|_ctx, _ready| async { Err(FatalError::msg("startup failed")) })
-                    .build(),
-            )
-        }
-    };
+    let factory = counted(&built, |_| {
+        // Fails during startup, before calling ready.
+        ComponentManager::builder()
+            .add_worker(|_ctx, _ready| async { Err(FatalError::msg("startup failed")) })
+            .build()
+    });
     let handler = {
         let handled = handled.clone();
         move |failure: &Failure| {
@@ -161,32 +225,19 @@ async fn one_handler_call_per_instance_despite_a_second_throw(rt: SharedRuntime)
     let built = Counter::default();
     let handled = Events::new();
     let hooked = Events::new();
-    let factory = {
-        let built = built.clone();
-        move || {
-            let n = built.next();
-            Ok::<_, FatalError>(
-                ComponentManager::builder()
-                    .add_worker(move |ctx, ready| async move {
-                        ready.ready();
-                        ctx.throw(FatalError::msg(format!("first {n}")));
-                        ctx.stopped().await;
-                        // Throws again while shutting down.
-                        Err(FatalError::msg(format!("second {n}")))
-                    })
-                    .build(),
-            )
-        }
-    };
+    let factory = counted(&built, |n| {
+        one_worker(move |ctx| async move {
+            ctx.throw(FatalError::msg(format!("first {n}")));
+            ctx.stopped().await;
+            // Throws again while shutting down.
+            Err(FatalError::msg(format!("second {n}")))
+        })
+    });
     let handler = {
-        let handled = handled.clone();
+        let (handled, mut verdict) = (handled.clone(), restart_until(1));
         move |failure: &Failure| {
             handled.push(failure.error.to_string());
-            if failure.attempt == 1 {
-                Verdict::Restart
-            } else {
-                Verdict::Stop
-            }
+            verdict(failure)
         }
     };
     let stop = StopSource::new();
@@ -224,33 +275,31 @@ async fn two_workers_throwing_at_once_make_one_handler_call(rt: SharedRuntime) {
     let handled = Events::new();
     let hooked = Events::new();
     let latest = Latest::default();
-    let factory = {
-        let latest = latest.clone();
-        move || {
-            let gate = Latch::new();
-            let builder = (0..2).fold(ComponentManager::builder(), |builder, index| {
+    let factory = latest.factory(|| {
+        let gate = Latch::new();
+        let builder = (0..2).fold(ComponentManager::builder(), |builder, index| {
+            let gate = gate.clone();
+            builder.add_worker(move |_ctx, ready| {
                 let gate = gate.clone();
-                builder.add_worker(move |_ctx, ready| {
-                    let gate = gate.clone();
-                    async move {
-                        ready.ready();
-                        gate.wait().await;
-                        Err(FatalError::msg(format!("boom {index}")))
-                    }
-                })
-            });
-            // The third worker opens the gate once both are in.
-            let builder = builder.add_worker(move |_ctx, ready| {
+                async move {
+                    ready.ready();
+                    gate.wait().await;
+                    Err(FatalError::msg(format!("boom {index}")))
+                }
+            })
+        });
+        // The third worker opens the gate once both are in.
+        builder
+            .add_worker(move |_ctx, ready| {
                 let gate = gate.clone();
                 async move {
                     ready.ready();
                     gate.set();
                     Ok(())
                 }
-            });
-            Ok::<_, FatalError>(latest.keep(&builder.build()))
-        }
-    };
+            })
+            .build()
+    });
     let handler = recording(&handled, Verdict::Stop);
     let stop = StopSource::new();
     let outcome = run_component(factory, handler)
@@ -275,24 +324,15 @@ async fn clean_exit_completes_without_the_handler(rt: SharedRuntime) {
     let built = Counter::default();
     let handled = Counter::default();
     let latest = Latest::default();
-    let factory = {
-        let built = built.clone();
+    let factory = counted(&built, {
         let latest = latest.clone();
-        move || {
-            built.next();
-            Ok::<_, FatalError>(
-                latest.keep(
-                    &ComponentManager::builder()
-                        .add_worker(|_ctx, ready| async move {
-                            ready.ready();
-                            yield_now().await;
-                            Ok(())
-                        })
-                        .build(),
-                ),
-            )
+        move |_| {
+            latest.keep(&one_worker(|_ctx| async {
+                yield_now().await;
+                Ok(())
+            }))
         }
-    };
+    });
     let handler = restarts_counted(&handled);
     let stop = StopSource::new();
     let outcome = run_component(factory, handler)
@@ -311,28 +351,15 @@ async fn parent_stop_cancels_and_the_instance_is_done(rt: SharedRuntime) {
     let handled = Counter::default();
     let latest = Latest::default();
     let returned = Latch::new();
-    let factory = {
-        let latest = latest.clone();
+    let factory = latest.factory({
         let returned = returned.clone();
         move || {
-            let returned = returned.clone();
-            Ok::<_, FatalError>(
-                latest.keep(
-                    &ComponentManager::builder()
-                        .add_worker(move |ctx, ready| {
-                            let probe = DropProbe::on(&returned);
-                            async move {
-                                let _probe = probe;
-                                ready.ready();
-                                ctx.stopped().await;
-                                Ok(())
-                            }
-                        })
-                        .build(),
-                ),
-            )
+            probed_worker(&returned, |ctx| async move {
+                ctx.stopped().await;
+                Ok(())
+            })
         }
-    };
+    });
     let handler = restarts_counted(&handled);
     let stop = StopSource::new();
     let run = rt.spawn(
@@ -388,25 +415,18 @@ async fn error_thrown_while_cancelled_goes_to_the_hook(rt: SharedRuntime) {
     let handled = Events::new();
     let hooked = Events::new();
     let latest = Latest::default();
-    let factory = {
-        let latest = latest.clone();
-        move || {
-            Ok::<_, FatalError>(
-                latest.keep(
-                    &["flush failed", "close failed"]
-                        .into_iter()
-                        .fold(ComponentManager::builder(), |builder, message| {
-                            builder.add_worker(move |ctx, ready| async move {
-                                ready.ready();
-                                ctx.stopped().await;
-                                Err(FatalError::msg(message))
-                            })
-                        })
-                        .build(),
-                ),
-            )
-        }
-    };
+    let factory = latest.factory(|| {
+        ["flush failed", "close failed"]
+            .into_iter()
+            .fold(ComponentManager::builder(), |builder, message| {
+                builder.add_worker(move |ctx, ready| async move {
+                    ready.ready();
+                    ctx.stopped().await;
+                    Err(FatalError::msg(message))
+                })
+            })
+            .build()
+    });
     let stop = StopSource::new();
     let run = rt.spawn(
         run_component(factory, recording(&handled, Verdict::Restart))
@@ -477,10 +497,9 @@ async fn restart_then_stop_sequence(rt: SharedRuntime) {
     let events = Events::new();
     let built = Counter::default();
     let instances: Arc<Mutex<Vec<ComponentManager>>> = Arc::default();
-    let factory = {
-        let (events, built, instances) = (events.clone(), built.clone(), instances.clone());
-        move || {
-            let n = built.next();
+    let factory = counted(&built, {
+        let (events, instances) = (events.clone(), instances.clone());
+        move |n| {
             let events = events.clone();
             let manager = ComponentManager::builder()
                 .add_worker(move |ctx, ready| {
@@ -497,9 +516,9 @@ async fn restart_then_stop_sequence(rt: SharedRuntime) {
                 })
                 .build();
             instances.lock().unwrap().push(manager.clone());
-            Ok::<_, FatalError>(manager)
+            manager
         }
-    };
+    });
     let handler = {
         let events = events.clone();
         move |failure: &Failure| {
@@ -543,13 +562,7 @@ async fn restart_then_stop_sequence(rt: SharedRuntime) {
 async fn parent_stopped_before_the_loop_cancels_without_the_factory(rt: SharedRuntime) {
     let built = Counter::default();
     let handled = Counter::default();
-    let factory = {
-        let built = built.clone();
-        move || {
-            built.next();
-            Ok::<_, FatalError>(failing_manager("unexpected".into()))
-        }
-    };
+    let factory = counted(&built, |_| failing_manager("unexpected".into()));
     let handler = restarts_counted(&handled);
     let stop = StopSource::new();
     stop.stop();
@@ -569,13 +582,13 @@ async fn handler_runs_after_the_failed_instance_is_done(rt: SharedRuntime) {
     let latest = Latest::default();
     let returned: Arc<Mutex<Vec<Latch>>> = Arc::default();
     let seen = Events::new();
-    let factory = {
-        let (latest, returned) = (latest.clone(), returned.clone());
+    let factory = latest.factory({
+        let returned = returned.clone();
         move || {
             let probes = [Latch::new(), Latch::new()];
             returned.lock().unwrap().extend(probes.iter().cloned());
             let [thrower, slow] = probes;
-            let manager = ComponentManager::builder()
+            ComponentManager::builder()
                 .add_worker(move |ctx, ready| {
                     let probe = DropProbe::on(&thrower);
                     async move {
@@ -598,12 +611,12 @@ async fn handler_runs_after_the_failed_instance_is_done(rt: SharedRuntime) {
                         Ok(())
                     }
                 })
-                .build();
-            Ok::<_, FatalError>(latest.keep(&manager))
+                .build()
         }
-    };
+    });
     let handler = {
         let (latest, returned, seen) = (latest.clone(), returned.clone(), seen.clone());
+        let mut verdict = restart_until(2);
         move |failure: &Failure| {
             let instance = latest.get();
             let all_returned = returned.lock().unwrap().iter().all(Latch::is_set);
@@ -612,11 +625,7 @@ async fn handler_runs_after_the_failed_instance_is_done(rt: SharedRuntime) {
                 failure.attempt,
                 instance.done().is_set()
             ));
-            if failure.attempt < 3 {
-                Verdict::Restart
-            } else {
-                Verdict::Stop
-            }
+            verdict(failure)
         }
     };
     let stop = StopSource::new();
@@ -647,13 +656,9 @@ async fn every_other_verdict_ends_the_loop_with_it(rt: SharedRuntime) {
         Verdict::SpinHalt,
     ] {
         let built = Counter::default();
-        let factory = {
-            let built = built.clone();
-            move || {
-                built.next();
-                Ok::<_, FatalError>(failing_manager(format!("failed for {verdict}")))
-            }
-        };
+        let factory = counted(&built, move |_| {
+            failing_manager(format!("failed for {verdict}"))
+        });
         let stop = StopSource::new();
         let outcome = run_component(factory, move |_: &Failure| verdict)
             .policy(RestartPolicy::immediate())
@@ -688,15 +693,9 @@ async fn start_errors_are_returned_at_once(rt: SharedRuntime) {
     let handled = Counter::default();
     let handler = restarts_counted(&handled);
     let stop = StopSource::new();
-    let outcome = run_component(
-        {
-            let running = running.clone();
-            move || Ok::<_, FatalError>(running.clone())
-        },
-        handler.clone(),
-    )
-    .run(rt.clone(), stop.token())
-    .await;
+    let outcome = run_component(same_instance(&running), handler.clone())
+        .run(rt.clone(), stop.token())
+        .await;
     assert!(
         matches!(
             outcome,
@@ -717,16 +716,10 @@ async fn start_errors_are_returned_at_once(rt: SharedRuntime) {
 
     // The factory hands back the instance that just failed.
     let reused = failing_manager("failed once".into());
-    let outcome = run_component(
-        {
-            let reused = reused.clone();
-            move || Ok::<_, FatalError>(reused.clone())
-        },
-        handler,
-    )
-    .policy(RestartPolicy::immediate())
-    .run(rt.clone(), stop.token())
-    .await;
+    let outcome = run_component(same_instance(&reused), handler)
+        .policy(RestartPolicy::immediate())
+        .run(rt.clone(), stop.token())
+        .await;
     assert!(
         matches!(
             outcome,
@@ -741,15 +734,9 @@ async fn start_errors_are_returned_at_once(rt: SharedRuntime) {
 
     // A component whose start fails.
     let refusing = ManualComponent::failing_to_start(FatalError::msg("port in use"));
-    let outcome = run_component(
-        {
-            let refusing = refusing.clone();
-            move || Ok::<_, FatalError>(refusing.clone())
-        },
-        |_: &Failure| Verdict::Restart,
-    )
-    .run(rt.clone(), stop.token())
-    .await;
+    let outcome = run_component(same_instance(&refusing), |_: &Failure| Verdict::Restart)
+        .run(rt.clone(), stop.token())
+        .await;
     match &outcome {
         RunOutcome::StartFailed {
             error: StartError::Failed(error),
@@ -775,12 +762,10 @@ impl Stamps {
         &self,
         runs_for: impl Fn(u32) -> Duration + Clone + Send + Sync + 'static,
     ) -> impl FnMut() -> Result<ComponentManager, FatalError> + Send + 'static {
-        let built = Counter::default();
         let stamps = self.clone();
-        move || {
-            let n = built.next();
+        counted(&Counter::default(), move |n| {
             let (stamps, runs_for) = (stamps.clone(), runs_for.clone());
-            Ok(ComponentManager::builder()
+            ComponentManager::builder()
                 .add_worker(move |ctx, ready| {
                     let (stamps, run) = (stamps.clone(), runs_for(n));
                     async move {
@@ -795,8 +780,8 @@ impl Stamps {
                         Err(FatalError::msg(format!("failure {n}")))
                     }
                 })
-                .build())
-        }
+                .build()
+        })
     }
 
     fn note(&self, n: u32, what: &'static str, at: Instant) {
@@ -814,17 +799,6 @@ impl Stamps {
                 .unwrap_or_else(|| panic!("no {what} of instance {n}: {stamps:?}"))
         };
         at(failed + 1, "start").saturating_duration_since(at(failed, "fail"))
-    }
-}
-
-/// A handler that restarts the first `restarts` instances and stops the next.
-fn restart_until(restarts: u32) -> impl FnMut(&Failure) -> Verdict + Send + 'static {
-    move |failure: &Failure| {
-        if failure.attempt <= restarts {
-            Verdict::Restart
-        } else {
-            Verdict::Stop
-        }
     }
 }
 
@@ -899,13 +873,7 @@ async fn stable_run_resets_the_backoff(rt: SharedRuntime) {
 async fn intensity_limits_the_restarts(rt: SharedRuntime) {
     let built = Counter::default();
     let handled = Counter::default();
-    let factory = {
-        let built = built.clone();
-        move || {
-            let n = built.next();
-            Ok::<_, FatalError>(failing_manager(format!("failure {n}")))
-        }
-    };
+    let factory = counted(&built, |n| failing_manager(format!("failure {n}")));
     let handler = restarts_counted(&handled);
     let stop = StopSource::new();
     let outcome = run_component(factory, handler)
@@ -922,13 +890,7 @@ async fn intensity_limits_the_restarts(rt: SharedRuntime) {
 
     // `never`: the first failure spends the budget.
     let built = Counter::default();
-    let factory = {
-        let built = built.clone();
-        move || {
-            built.next();
-            Ok::<_, FatalError>(failing_manager("failed".into()))
-        }
-    };
+    let factory = counted(&built, |_| failing_manager("failed".into()));
     let outcome = run_component(factory, |_: &Failure| Verdict::Restart)
         .policy(RestartPolicy::never())
         .run(rt.clone(), stop.token())
@@ -944,22 +906,13 @@ async fn immediate_policy_restarts_many_times(rt: SharedRuntime) {
     const FAILURES: u32 = 200;
     let built = Counter::default();
     let handled = Counter::default();
-    let factory = {
-        let built = built.clone();
-        move || {
-            let n = built.next();
-            Ok::<_, FatalError>(if n <= FAILURES {
-                failing_manager(format!("failure {n}"))
-            } else {
-                ComponentManager::builder()
-                    .add_worker(|_ctx, ready| async move {
-                        ready.ready();
-                        Ok(())
-                    })
-                    .build()
-            })
+    let factory = counted(&built, |n| {
+        if n <= FAILURES {
+            failing_manager(format!("failure {n}"))
+        } else {
+            one_worker(|_ctx| async { Ok(()) })
         }
-    };
+    });
     let handler = {
         let handled = handled.clone();
         move |failure: &Failure| {
@@ -990,13 +943,7 @@ async fn invalid_policy_is_reported_by_field(rt: SharedRuntime) {
     ];
     for (policy, field) in cases {
         let built = Counter::default();
-        let factory = {
-            let built = built.clone();
-            move || {
-                built.next();
-                Ok::<_, FatalError>(failing_manager("unexpected".into()))
-            }
-        };
+        let factory = counted(&built, |_| failing_manager("unexpected".into()));
         let stop = StopSource::new();
         let outcome = run_component(factory, |_: &Failure| Verdict::Restart)
             .policy(policy.clone())
@@ -1028,29 +975,17 @@ async fn stop_timeout_aborts_an_instance_ignoring_the_stop(rt: SharedRuntime) {
     let latest = Latest::default();
     let dropped = Latch::new();
     let handled = Counter::default();
-    let factory = {
-        let (latest, dropped) = (latest.clone(), dropped.clone());
+    let factory = latest.factory({
+        let dropped = dropped.clone();
         move || {
-            let dropped = dropped.clone();
-            Ok::<_, FatalError>(
-                latest.keep(
-                    &ComponentManager::builder()
-                        .add_worker(move |ctx, ready| {
-                            let probe = DropProbe::on(&dropped);
-                            async move {
-                                let _probe = probe;
-                                ready.ready();
-                                ctx.throw(FatalError::msg("stuck"));
-                                // Ignores the stop that follows.
-                                pending::<()>().await;
-                                Ok(())
-                            }
-                        })
-                        .build(),
-                ),
-            )
+            probed_worker(&dropped, |ctx| async move {
+                ctx.throw(FatalError::msg("stuck"));
+                // Ignores the stop that follows.
+                pending::<()>().await;
+                Ok(())
+            })
         }
-    };
+    });
     let handler = restarts_counted(&handled);
     let stop = StopSource::new();
     let outcome = run_component(factory, handler)
@@ -1087,27 +1022,15 @@ async fn stop_timeout_on_a_parent_stop(rt: SharedRuntime) {
     const TIMEOUT: Duration = Duration::from_millis(50);
     let latest = Latest::default();
     let dropped = Latch::new();
-    let factory = {
-        let (latest, dropped) = (latest.clone(), dropped.clone());
+    let factory = latest.factory({
+        let dropped = dropped.clone();
         move || {
-            let dropped = dropped.clone();
-            Ok::<_, FatalError>(
-                latest.keep(
-                    &ComponentManager::builder()
-                        .add_worker(move |_ctx, ready| {
-                            let probe = DropProbe::on(&dropped);
-                            async move {
-                                let _probe = probe;
-                                ready.ready();
-                                pending::<()>().await;
-                                Ok(())
-                            }
-                        })
-                        .build(),
-                ),
-            )
+            probed_worker(&dropped, |_ctx| async {
+                pending::<()>().await;
+                Ok(())
+            })
         }
-    };
+    });
     let stop = StopSource::new();
     let run = rt.spawn(
         run_component(factory, |_: &Failure| Verdict::Restart)
@@ -1224,13 +1147,7 @@ async fn error_after_an_abandoned_stop_goes_to_the_hook(rt: SharedRuntime) {
 async fn parent_stop_during_the_backoff_cancels(rt: SharedRuntime) {
     let built = Counter::default();
     let handled = Latch::new();
-    let factory = {
-        let built = built.clone();
-        move || {
-            built.next();
-            Ok::<_, FatalError>(failing_manager("failed".into()))
-        }
-    };
+    let factory = counted(&built, |_| failing_manager("failed".into()));
     let handler = {
         let handled = handled.clone();
         move |_: &Failure| {

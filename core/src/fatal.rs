@@ -69,6 +69,20 @@ impl FatalError {
     }
 
     /// Wraps an already boxed error without boxing it again.
+    ///
+    /// # Example
+    ///
+    /// The boxed error keeps its type: it can still be downcast.
+    ///
+    /// ```
+    /// use std::error::Error;
+    /// use lifecycle::FatalError;
+    ///
+    /// let boxed: Box<dyn Error + Send + Sync> = std::io::Error::other("disk full").into();
+    /// let error = FatalError::from_boxed(boxed);
+    /// assert_eq!(error.to_string(), "disk full");
+    /// assert!(error.downcast_ref::<std::io::Error>().is_some());
+    /// ```
     pub fn from_boxed(error: Box<dyn Error + Send + Sync + 'static>) -> Self {
         Self {
             inner: Arc::from(error),
@@ -85,6 +99,21 @@ impl FatalError {
     }
 
     /// The wrapped error, if it is of type `E`.
+    ///
+    /// # Example
+    ///
+    /// A handler looks at the kind of an I/O error behind a fatal one:
+    ///
+    /// ```
+    /// use std::io::{Error, ErrorKind};
+    /// use lifecycle::FatalError;
+    ///
+    /// let denied = Error::new(ErrorKind::PermissionDenied, "no access to /var/lib/app");
+    /// let error = FatalError::new(denied);
+    /// let io = error.downcast_ref::<Error>().expect("an io::Error");
+    /// assert_eq!(io.kind(), ErrorKind::PermissionDenied);
+    /// assert!(error.downcast_ref::<std::fmt::Error>().is_none(), "not another type");
+    /// ```
     pub fn downcast_ref<E>(&self) -> Option<&E>
     where
         E: Error + 'static,
@@ -93,6 +122,18 @@ impl FatalError {
     }
 
     /// Whether both values are clones of the same reported error.
+    ///
+    /// # Example
+    ///
+    /// Clones are the same report; an equal error made again is not:
+    ///
+    /// ```
+    /// use lifecycle::FatalError;
+    ///
+    /// let error = FatalError::msg("disk full");
+    /// assert!(error.same_as(&error.clone()));
+    /// assert!(!error.same_as(&FatalError::msg("disk full")));
+    /// ```
     pub fn same_as(&self, other: &FatalError) -> bool {
         Arc::ptr_eq(&self.inner, &other.inner)
     }
@@ -225,6 +266,26 @@ impl FatalHook {
     }
 
     /// Hands `error` to the hook.
+    ///
+    /// # Example
+    ///
+    /// Calling a slot's hook hands it the error without counting it, as
+    /// [`FatalSlot::report_unhandled`] would:
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use lifecycle::{FatalError, FatalHook, FatalSlot};
+    ///
+    /// let seen = Arc::new(Mutex::new(Vec::new()));
+    /// let hook = FatalHook::new({
+    ///     let seen = seen.clone();
+    ///     move |err: &FatalError| seen.lock().unwrap().push(err.to_string())
+    /// });
+    /// let slot = FatalSlot::with_hook(hook);
+    /// slot.hook().call(&FatalError::msg("cache flush failed"));
+    /// assert_eq!(*seen.lock().unwrap(), ["cache flush failed"]);
+    /// assert_eq!(slot.unhandled_count(), 0);
+    /// ```
     pub fn call(&self, error: &FatalError) {
         match &self.custom {
             Some(f) => f(error),
@@ -530,7 +591,25 @@ impl FatalSlot {
         First(Waiter::new(self.inner()))
     }
 
-    /// How many errors went to the hook because the slot held one already.
+    /// How many errors went to the hook rather than into the slot: those
+    /// reported after the first, and every one handed to
+    /// [`report_unhandled`](FatalSlot::report_unhandled).
+    ///
+    /// # Example
+    ///
+    /// The first error is delivered, not counted; every later one is counted,
+    /// whichever way it was reported:
+    ///
+    /// ```
+    /// use lifecycle::{FatalError, FatalHook, FatalSlot};
+    ///
+    /// let slot = FatalSlot::with_hook(FatalHook::new(|_| {}));
+    /// slot.report(FatalError::msg("connection reset"));
+    /// assert_eq!(slot.unhandled_count(), 0);
+    /// slot.report(FatalError::msg("write failed"));
+    /// slot.report_unhandled(FatalError::msg("retry failed"));
+    /// assert_eq!(slot.unhandled_count(), 2);
+    /// ```
     pub fn unhandled_count(&self) -> usize {
         self.inner().unhandled.load(Relaxed)
     }

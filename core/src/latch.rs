@@ -101,6 +101,20 @@ impl Latch {
 
     /// Waits until the latch is set, owning a handle: the future is `'static`
     /// and can be moved into a spawned task.
+    ///
+    /// # Example
+    ///
+    /// The future borrows nothing, so another thread can wait on it:
+    ///
+    /// ```
+    /// use lifecycle::Latch;
+    ///
+    /// let ready = Latch::new();
+    /// let wait = ready.clone().wait_owned();
+    /// let waiter = std::thread::spawn(move || futures_executor::block_on(wait));
+    /// ready.set();
+    /// waiter.join().expect("the waiter returns once the latch is set");
+    /// ```
     pub fn wait_owned(self) -> WaitOwned {
         WaitOwned(Waiter::new(self.flag))
     }
@@ -169,11 +183,26 @@ impl Signal {
     }
 
     /// Waits until the latch is set; the future is `'static`.
+    ///
+    /// # Example
+    ///
+    /// A watcher thread gets the read-only view and waits on it:
+    ///
+    /// ```
+    /// use lifecycle::Latch;
+    ///
+    /// let done = Latch::new();
+    /// let signal = done.signal();
+    /// let watcher = std::thread::spawn(move || futures_executor::block_on(signal.wait_owned()));
+    /// done.set();
+    /// watcher.join().expect("the watcher returns once the latch is set");
+    /// ```
     pub fn wait_owned(self) -> WaitOwned {
         self.0.wait_owned()
     }
 
-    /// Whether both views (or a view and a latch) show the same latch.
+    /// Whether both views show the same latch (for a latch, compare with
+    /// its [`signal`](Latch::signal)).
     pub fn same_as(&self, other: &Signal) -> bool {
         self.0.same_as(&other.0)
     }

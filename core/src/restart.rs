@@ -51,7 +51,8 @@ pub enum Verdict {
     Restart,
     /// Stop this component (and, under a supervisor, its dependents).
     Stop,
-    /// Stop this component and what it depends on (under a supervisor).
+    /// Stop this component and what it depends on, transitively, and so
+    /// everything depending on any of those (under a supervisor).
     StopParents,
     /// Stop everything (under a supervisor) and return the error.
     Shutdown,
@@ -199,11 +200,43 @@ impl RunOutcome {
     ///
     /// [`Completed`]: RunOutcome::Completed
     /// [`Cancelled`]: RunOutcome::Cancelled
+    ///
+    /// # Example
+    ///
+    /// A cancelled loop is clean; one whose restarts ran out is not:
+    ///
+    /// ```
+    /// use lifecycle::{FatalError, RunOutcome};
+    ///
+    /// assert!(RunOutcome::Completed.is_clean() && RunOutcome::Cancelled.is_clean());
+    /// let exhausted = RunOutcome::RestartsExhausted { error: FatalError::msg("flaky"), attempt: 4 };
+    /// assert!(!exhausted.is_clean());
+    /// ```
     pub fn is_clean(&self) -> bool {
         matches!(self, RunOutcome::Completed | RunOutcome::Cancelled)
     }
 
     /// The fatal error behind the outcome, if there is one.
+    ///
+    /// # Example
+    ///
+    /// A failure carries its error; a stop that overran carries one only if
+    /// it was handling one:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lifecycle::{FatalError, RunOutcome, Verdict};
+    ///
+    /// let error = FatalError::msg("port in use");
+    /// let failed = RunOutcome::Failed { error: error.clone(), verdict: Verdict::Stop, attempt: 1 };
+    /// assert!(failed.error().is_some_and(|e| e.same_as(&error)));
+    ///
+    /// // An instance the parent's stop could not end in time: no error behind it.
+    /// let timeout = Duration::from_secs(5);
+    /// let overran = RunOutcome::StopTimedOut { attempt: 1, timeout, aborted: true, error: None };
+    /// assert!(overran.error().is_none());
+    /// assert!(RunOutcome::Cancelled.error().is_none());
+    /// ```
     pub fn error(&self) -> Option<&FatalError> {
         match self {
             RunOutcome::Failed { error, .. }
@@ -417,6 +450,43 @@ where
 
     /// How long a stopped instance gets to be done before it is aborted
     /// (default: [`DEFAULT_STOP_TIMEOUT`]).
+    ///
+    /// # Example
+    ///
+    /// A worker that ignores its stop while a sibling's failure is handled is
+    /// aborted once the timeout runs out, and the loop ends naming the instance:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lifecycle::{run_component, ComponentManager, FatalError, RunOutcome, StopSource, Verdict};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # use std::sync::Arc;
+    /// # // Timers fire at once here: the stop timeout runs out without a wait.
+    /// # struct Threads;
+    /// # impl Runtime for Threads {
+    /// #     fn spawn_detached(&self, task: BoxFuture) {
+    /// #         std::thread::spawn(move || futures_executor::block_on(task));
+    /// #     }
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::ready(())) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    /// let factory = || {
+    ///     Ok::<_, FatalError>(
+    ///         ComponentManager::builder()
+    ///             .add_worker(|_, _| async { Err(FatalError::msg("upstream gone")) })
+    ///             .add_worker(|_, _| std::future::pending()) // never looks at its stop
+    ///             .build(),
+    ///     )
+    /// };
+    /// let parent = StopSource::new();
+    /// let outcome = futures_executor::block_on(
+    ///     run_component(factory, |_| Verdict::Restart)
+    ///         .stop_timeout(Duration::from_secs(1))
+    ///         .run(Arc::new(Threads), parent.token()),
+    /// );
+    /// assert!(matches!(outcome, RunOutcome::StopTimedOut { attempt: 1, .. }), "{outcome:?}");
+    /// assert_eq!(outcome.error().map(|e| e.to_string()).as_deref(), Some("upstream gone"));
+    /// ```
     pub fn stop_timeout(mut self, timeout: Duration) -> Self {
         self.stop_timeout = Some(timeout);
         self
@@ -430,6 +500,50 @@ where
 
     /// Where each instance's errors after its first go (default:
     /// [`FatalHook::default`]).
+    ///
+    /// # Example
+    ///
+    /// The handler gets an instance's first error; the hook gets the error the
+    /// instance returns after it:
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use lifecycle::{run_component, ComponentManager, FatalError, FatalHook, RunOutcome, StopSource, Verdict};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # use std::time::Duration;
+    /// # struct Threads;
+    /// # impl Runtime for Threads {
+    /// #     fn spawn_detached(&self, task: BoxFuture) {
+    /// #         std::thread::spawn(move || futures_executor::block_on(task));
+    /// #     }
+    /// #     // No timer fires in this example (and Miri wants no stray threads).
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    /// let late = Arc::new(Mutex::new(Vec::new()));
+    /// let hook = FatalHook::new({
+    ///     let late = late.clone();
+    ///     move |err: &FatalError| late.lock().unwrap().push(err.to_string())
+    /// });
+    /// let factory = || {
+    ///     Ok::<_, FatalError>(
+    ///         ComponentManager::builder()
+    ///             .add_worker(|ctx, _| async move {
+    ///                 ctx.throw(FatalError::msg("connection reset"));
+    ///                 Err(FatalError::msg("write failed"))
+    ///             })
+    ///             .build(),
+    ///     )
+    /// };
+    /// let parent = StopSource::new();
+    /// let outcome = futures_executor::block_on(
+    ///     run_component(factory, |_| Verdict::Stop)
+    ///         .hook(hook)
+    ///         .run(Arc::new(Threads), parent.token()),
+    /// );
+    /// assert_eq!(outcome.error().map(|e| e.to_string()).as_deref(), Some("connection reset"));
+    /// assert_eq!(*late.lock().unwrap(), ["write failed"]);
+    /// ```
     pub fn hook(mut self, hook: FatalHook) -> Self {
         self.hook = hook;
         self

@@ -98,6 +98,32 @@ impl Scope {
     }
 
     /// The runtime, the token and the fatal slot, by value.
+    ///
+    /// # Example
+    ///
+    /// The parts are the scope's own: its token observes the same node, and its
+    /// slot is the same slot:
+    ///
+    /// ```
+    /// use lifecycle::{FatalError, FatalSlot, Scope, StopSource};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # use std::{sync::Arc, time::Duration};
+    /// # struct Nothing;
+    /// # impl Runtime for Nothing {
+    /// #     fn spawn_detached(&self, _: BoxFuture) {}
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    /// # let runtime = Arc::new(Nothing);
+    /// let stop = StopSource::new();
+    /// let fatal = FatalSlot::new();
+    /// let scope = Scope::new(runtime, stop.token(), fatal.clone());
+    ///
+    /// let (_runtime, token, slot) = scope.into_parts();
+    /// assert!(token.same_as(&stop.token()));
+    /// slot.report(FatalError::msg("lost the database"));
+    /// assert_eq!(fatal.take().unwrap().to_string(), "lost the database");
+    /// ```
     pub fn into_parts(self) -> (SharedRuntime, StopToken, FatalSlot) {
         (self.runtime, self.token, self.fatal)
     }

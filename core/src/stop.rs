@@ -453,6 +453,20 @@ impl StopSource {
     /// Stops this node and its descendants with `cause`. Returns `true` if this
     /// call stopped it, `false` if it was stopped already (the first cause
     /// stays).
+    ///
+    /// # Example
+    ///
+    /// A deadline stops the node with [`StopCause::Timeout`]; a later stop
+    /// changes nothing:
+    ///
+    /// ```
+    /// use lifecycle::{StopCause, StopSource};
+    ///
+    /// let source = StopSource::new();
+    /// assert!(source.stop_with(StopCause::Timeout));
+    /// assert!(!source.stop(), "stopped already");
+    /// assert!(matches!(source.token().cause(), Some(StopCause::Timeout)));
+    /// ```
     pub fn stop_with(&self, cause: StopCause) -> bool {
         self.node.stop(cause)
     }
@@ -464,6 +478,21 @@ impl StopSource {
     }
 
     /// A new child of this node: stopped when this node is.
+    ///
+    /// # Example
+    ///
+    /// A child stops with its parent, and a child made under a stopped parent
+    /// is born stopped:
+    ///
+    /// ```
+    /// use lifecycle::StopSource;
+    ///
+    /// let parent = StopSource::new();
+    /// let child = parent.child();
+    /// parent.stop();
+    /// assert!(child.is_stopped());
+    /// assert!(parent.child().is_stopped(), "born stopped");
+    /// ```
     pub fn child(&self) -> StopSource {
         StopSource {
             node: self.node.child(),
@@ -517,12 +546,48 @@ impl StopToken {
     }
 
     /// Why this node stopped; `None` while it runs.
+    ///
+    /// # Example
+    ///
+    /// A child stopped by its parent gives the parent's stop as its cause,
+    /// not the parent's own cause:
+    ///
+    /// ```
+    /// use lifecycle::{StopCause, StopSource};
+    ///
+    /// let root = StopSource::new();
+    /// let child = root.child();
+    /// assert!(child.token().cause().is_none(), "running: no cause");
+    /// root.stop();
+    /// assert!(matches!(root.token().cause(), Some(StopCause::Requested)));
+    /// assert!(matches!(child.token().cause(), Some(StopCause::ParentStopped)));
+    /// ```
     pub fn cause(&self) -> Option<StopCause> {
         self.node.node.cause()
     }
 
     /// The cause at the top of the chain of [`StopCause::ParentStopped`]: why
     /// the ancestor that started this stop stopped.
+    ///
+    /// # Example
+    ///
+    /// A fatal error stops the root; two levels down, the cause is the
+    /// parent's stop and the origin is the error:
+    ///
+    /// ```
+    /// use lifecycle::{FatalError, StopCause, StopSource};
+    ///
+    /// let root = StopSource::new();
+    /// let grandchild = root.child().child();
+    /// let error = FatalError::msg("disk full");
+    /// root.stop_with(StopCause::Fatal(error.clone()));
+    ///
+    /// let token = grandchild.token();
+    /// assert!(matches!(token.cause(), Some(StopCause::ParentStopped)));
+    /// let origin = token.origin_cause();
+    /// let fatal = origin.as_ref().and_then(StopCause::fatal_error);
+    /// assert!(fatal.is_some_and(|fatal| fatal.same_as(&error)));
+    /// ```
     pub fn origin_cause(&self) -> Option<StopCause> {
         let (mut cause, mut parent) = self.node.node.cause_and_parent();
         while let (Some(StopCause::ParentStopped), Some(node)) = (&cause, parent) {
@@ -539,6 +604,20 @@ impl StopToken {
 
     /// As [`stopped`](StopToken::stopped), owning the token: the future is
     /// `'static`.
+    ///
+    /// # Example
+    ///
+    /// The future borrows nothing, so another thread can wait on it:
+    ///
+    /// ```
+    /// use lifecycle::StopSource;
+    ///
+    /// let source = StopSource::new();
+    /// let stopped = source.token().stopped_owned();
+    /// let waiter = std::thread::spawn(move || futures_executor::block_on(stopped));
+    /// source.stop();
+    /// waiter.join().expect("the waiter returns once the node stops");
+    /// ```
     pub fn stopped_owned(self) -> StoppedOwned {
         StoppedOwned(Waiter::new(self.node))
     }
@@ -581,6 +660,22 @@ impl StopToken {
     }
 
     /// A new child of this node, with the source that stops it.
+    ///
+    /// # Example
+    ///
+    /// A component that holds only a token cannot stop its scope, but it can
+    /// make a sub-scope of its own and stop that:
+    ///
+    /// ```
+    /// use lifecycle::{StopCause, StopSource};
+    ///
+    /// let root = StopSource::new();
+    /// let token = root.token(); // what the component was given
+    /// let sub = token.child();
+    /// assert!(sub.stop());
+    /// assert!(matches!(sub.token().cause(), Some(StopCause::Requested)));
+    /// assert!(!token.is_stopped(), "the parent runs on");
+    /// ```
     pub fn child(&self) -> StopSource {
         StopSource {
             node: self.node.child(),
@@ -588,6 +683,19 @@ impl StopToken {
     }
 
     /// Whether both tokens observe the same node.
+    ///
+    /// # Example
+    ///
+    /// Tokens made from one source observe one node; a child's does not:
+    ///
+    /// ```
+    /// use lifecycle::StopSource;
+    ///
+    /// let source = StopSource::new();
+    /// let token = source.token();
+    /// assert!(token.same_as(&source.token()), "two tokens of one node");
+    /// assert!(!token.same_as(&token.child().token()), "a child is another node");
+    /// ```
     pub fn same_as(&self, other: &StopToken) -> bool {
         core::ptr::addr_eq(Arc::as_ptr(&self.node), Arc::as_ptr(&other.node))
     }

@@ -257,12 +257,78 @@ impl<T> JoinHandle<T> {
     /// this call triggers) and the join reports [`JoinError::Aborted`]. A task
     /// that finished already keeps its outcome. A task stuck in a blocking
     /// call cannot be interrupted; it is dropped once it yields.
+    ///
+    /// # Example
+    ///
+    /// The future, and what it owns, is dropped before the join completes:
+    ///
+    /// ```
+    /// use lifecycle::{JoinError, Latch, RuntimeExt};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # use std::time::Duration;
+    /// # struct Threads;
+    /// # impl Runtime for Threads {
+    /// #     fn spawn_detached(&self, task: BoxFuture) {
+    /// #         std::thread::spawn(move || futures_executor::block_on(task));
+    /// #     }
+    /// #     // No timer fires in this example (and Miri wants no stray threads).
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    /// /// Sets its latch when dropped, as a connection would close.
+    /// struct Connection(Latch);
+    /// impl Drop for Connection {
+    ///     fn drop(&mut self) {
+    ///         self.0.set();
+    ///     }
+    /// }
+    ///
+    /// # futures_executor::block_on(async {
+    /// let closed = Latch::new();
+    /// let connection = Connection(closed.clone());
+    /// let task = Threads.spawn(async move {
+    ///     let _connection = connection;
+    ///     std::future::pending::<()>().await
+    /// });
+    /// task.abort();
+    /// assert_eq!(task.await, Err(JoinError::Aborted));
+    /// assert!(closed.is_set());
+    /// # });
+    /// ```
     pub fn abort(&self) {
         self.0.holder().abort.raise();
     }
 
     /// Whether the task's future is gone (finished, aborted, panicked or
     /// dropped): one atomic load.
+    ///
+    /// # Example
+    ///
+    /// A task waiting on a latch is not finished; once its join completed,
+    /// it is:
+    ///
+    /// ```
+    /// use lifecycle::{Latch, RuntimeExt};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # use std::time::Duration;
+    /// # struct Threads;
+    /// # impl Runtime for Threads {
+    /// #     fn spawn_detached(&self, task: BoxFuture) {
+    /// #         std::thread::spawn(move || futures_executor::block_on(task));
+    /// #     }
+    /// #     // No timer fires in this example (and Miri wants no stray threads).
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    /// # futures_executor::block_on(async {
+    /// let go = Latch::new();
+    /// let mut task = Threads.spawn(go.clone().wait_owned());
+    /// assert!(!task.is_finished(), "it waits for the latch");
+    /// go.set();
+    /// assert_eq!((&mut task).await, Ok(()));
+    /// assert!(task.is_finished(), "the join completes after the future is gone");
+    /// # });
+    /// ```
     pub fn is_finished(&self) -> bool {
         self.0.holder().finished.is_set()
     }

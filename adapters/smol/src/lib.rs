@@ -102,6 +102,24 @@ impl SmolRuntime {
 
     /// Spawns on `executor`. Tasks make progress only while something runs
     /// the executor (`executor.run(..)`, `executor.tick()`).
+    ///
+    /// # Example
+    ///
+    /// Nothing runs until the executor is ticked:
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use lifecycle::RuntimeExt;
+    /// use lifecycle_smol::SmolRuntime;
+    ///
+    /// let executor = Arc::new(smol::Executor::new());
+    /// let runtime = SmolRuntime::on(executor.clone());
+    /// let mut task = runtime.spawn(async { "ran" });
+    /// assert!(!task.is_finished(), "nothing ran the executor yet");
+    /// while executor.try_tick() {}
+    /// assert!(task.is_finished());
+    /// assert_eq!(smol::block_on(&mut task), Ok("ran"));
+    /// ```
     pub fn on(executor: Arc<Executor<'static>>) -> Self {
         Self {
             executor: Some(executor),
@@ -110,6 +128,18 @@ impl SmolRuntime {
     }
 
     /// The executor tasks are spawned on; `None` for the global one.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use lifecycle_smol::SmolRuntime;
+    ///
+    /// let executor = Arc::new(smol::Executor::new());
+    /// let owned = SmolRuntime::on(executor.clone());
+    /// assert!(owned.executor().is_some_and(|ex| Arc::ptr_eq(ex, &executor)));
+    /// assert!(SmolRuntime::global().executor().is_none());
+    /// ```
     pub fn executor(&self) -> Option<&Arc<Executor<'static>>> {
         self.executor.as_ref()
     }

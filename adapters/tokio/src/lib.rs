@@ -107,6 +107,28 @@ impl TokioRuntime {
     }
 
     /// Binds to the runtime behind `handle`; usable from any thread.
+    ///
+    /// # Example
+    ///
+    /// The clock is read inside the runtime, so a runtime with paused time
+    /// gives its virtual clock, even to a binding made outside it:
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lifecycle::{Runtime, RuntimeExt};
+    /// use lifecycle_tokio::TokioRuntime;
+    ///
+    /// let tokio = tokio::runtime::Builder::new_current_thread()
+    ///     .enable_time()
+    ///     .start_paused(true)
+    ///     .build()?;
+    /// let runtime = TokioRuntime::from_handle(tokio.handle().clone());
+    /// let before = runtime.now();
+    /// // Paused time jumps to the next timer: an hour passes at once.
+    /// tokio.block_on(runtime.sleep(Duration::from_secs(3600)));
+    /// assert!(runtime.now().saturating_duration_since(before) >= Duration::from_secs(3600));
+    /// # Ok::<(), std::io::Error>(())
+    /// ```
     pub fn from_handle(handle: Handle) -> Self {
         // The clock must be read inside the runtime for paused time to apply.
         let origin = {

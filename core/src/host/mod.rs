@@ -96,7 +96,7 @@ impl fmt::Display for HostSignal {
 /// | reason | code | when |
 /// |---|---|---|
 /// | [`Clean`](ExitReason::Clean) | 0 | every node completed, or a stop request stopped them all in time, with no error |
-/// | [`Fatal`](ExitReason::Fatal) | 1 | a node's failure shut the supervisor down or left a node stopped for good (a `Stop` or `StopParents` verdict), or a node reported an error while being stopped |
+/// | [`Fatal`](ExitReason::Fatal) | 1 | a node's failure shut the supervisor down or left a node stopped for good (a `Stop` or `StopParents` verdict), or a node reported an error while being stopped, or the run was aborted |
 /// | (none) | 2 | left to the program for usage errors |
 /// | [`SpinHaltReleased`](ExitReason::SpinHaltReleased) | 3 | a node's failure put the supervisor in a spin-halt, which SIGTERM released |
 /// | [`Overran`](ExitReason::Overran) | 4 | the stop overran the shutdown budget or a node's stop timeout |
@@ -147,7 +147,8 @@ pub enum ExitReason {
     /// A clean end.
     Clean,
     /// A fatal failure: a Shutdown, a node stopped for good by its failure
-    /// ([`SupervisorOutcome::failures`]), or errors during the stop.
+    /// ([`SupervisorOutcome::failures`]), errors during the stop, or a run
+    /// dropped before it ended ([`SupervisorEnd::Aborted`]).
     Fatal,
     /// A spin-halt released by SIGTERM.
     SpinHaltReleased,
@@ -159,6 +160,19 @@ pub enum ExitReason {
 
 impl ExitReason {
     /// The process exit code.
+    ///
+    /// # Example
+    ///
+    /// A `const fn`: the codes can name constants of a program's own.
+    ///
+    /// ```
+    /// use lifecycle::ExitReason;
+    ///
+    /// const FORCED: u8 = ExitReason::Forced.code();
+    /// assert_eq!(FORCED, 130, "128 + SIGINT");
+    /// assert_eq!(ExitReason::Clean.code(), 0);
+    /// assert_eq!(ExitReason::Overran.code(), 4);
+    /// ```
     pub const fn code(self) -> u8 {
         match self {
             ExitReason::Clean => 0,
@@ -170,6 +184,41 @@ impl ExitReason {
     }
 
     /// The reason a supervisor's outcome gives.
+    ///
+    /// # Example
+    ///
+    /// A run that ended because every node ended is still a fatal exit if a
+    /// node's failure left it stopped for good:
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use lifecycle::{ComponentManager, ExitReason, FatalError, Node};
+    /// use lifecycle::{StopSource, Supervisor, SupervisorEnd, Verdict};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # use std::time::Duration;
+    /// # struct Threads;
+    /// # impl Runtime for Threads {
+    /// #     fn spawn_detached(&self, task: BoxFuture) {
+    /// #         std::thread::spawn(move || futures_executor::block_on(task));
+    /// #     }
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    ///
+    /// let thumbnails = Node::new("thumbnails", || {
+    ///     Ok(ComponentManager::builder()
+    ///         .add_worker(|_, _| async { Err(FatalError::msg("no image codec")) })
+    ///         .build())
+    /// })
+    /// .handler(|_| Verdict::Stop);
+    /// let supervisor = Supervisor::builder().node(thumbnails).build()?;
+    ///
+    /// let parent = StopSource::new();
+    /// let outcome = futures_executor::block_on(supervisor.run(Arc::new(Threads), parent.token()));
+    /// assert!(matches!(outcome.end, SupervisorEnd::Completed), "{outcome}");
+    /// assert_eq!(ExitReason::of(&outcome), ExitReason::Fatal);
+    /// # Ok::<(), lifecycle::BuildError>(())
+    /// ```
     pub fn of(outcome: &SupervisorOutcome) -> ExitReason {
         match outcome.end {
             SupervisorEnd::Shutdown { .. } | SupervisorEnd::Aborted => ExitReason::Fatal,

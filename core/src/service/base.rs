@@ -588,6 +588,38 @@ impl StartStop {
     /// The stopped latch of the current generation, without making one: one
     /// asked for early if a start is coming, else the last generation's,
     /// and `None` before the first start. Never waits.
+    ///
+    /// # Example
+    ///
+    /// Unlike [`stopped`](StartStop::stopped), it makes no latch: before the
+    /// first start it has none to give, unless one was asked for.
+    ///
+    /// ```
+    /// use lifecycle::StartStop;
+    /// # use std::sync::Arc;
+    /// # use lifecycle::{FatalSlot, Scope, StopSource};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # use std::time::Duration;
+    /// # struct Nothing;
+    /// # impl Runtime for Nothing {
+    /// #     fn spawn_detached(&self, _: BoxFuture) {}
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    /// # futures_executor::block_on(async {
+    /// # let scope = Scope::new(Arc::new(Nothing), StopSource::new().token(), FatalSlot::new());
+    /// let base = StartStop::new();
+    /// assert!(base.stopped_unchecked().is_none(), "no start, and no latch asked for");
+    ///
+    /// let early = base.stopped(); // made for the coming generation
+    /// assert!(base.stopped_unchecked().is_some_and(|latch| latch.same_as(&early)));
+    ///
+    /// let generation = base.begin(&scope).await.expect("idle, so it begins");
+    /// drop(generation); // the work exits
+    /// let last = base.stopped_unchecked().expect("the generation's latch");
+    /// assert!(last.same_as(&early) && last.is_set());
+    /// # });
+    /// ```
     pub fn stopped_unchecked(&self) -> Option<Signal> {
         match &*self.state.lock() {
             State::Idle(idle) => idle
@@ -602,6 +634,37 @@ impl StartStop {
 
     /// Whether a generation began and its work has not exited yet, also
     /// while it is being stopped. Never waits.
+    ///
+    /// # Example
+    ///
+    /// A generation being stopped still runs until its work exits:
+    ///
+    /// ```
+    /// use lifecycle::StartStop;
+    /// # use std::sync::Arc;
+    /// # use lifecycle::{FatalSlot, Scope, StopSource};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # use std::time::Duration;
+    /// # struct Nothing;
+    /// # impl Runtime for Nothing {
+    /// #     fn spawn_detached(&self, _: BoxFuture) {}
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    /// # futures_executor::block_on(async {
+    /// # let scope = Scope::new(Arc::new(Nothing), StopSource::new().token(), FatalSlot::new());
+    /// let base = StartStop::new();
+    /// assert!(!base.is_running());
+    ///
+    /// let generation = base.begin(&scope).await.expect("idle, so it begins");
+    /// let guard = base.stop_init().await.expect("a generation to stop");
+    /// assert!(base.is_running(), "told to stop, its work has not exited");
+    ///
+    /// drop(generation); // the work exits
+    /// assert!(!base.is_running());
+    /// guard.finalize(true);
+    /// # });
+    /// ```
     pub fn is_running(&self) -> bool {
         match &*self.state.lock() {
             State::Idle(_) => false,

@@ -279,6 +279,65 @@ impl Node {
 
     /// On a restart of this node, its dependents stop first and start
     /// again once it is ready again.
+    ///
+    /// # Example
+    ///
+    /// The api holds connections into the db: when the db restarts, the api
+    /// stops first and starts again after it.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use lifecycle::{ComponentManager, FatalError, Latch, Node, RestartPolicy, StopSource, Supervisor};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # use std::time::Duration;
+    /// # struct Threads;
+    /// # impl Runtime for Threads {
+    /// #     fn spawn_detached(&self, task: BoxFuture) {
+    /// #         std::thread::spawn(move || futures_executor::block_on(task));
+    /// #     }
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    ///
+    /// let (api_built, failed) = (Latch::new(), Latch::new());
+    /// let built = api_built.clone();
+    /// let db = Node::new("db", move || {
+    ///     let (built, fail) = (built.clone(), failed.set()); // only the first fails
+    ///     Ok(ComponentManager::builder()
+    ///         .add_worker(move |_, ready| {
+    ///             let built = built.clone();
+    ///             async move {
+    ///                 ready.ready();
+    ///                 built.wait().await; // the api is starting
+    ///                 if fail { Err(FatalError::msg("disk lost")) } else { Ok(()) }
+    ///             }
+    ///         })
+    ///         .build())
+    /// })
+    /// .policy(RestartPolicy::immediate())
+    /// .restart_dependents();
+    /// let api = Node::new("api", move || {
+    ///     let first = api_built.set(); // the first serves until stopped, the second completes
+    ///     Ok(ComponentManager::builder()
+    ///         .add_worker(move |ctx, ready| async move {
+    ///             ready.ready();
+    ///             if first {
+    ///                 ctx.stopped().await;
+    ///             }
+    ///             Ok(())
+    ///         })
+    ///         .build())
+    /// })
+    /// .depends_on(["db"]);
+    /// let supervisor = Supervisor::builder().node(db).node(api).build()?;
+    /// let status = supervisor.status();
+    ///
+    /// let stop = StopSource::new();
+    /// futures_executor::block_on(supervisor.run(Arc::new(Threads), stop.token()));
+    /// // The db's restart took the api's first instance down with it.
+    /// assert_eq!(status.summary(), "db=completed(2) api=completed(2)");
+    /// # Ok::<(), lifecycle::BuildError>(())
+    /// ```
     pub fn restart_dependents(mut self) -> Node {
         self.restart_dependents = true;
         self
@@ -286,6 +345,66 @@ impl Node {
 
     /// When this node completes (ends cleanly), its dependents stop too, as
     /// with systemd's `BindsTo=`. By default they keep running.
+    ///
+    /// # Example
+    ///
+    /// A sync job runs through a tunnel: when the tunnel ends, the job is
+    /// stopped rather than left without it.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use lifecycle::{ComponentManager, FatalError, Latch, Node, StopSource, Supervisor};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # use std::time::Duration;
+    /// # struct Threads;
+    /// # impl Runtime for Threads {
+    /// #     fn spawn_detached(&self, task: BoxFuture) {
+    /// #         std::thread::spawn(move || futures_executor::block_on(task));
+    /// #     }
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    /// # fn serving() -> Result<ComponentManager, FatalError> {
+    /// #     Ok(ComponentManager::builder()
+    /// #         .add_worker(|ctx, ready| async move {
+    /// #             ready.ready();
+    /// #             ctx.stopped().await;
+    /// #             Ok(())
+    /// #         })
+    /// #         .build())
+    /// # }
+    ///
+    /// // `serving` is ready at once and serves until stopped.
+    /// let sync_built = Latch::new();
+    /// let built = sync_built.clone();
+    /// let tunnel = Node::new("tunnel", move || {
+    ///     let built = built.clone();
+    ///     Ok(ComponentManager::builder()
+    ///         .add_worker(move |_, ready| {
+    ///             let built = built.clone();
+    ///             async move {
+    ///                 ready.ready();
+    ///                 built.wait().await; // the remote side closes it once sync starts
+    ///                 Ok(())
+    ///             }
+    ///         })
+    ///         .build())
+    /// })
+    /// .required_while_running();
+    /// let sync = Node::new("sync", move || {
+    ///     sync_built.set();
+    ///     serving()
+    /// })
+    /// .depends_on(["tunnel"]);
+    /// let supervisor = Supervisor::builder().node(tunnel).node(sync).build()?;
+    /// let status = supervisor.status();
+    ///
+    /// let stop = StopSource::new();
+    /// let outcome = futures_executor::block_on(supervisor.run(Arc::new(Threads), stop.token()));
+    /// assert!(outcome.is_clean(), "{outcome}");
+    /// assert_eq!(status.summary(), "tunnel=completed sync=stopped");
+    /// # Ok::<(), lifecycle::BuildError>(())
+    /// ```
     pub fn required_while_running(mut self) -> Node {
         self.required = true;
         self
@@ -293,6 +412,47 @@ impl Node {
 
     /// A clean exit is restarted too, under the restart policy, as an OTP
     /// `permanent` child. By default (transient) a clean exit is final.
+    ///
+    /// # Example
+    ///
+    /// A poller whose instances end cleanly is started again each time, until
+    /// its third instance fails:
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use lifecycle::{ComponentManager, FatalError, Node, RestartPolicy, StopSource, Supervisor, Verdict};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # use std::time::Duration;
+    /// # struct Threads;
+    /// # impl Runtime for Threads {
+    /// #     fn spawn_detached(&self, task: BoxFuture) {
+    /// #         std::thread::spawn(move || futures_executor::block_on(task));
+    /// #     }
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    ///
+    /// let mut built = 0;
+    /// let poller = Node::new("poller", move || {
+    ///     built += 1;
+    ///     let fail = built == 3;
+    ///     Ok(ComponentManager::builder()
+    ///         .add_worker(move |_, _| async move {
+    ///             if fail { Err(FatalError::msg("feed gone")) } else { Ok(()) }
+    ///         })
+    ///         .build())
+    /// })
+    /// .policy(RestartPolicy::immediate())
+    /// .handler(|_| Verdict::Stop)
+    /// .permanent();
+    /// let supervisor = Supervisor::builder().node(poller).build()?;
+    /// let status = supervisor.status();
+    ///
+    /// let stop = StopSource::new();
+    /// futures_executor::block_on(supervisor.run(Arc::new(Threads), stop.token()));
+    /// assert_eq!(status.summary(), "poller=stopped(3)");
+    /// # Ok::<(), lifecycle::BuildError>(())
+    /// ```
     pub fn permanent(mut self) -> Node {
         self.permanent = true;
         self
@@ -513,6 +673,56 @@ impl SupervisorBuilder {
     /// request stops the supervisor gracefully, and it is the only thing
     /// that releases a spin-halt. Listened to from the start of the run and
     /// released when the run returns.
+    ///
+    /// # Example
+    ///
+    /// A terminate request once the server is ready stops it gracefully:
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use lifecycle::{Component, ComponentManager, FatalError, Latch, Node};
+    /// use lifecycle::{StopSource, Supervisor, SupervisorEnd};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # use std::time::Duration;
+    /// # struct Threads;
+    /// # impl Runtime for Threads {
+    /// #     fn spawn_detached(&self, task: BoxFuture) {
+    /// #         std::thread::spawn(move || futures_executor::block_on(task));
+    /// #     }
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    /// # fn serving() -> Result<ComponentManager, FatalError> {
+    /// #     Ok(ComponentManager::builder()
+    /// #         .add_worker(|ctx, ready| async move {
+    /// #             ready.ready();
+    /// #             ctx.stopped().await;
+    /// #             Ok(())
+    /// #         })
+    /// #         .build())
+    /// # }
+    ///
+    /// // `serving` is ready at once and serves until stopped.
+    /// let terminate = Latch::new();
+    /// let supervisor = Supervisor::builder()
+    ///     .node(Node::new("server", serving))
+    ///     .terminate_on(terminate.signal())
+    ///     .build()?;
+    /// let ready = supervisor.ready();
+    ///
+    /// # futures_executor::block_on(async {
+    /// let stop = StopSource::new(); // not stopped in this example
+    /// let run = supervisor.run(Arc::new(Threads), stop.token());
+    /// let request = async {
+    ///     ready.wait().await;
+    ///     terminate.set(); // SIGTERM, in the adapters
+    /// };
+    /// let (outcome, ()) = futures_util::future::join(run, request).await;
+    /// assert!(matches!(outcome.end, SupervisorEnd::Terminated), "{outcome}");
+    /// assert!(outcome.is_clean());
+    /// # });
+    /// # Ok::<(), lifecycle::BuildError>(())
+    /// ```
     pub fn terminate_on(mut self, requests: impl TerminateRequests) -> Self {
         self.terminate = Some(Arc::new(requests));
         self
@@ -594,6 +804,48 @@ impl SupervisorBuilder {
 
     /// The hook for fatal errors nobody handles (a node's errors after its
     /// first); default: [`FatalHook::default`].
+    ///
+    /// # Example
+    ///
+    /// The node's first error decides; the error its worker returns after it
+    /// goes to the hook:
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use lifecycle::{ComponentManager, FatalError, FatalHook, Node, StopSource, Supervisor, Verdict};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # use std::time::Duration;
+    /// # struct Threads;
+    /// # impl Runtime for Threads {
+    /// #     fn spawn_detached(&self, task: BoxFuture) {
+    /// #         std::thread::spawn(move || futures_executor::block_on(task));
+    /// #     }
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    ///
+    /// let late = Arc::new(Mutex::new(Vec::new()));
+    /// let hook = FatalHook::new({
+    ///     let late = late.clone();
+    ///     move |err: &FatalError| late.lock().unwrap().push(err.to_string())
+    /// });
+    /// let db = Node::new("db", || {
+    ///     Ok(ComponentManager::builder()
+    ///         .add_worker(|ctx, _| async move {
+    ///             ctx.throw(FatalError::msg("connection reset"));
+    ///             Err(FatalError::msg("write failed"))
+    ///         })
+    ///         .build())
+    /// })
+    /// .handler(|_| Verdict::Shutdown);
+    /// let supervisor = Supervisor::builder().node(db).fatal_hook(hook).build()?;
+    ///
+    /// let stop = StopSource::new();
+    /// let outcome = futures_executor::block_on(supervisor.run(Arc::new(Threads), stop.token()));
+    /// assert_eq!(outcome.error().map(|e| e.to_string()).as_deref(), Some("connection reset"));
+    /// assert_eq!(*late.lock().unwrap(), ["write failed"]);
+    /// # Ok::<(), lifecycle::BuildError>(())
+    /// ```
     pub fn fatal_hook(mut self, hook: FatalHook) -> Self {
         self.hook = Some(hook);
         self

@@ -423,6 +423,38 @@ impl Supervisor {
 
     /// The outcome of a run started as a component, once it is done
     /// ([`SupervisorEnd::Aborted`] after an abort).
+    ///
+    /// # Example
+    ///
+    /// Started as a component, the supervisor keeps its outcome once done:
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use lifecycle::{Component, ComponentManager, FatalSlot, Scope, StopSource, Supervisor, SupervisorEnd};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # use std::time::Duration;
+    /// # struct Threads;
+    /// # impl Runtime for Threads {
+    /// #     fn spawn_detached(&self, task: BoxFuture) {
+    /// #         std::thread::spawn(move || futures_executor::block_on(task));
+    /// #     }
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    ///
+    /// // A one-shot job: it does its work and ends.
+    /// let supervisor = Supervisor::of_one("job", || {
+    ///     Ok(ComponentManager::builder().add_worker(|_, _| async { Ok(()) }).build())
+    /// });
+    /// assert!(supervisor.outcome().is_none(), "not started");
+    ///
+    /// let parent = StopSource::new();
+    /// let scope = Scope::new(Arc::new(Threads), parent.token(), FatalSlot::new());
+    /// supervisor.start(scope).expect("a fresh supervisor starts");
+    /// futures_executor::block_on(supervisor.done().wait());
+    /// let outcome = supervisor.outcome().expect("done: the outcome is kept");
+    /// assert!(matches!(outcome.end, SupervisorEnd::Completed), "{outcome}");
+    /// ```
     pub fn outcome(&self) -> Option<SupervisorOutcome> {
         if let Some(outcome) = self.outcome.lock().clone() {
             return Some(outcome);
@@ -726,6 +758,46 @@ impl SupervisorOutcome {
     }
 
     /// The deciding error, for a Shutdown or a released SpinHalt.
+    ///
+    /// # Example
+    ///
+    /// A `Stop` verdict leaves its node stopped for good without ending the
+    /// run: the run is not clean, but there is no deciding error.
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use lifecycle::{ComponentManager, FatalError, Node, StopSource, Supervisor, Verdict};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # use std::time::Duration;
+    /// # struct Threads;
+    /// # impl Runtime for Threads {
+    /// #     fn spawn_detached(&self, task: BoxFuture) {
+    /// #         std::thread::spawn(move || futures_executor::block_on(task));
+    /// #     }
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    ///
+    /// fn failing() -> Result<ComponentManager, FatalError> {
+    ///     Ok(ComponentManager::builder()
+    ///         .add_worker(|_, _| async { Err(FatalError::msg("no image codec")) })
+    ///         .build())
+    /// }
+    ///
+    /// let supervisor = Supervisor::builder()
+    ///     .node(Node::new("thumbnails", failing).handler(|_| Verdict::Stop))
+    ///     .build()?;
+    /// let stop = StopSource::new();
+    /// let outcome = futures_executor::block_on(supervisor.run(Arc::new(Threads), stop.token()));
+    /// assert!(outcome.error().is_none() && !outcome.is_clean());
+    /// assert_eq!(outcome.failures[0].to_string(), "thumbnails: no image codec");
+    ///
+    /// // A Shutdown verdict ends the run: its error is the deciding one.
+    /// let supervisor = Supervisor::of_one("thumbnails", failing);
+    /// let outcome = futures_executor::block_on(supervisor.run(Arc::new(Threads), stop.token()));
+    /// assert_eq!(outcome.error().map(|e| e.to_string()).as_deref(), Some("no image codec"));
+    /// # Ok::<(), lifecycle::BuildError>(())
+    /// ```
     pub fn error(&self) -> Option<&FatalError> {
         match &self.end {
             SupervisorEnd::Shutdown { error, .. }

@@ -680,6 +680,52 @@ impl StatusBoard {
 
     /// The node whose failure put the supervisor in a spin-halt (every
     /// node stopped, waiting for a terminate request), if it is in one.
+    ///
+    /// # Example
+    ///
+    /// A node's `SpinHalt` verdict stops every node and names the node until a
+    /// terminate request releases the supervisor:
+    ///
+    /// ```
+    /// use std::sync::Arc;
+    /// use lifecycle::{Component, ComponentManager, FatalError, Latch, Node};
+    /// use lifecycle::{StopSource, Supervisor, SupervisorEnd, Verdict};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # use std::time::Duration;
+    /// # struct Threads;
+    /// # impl Runtime for Threads {
+    /// #     fn spawn_detached(&self, task: BoxFuture) {
+    /// #         std::thread::spawn(move || futures_executor::block_on(task));
+    /// #     }
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    ///
+    /// let db = Node::new("db", || {
+    ///     Ok(ComponentManager::builder()
+    ///         .add_worker(|_, _| async { Err(FatalError::msg("disk full")) })
+    ///         .build())
+    /// })
+    /// .handler(|_| Verdict::SpinHalt);
+    /// let terminate = Latch::new();
+    /// let supervisor = Supervisor::builder().node(db).terminate_on(terminate.signal()).build()?;
+    /// let status = supervisor.status();
+    /// let halting = supervisor.shutdown_signal();
+    /// assert_eq!(status.spin_halted_by(), None);
+    ///
+    /// # futures_executor::block_on(async {
+    /// let stop = StopSource::new();
+    /// let run = supervisor.run(Arc::new(Threads), stop.token());
+    /// let release = async {
+    ///     halting.wait().await;
+    ///     assert_eq!(status.spin_halted_by().as_deref(), Some("db"));
+    ///     terminate.set(); // only a terminate request releases it
+    /// };
+    /// let (outcome, ()) = futures_util::future::join(run, release).await;
+    /// assert!(matches!(outcome.end, SupervisorEnd::SpinHaltReleased { .. }), "{outcome}");
+    /// # });
+    /// # Ok::<(), lifecycle::BuildError>(())
+    /// ```
     pub fn spin_halted_by(&self) -> Option<Arc<str>> {
         self.board.spin_halt.lock().clone()
     }

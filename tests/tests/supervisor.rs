@@ -2063,17 +2063,30 @@ async fn verdict_during_a_stop_cascade_is_recorded_while_running(rt: SharedRunti
     c_fails.set();
     failure_is_seen(&rt, &events, "c").await;
     b.fail();
-    // b's verdict is acted on while c is still stopping: b's own failure
-    // does not wait for its dependents, its instance being down already.
-    eventually(&rt, "b is stopped by its verdict", || {
-        running.status.summary() == "a=ready b=stopped c=stopping e=ready"
+    // b's verdict is acted on while c is still stopping: b's instance is
+    // down already, but b is stopped for good only after c, its
+    // dependent, is done.
+    eventually(&rt, "b's verdict is acted on", || {
+        events
+            .snapshot()
+            .contains(&"b verdict 1: stop, acted on: true".to_string())
     })
     .await;
     assert_eq!(handled.snapshot(), ["b 1 b failed 1"], "c is not done yet");
+    assert_eq!(
+        running.status.summary(),
+        "a=ready b=stopping c=stopping e=ready"
+    );
     release.set();
     running
         .settles_to(&rt, "a=ready b=stopped c=stopped e=ready")
         .await;
+    let stopped: Vec<_> = events
+        .snapshot()
+        .into_iter()
+        .filter(|event| event.ends_with(" stopped 1"))
+        .collect();
+    assert_eq!(stopped, ["c stopped 1", "b stopped 1"], "dependents first");
     assert!(
         !running.run.is_finished(),
         "a Stop cascade does not end the supervisor"

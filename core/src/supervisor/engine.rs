@@ -754,12 +754,12 @@ impl Engine {
             }
             Verdict::Stop => {
                 self.record_failure_for_good(node, error);
-                self.stop_for_good(node);
+                self.stop_for_good(node, &reason);
                 self.request_for_good(self.graph.dependents_of(node).into_iter().skip(1), &reason);
             }
             Verdict::StopParents => {
                 self.record_failure_for_good(node, error);
-                self.stop_for_good(node);
+                self.stop_for_good(node, &reason);
                 let mut covered = Vec::new();
                 for ancestor in self.graph.dependencies_of(node) {
                     covered.extend(self.graph.dependents_of(ancestor));
@@ -771,12 +771,12 @@ impl Engine {
             }
             Verdict::Shutdown => {
                 self.report(&name, &error);
-                self.stop_for_good(node);
+                self.stop_for_good(node, &reason);
                 self.stop_everything(SupervisorEnd::Shutdown { node: name, error }, reason);
             }
             Verdict::SpinHalt => {
                 self.report(&name, &error);
-                self.stop_for_good(node);
+                self.stop_for_good(node, &reason);
                 self.status.enter_spin_halt(name.clone());
                 self.mode = Mode::SpinHalt { node: name, error };
                 self.ready_never_again();
@@ -857,7 +857,26 @@ impl Engine {
     }
 
     /// The node itself is down already: it stays stopped.
-    fn stop_for_good(&mut self, node: usize) {
+    /// The failed `node` is down for good: stopped now, unless nodes that
+    /// depend on it are still up (the cascade its verdict begins stops
+    /// them). Then it shows stopping, its instance gone, until they are
+    /// down (`settle_stop_request`): dependents before their dependencies,
+    /// as every stop goes, and never a node up on one stopped for good.
+    fn stop_for_good(&mut self, node: usize, reason: &StopReason) {
+        if self.nodes[node].blocked_by > 0 {
+            let run = &mut self.nodes[node];
+            run.stop = Some(StopRequest::ForGood(reason.clone()));
+            // Done already: nothing to wait for but the dependents.
+            if let Some(instance) = run.instance.take() {
+                self.retired.push(instance);
+            }
+            let waiting = State::Stopping {
+                after: AfterStop::Settle,
+                aborted: false,
+            };
+            self.set_state(node, waiting);
+            return;
+        }
         let attempt = self.nodes[node].attempt;
         self.set_state(node, State::Stopped);
         self.emit(node, EventKind::Stopped { attempt });
@@ -935,7 +954,14 @@ impl Engine {
                 }
             }
             State::Completed | State::Stopped => self.nodes[node].stop = None,
-            State::Stopping { .. } => {}
+            // A failed node that waited for its dependents (`stop_for_good`).
+            State::Stopping { .. } => {
+                let run = &self.nodes[node];
+                if run.instance.is_none() && run.blocked_by == 0 {
+                    self.settle_stopped(node);
+                    self.mark_neighbours(node);
+                }
+            }
         }
     }
 
@@ -1152,9 +1178,13 @@ impl Engine {
             if !self.nodes[node].state.public().is_up() {
                 continue;
             }
-            if let Some(instance) = &self.nodes[node].instance {
-                instance.give_up();
-            }
+            // A failed node waiting for its dependents has no instance:
+            // nothing of it overran, and it is settled once they are down,
+            // which they are about to be.
+            let Some(instance) = &self.nodes[node].instance else {
+                continue;
+            };
+            instance.give_up();
             self.note_overran(node);
             // Given up is as good as done, as for an instance its abort did
             // not end (`on_late`): one not yet told to stop was stopped by

@@ -111,7 +111,10 @@ struct Parts {
 ///   [`Verdict::StopParents`](crate::Verdict::StopParents) also what it depends on, and what depends on
 ///   those; [`Verdict::Shutdown`](crate::Verdict::Shutdown) everything, then `run` returns the error;
 ///   [`Verdict::SpinHalt`](crate::Verdict::SpinHalt) everything, then wait for a terminate request
-///   only (the parent's stop is ignored).
+///   only (the parent's stop is ignored). A failed node whose verdict
+///   stops it for good shows `stopping` until its dependents are done,
+///   then `stopped`: its instance is down already, but no node is shown
+///   stopped for good while one that depends on it is still up.
 /// - Errors a node reports while the supervisor is stopping it are recorded
 ///   in the outcome, never handled and never waited on. A verdict for a
 ///   node the supervisor is already stopping is recorded in the events and

@@ -67,6 +67,7 @@ use lifecycle_conformance::{
 conformance!(
     shutdown_budget_aborts_what_is_not_done,
     nodes_given_up_by_the_budget_are_told_why,
+    failed_node_waits_for_a_dependent_the_budget_gives_up,
     failure_given_up_by_the_shutdown_budget_stays_in_the_outcome,
     error_after_the_budget_gave_a_node_up_goes_to_the_hook,
     factory_failing_at_once_does_not_spin_the_supervisor,
@@ -1896,6 +1897,70 @@ async fn nodes_given_up_by_the_budget_are_told_why(rt: SharedRuntime) {
     // Both aborted, not left behind.
     db_gone.wait().await;
     api_gone.wait().await;
+}
+
+/// a fails with Shutdown while b, which depends on it, ignores its stop:
+/// a shows stopping, its instance down, until the budget gives b up; then
+/// a is stopped too, and only b is named as overrunning.
+async fn failed_node_waits_for_a_dependent_the_budget_gives_up(rt: SharedRuntime) {
+    let (log, events, gone) = (Events::new(), Events::new(), Latch::new());
+    let a = Probe::new("a", &log);
+    let board = Arc::new(OnceLock::<StatusBoard>::new());
+    // Every stop event with the whole status as the run shows it then.
+    let hook = {
+        let (board, events) = (board.clone(), events.clone());
+        move |event: &SupervisorEvent| {
+            let mut line = describe(event);
+            if matches!(
+                event.kind,
+                EventKind::Stopping { .. } | EventKind::Stopped { .. }
+            ) {
+                let summary = board.get().map(StatusBoard::summary);
+                line = format!("{line} [{}]", summary.unwrap_or_default());
+            }
+            events.push(line);
+        }
+    };
+    let supervisor = Supervisor::builder()
+        .node(a.node().handler(|_| Verdict::Shutdown))
+        .node(
+            Node::new("b", watched(&gone, Heeds::Nothing))
+                .depends_on(["a"])
+                .no_stop_timeout(),
+        )
+        .shutdown_budget(SHORT)
+        .on_event(hook)
+        .build()
+        .unwrap();
+    board.set(supervisor.status()).ok().unwrap();
+    let running = launch(&rt, supervisor);
+    running.ready.wait().await;
+    a.fail();
+    let outcome = running.outcome().await;
+    assert_shut_down_by(&outcome, "a", "a failed 1");
+    assert!(outcome.budget_spent, "got {outcome:?}");
+    assert_eq!(overran(&outcome), ["b"]);
+    assert_eq!(
+        events_of(&events, "a"),
+        [
+            "a starting 1",
+            "a ready 1",
+            "a failed 1: a failed 1",
+            "a verdict 1: shutdown, acted on: true",
+            "a stopped 1 [a=stopped b=stopped]",
+        ]
+    );
+    assert_eq!(
+        events_of(&events, "b"),
+        [
+            "b starting 1",
+            "b ready 1",
+            "b stopping 1: shutdown after a failed [a=stopping b=stopping]",
+            "b given up 1 after a budget of 5ms",
+            "b stopped 1 [a=stopping b=stopped]",
+        ]
+    );
+    gone.wait().await;
 }
 
 async fn shutdown_budget_aborts_what_is_not_done(rt: SharedRuntime) {

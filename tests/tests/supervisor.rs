@@ -1836,43 +1836,52 @@ async fn error_after_the_run_was_aborted_goes_to_the_hook(rt: SharedRuntime) {
     assert_eq!(hooked.snapshot(), ["flush failed after the abort"]);
 }
 
-/// When the budget runs out, the node still stopping and the one still
-/// waiting for it (never told to stop) are both given up: an event each,
-/// which the status shows as stopping, then stopped.
-async fn nodes_given_up_by_the_budget_are_told_why(rt: SharedRuntime) {
-    let (db_gone, api_gone) = (Latch::new(), Latch::new());
+/// Builds `builder` with a hook that describes every event into `events`,
+/// each stop event (stopping, given up, stopped) followed by the whole
+/// status as the run shows it then (`[a=stopping b=stopped]`); launches it
+/// and waits until it is ready.
+async fn launch_showing_stops(
+    rt: &SharedRuntime,
+    builder: SupervisorBuilder,
+    events: &Events,
+) -> Running {
     let board = Arc::new(OnceLock::<StatusBoard>::new());
-    let events = Events::new();
     let hook = {
         let (board, events) = (board.clone(), events.clone());
         move |event: &SupervisorEvent| {
             let mut line = describe(event);
-            if matches!(event.kind, EventKind::GivenUp { .. }) {
-                let status = board.get().map(|board| board.snapshot());
-                let shown = status
-                    .into_iter()
-                    .flatten()
-                    .find(|it| it.name == event.node)
-                    .map(|it| it.state.to_string());
-                line = format!("{line}, shown {}", shown.unwrap_or_default());
+            if matches!(
+                event.kind,
+                EventKind::Stopping { .. } | EventKind::GivenUp { .. } | EventKind::Stopped { .. }
+            ) {
+                let summary = board.get().map(StatusBoard::summary);
+                line = format!("{line} [{}]", summary.unwrap_or_default());
             }
             events.push(line);
         }
     };
-    let supervisor = Supervisor::builder()
+    let supervisor = builder.on_event(hook).build().unwrap();
+    board.set(supervisor.status()).ok().unwrap();
+    let running = launch(rt, supervisor);
+    running.ready.wait().await;
+    running
+}
+
+/// db, and api on it, which ignores its stop: when the budget runs out,
+/// api (stopping) and db (waiting for it, never told to stop) are both
+/// given up, each with an event the status shows as stopping, then
+/// stopped.
+async fn nodes_given_up_by_the_budget_are_told_why(rt: SharedRuntime) {
+    let (db_gone, api_gone, events) = (Latch::new(), Latch::new(), Events::new());
+    let builder = Supervisor::builder()
         .node(Node::new("db", watched(&db_gone, Heeds::Stop)))
         .node(
             Node::new("api", watched(&api_gone, Heeds::Nothing))
                 .depends_on(["db"])
                 .no_stop_timeout(),
         )
-        .shutdown_budget(SHORT)
-        .on_event(hook)
-        .build()
-        .unwrap();
-    board.set(supervisor.status()).ok().unwrap();
-    let running = launch(&rt, supervisor);
-    running.ready.wait().await;
+        .shutdown_budget(SHORT);
+    let running = launch_showing_stops(&rt, builder, &events).await;
     let outcome = running.stop_spending_the_budget().await;
     assert_eq!(overran(&outcome), ["db", "api"]);
     assert_eq!(
@@ -1880,8 +1889,8 @@ async fn nodes_given_up_by_the_budget_are_told_why(rt: SharedRuntime) {
         [
             "db starting 1",
             "db ready 1",
-            "db given up 1 after a budget of 5ms, shown stopping",
-            "db stopped 1",
+            "db given up 1 after a budget of 5ms [db=stopping api=stopping]",
+            "db stopped 1 [db=stopped api=stopping]",
         ]
     );
     assert_eq!(
@@ -1889,9 +1898,9 @@ async fn nodes_given_up_by_the_budget_are_told_why(rt: SharedRuntime) {
         [
             "api starting 1",
             "api ready 1",
-            "api stopping 1: the parent stopped",
-            "api given up 1 after a budget of 5ms, shown stopping",
-            "api stopped 1",
+            "api stopping 1: the parent stopped [db=ready api=stopping]",
+            "api given up 1 after a budget of 5ms [db=stopped api=stopping]",
+            "api stopped 1 [db=stopped api=stopped]",
         ]
     );
     // Both aborted, not left behind.
@@ -1905,36 +1914,15 @@ async fn nodes_given_up_by_the_budget_are_told_why(rt: SharedRuntime) {
 async fn failed_node_waits_for_a_dependent_the_budget_gives_up(rt: SharedRuntime) {
     let (log, events, gone) = (Events::new(), Events::new(), Latch::new());
     let a = Probe::new("a", &log);
-    let board = Arc::new(OnceLock::<StatusBoard>::new());
-    // Every stop event with the whole status as the run shows it then.
-    let hook = {
-        let (board, events) = (board.clone(), events.clone());
-        move |event: &SupervisorEvent| {
-            let mut line = describe(event);
-            if matches!(
-                event.kind,
-                EventKind::Stopping { .. } | EventKind::Stopped { .. }
-            ) {
-                let summary = board.get().map(StatusBoard::summary);
-                line = format!("{line} [{}]", summary.unwrap_or_default());
-            }
-            events.push(line);
-        }
-    };
-    let supervisor = Supervisor::builder()
+    let builder = Supervisor::builder()
         .node(a.node().handler(|_| Verdict::Shutdown))
         .node(
             Node::new("b", watched(&gone, Heeds::Nothing))
                 .depends_on(["a"])
                 .no_stop_timeout(),
         )
-        .shutdown_budget(SHORT)
-        .on_event(hook)
-        .build()
-        .unwrap();
-    board.set(supervisor.status()).ok().unwrap();
-    let running = launch(&rt, supervisor);
-    running.ready.wait().await;
+        .shutdown_budget(SHORT);
+    let running = launch_showing_stops(&rt, builder, &events).await;
     a.fail();
     let outcome = running.outcome().await;
     assert_shut_down_by(&outcome, "a", "a failed 1");
@@ -1956,7 +1944,7 @@ async fn failed_node_waits_for_a_dependent_the_budget_gives_up(rt: SharedRuntime
             "b starting 1",
             "b ready 1",
             "b stopping 1: shutdown after a failed [a=stopping b=stopping]",
-            "b given up 1 after a budget of 5ms",
+            "b given up 1 after a budget of 5ms [a=stopping b=stopping]",
             "b stopped 1 [a=stopping b=stopped]",
         ]
     );

@@ -68,6 +68,7 @@ conformance!(
     shutdown_budget_aborts_what_is_not_done,
     nodes_given_up_by_the_budget_are_told_why,
     failed_node_waits_for_a_dependent_the_budget_gives_up,
+    node_failing_in_a_cascade_is_stopped_after_its_dependents,
     failure_given_up_by_the_shutdown_budget_stays_in_the_outcome,
     error_after_the_budget_gave_a_node_up_goes_to_the_hook,
     factory_failing_at_once_does_not_spin_the_supervisor,
@@ -1949,6 +1950,54 @@ async fn failed_node_waits_for_a_dependent_the_budget_gives_up(rt: SharedRuntime
         ]
     );
     gone.wait().await;
+}
+
+/// a <- b <- c: a fails with Stop, whose cascade covers b and c. c holds
+/// its stop until released; meanwhile b, waiting for c, fails on its own:
+/// its verdict is not acted on, and it shows stopping until c is done.
+/// Then the nodes are stopped dependents first: c, b, a.
+async fn node_failing_in_a_cascade_is_stopped_after_its_dependents(rt: SharedRuntime) {
+    let (log, events, handled) = (Events::new(), Events::new(), Events::new());
+    let [a, b] = ["a", "b"].map(|name| Probe::new(name, &log));
+    let (c_told, release) = (Latch::new(), Latch::new());
+    let builder = Supervisor::builder()
+        .node(a.node().handler(recording(&handled, "a", Verdict::Stop)))
+        .node(
+            b.node()
+                .depends_on(["a"])
+                .handler(recording(&handled, "b", Verdict::Restart)),
+        )
+        .node(Node::new("c", holding("c", &log, &c_told, &release)).depends_on(["b"]));
+    let running = launch_showing_stops(&rt, builder, &events).await;
+    a.fail();
+    c_told.wait().await;
+    b.fail();
+    eventually(&rt, "b's verdict is recorded", || {
+        handled.snapshot().len() == 2
+    })
+    .await;
+    assert_eq!(handled.snapshot(), ["a 1 a failed 1", "b 1 b failed 1"]);
+    assert_eq!(running.status.summary(), "a=stopping b=stopping c=stopping");
+    release.set();
+    running
+        .settles_to(&rt, "a=stopped b=stopped c=stopped")
+        .await;
+    let stopped: Vec<_> = events
+        .snapshot()
+        .into_iter()
+        .filter(|event| event.contains(" stopped 1 "))
+        .collect();
+    assert_eq!(
+        stopped,
+        [
+            "c stopped 1 [a=stopping b=stopping c=stopped]",
+            "b stopped 1 [a=stopping b=stopped c=stopped]",
+            "a stopped 1 [a=stopped b=stopped c=stopped]",
+        ]
+    );
+    // Every node is down for good: the run ends on its own.
+    let outcome = running.completes().await;
+    assert_eq!(failed(&outcome), ["a: a failed 1", "b: b failed 1"]);
 }
 
 async fn shutdown_budget_aborts_what_is_not_done(rt: SharedRuntime) {

@@ -728,11 +728,16 @@ impl Engine {
         );
         if !acted {
             // Stopped for good by the stop that covers it: still a failure,
-            // and the outcome says so.
+            // and the outcome says so. Its dependents, covered too, go
+            // first (`stop_for_good`).
             self.record_failure_for_good(node, error);
-            self.nodes[node].stop = None;
-            self.set_state(node, State::Stopped);
-            self.emit(node, EventKind::Stopped { attempt });
+            match self.nodes[node].stop.take() {
+                Some(request) => self.stop_for_good(node, &request.reason().clone()),
+                None => {
+                    self.set_state(node, State::Stopped);
+                    self.emit(node, EventKind::Stopped { attempt });
+                }
+            }
             return;
         }
         // A restart of this node ends any plan to restart it for a

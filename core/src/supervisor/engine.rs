@@ -13,6 +13,7 @@
 //!     │     (dependents down first)              │                 │
 //!     └──────────── restart of a dependency ◀───┘      Restart ──▶ Backoff ──timer──▶ Waiting
 //!                                                       Stop/... ──▶ Stopped (and the cascade)
+//!                                   (or Stopping, its instance gone, until its dependents are down)
 //!  Starting/Ready ──done, no error──▶ Completed (or Backoff if permanent)
 //! ```
 //!
@@ -129,8 +130,9 @@ enum AfterStop {
     Settle,
 }
 
-/// A node's state; the node has an instance exactly while it is starting,
-/// ready or stopping (see `NodeRun::instance`).
+/// A node's state; the node has an instance while it is starting, ready
+/// or stopping (see `NodeRun::instance`), but for a failed node stopped
+/// for good that waits, stopping, for its dependents (`stop_for_good`).
 enum State {
     Waiting,
     Starting,
@@ -179,7 +181,8 @@ struct NodeRun {
     /// Changed only through `Engine::set_state`, which keeps the counts.
     state: State,
     /// The current instance: there while `state` is starting, ready or
-    /// stopping, and dropped by the `set_state` that leaves those. It
+    /// stopping (but for a failed node waiting for its dependents, see
+    /// `stop_for_good`), and dropped by the `set_state` that leaves those. It
     /// stays in place through its transitions rather than moving with
     /// the state.
     instance: Option<Instance>,

@@ -69,6 +69,8 @@ conformance!(
     nodes_given_up_by_the_budget_are_told_why,
     failed_node_waits_for_a_dependent_the_budget_gives_up,
     node_failing_in_a_cascade_is_stopped_after_its_dependents,
+    node_in_backoff_is_stopped_after_its_dependents,
+    dependent_stopped_for_a_restart_waits_for_it,
     failure_given_up_by_the_shutdown_budget_stays_in_the_outcome,
     error_after_the_budget_gave_a_node_up_goes_to_the_hook,
     factory_failing_at_once_does_not_spin_the_supervisor,
@@ -1998,6 +2000,78 @@ async fn node_failing_in_a_cascade_is_stopped_after_its_dependents(rt: SharedRun
     // Every node is down for good: the run ends on its own.
     let outcome = running.completes().await;
     assert_eq!(failed(&outcome), ["a: a failed 1", "b: b failed 1"]);
+}
+
+/// b depends on a, which fails and waits out a long backoff: the parent's
+/// stop finds a down already, but a is stopped for good only after b.
+async fn node_in_backoff_is_stopped_after_its_dependents(rt: SharedRuntime) {
+    let (log, events) = (Events::new(), Events::new());
+    let [a, b] = ["a", "b"].map(|name| Probe::new(name, &log));
+    let slow = RestartPolicy::default()
+        .backoff(Duration::from_secs(3600), Duration::from_secs(3600))
+        .jitter(0.0);
+    let builder = Supervisor::builder()
+        .node(a.node().policy(slow))
+        .node(b.node().depends_on(["a"]));
+    let running = launch_showing_stops(&rt, builder, &events).await;
+    a.fail();
+    running.settles_to(&rt, "a=backoff b=ready").await;
+    running.stop_cleanly().await;
+    let stops: Vec<_> = events
+        .snapshot()
+        .into_iter()
+        .filter(|event| event.contains(" stopp"))
+        .collect();
+    assert_eq!(
+        stops,
+        [
+            "b stopping 1: the parent stopped [a=backoff b=stopping]",
+            "b stopped 1 [a=backoff b=stopped]",
+            "a stopped 1 [a=stopped b=stopped]",
+        ]
+    );
+}
+
+/// a restarts with its dependents b (on a) and c and d (on b). c lingers
+/// on its stop; d, stopped first, waits: b is still ready, but waiting to
+/// be stopped, and a dependent started on it again would keep it from
+/// ever stopping. Once c is down, b stops, a restarts, and all come back.
+async fn dependent_stopped_for_a_restart_waits_for_it(rt: SharedRuntime) {
+    let (log, events) = (Events::new(), Events::new());
+    let [a, b, d] = ["a", "b", "d"].map(|name| Probe::new(name, &log));
+    let (c_told, release) = (Latch::new(), Latch::new());
+    let builder = Supervisor::builder()
+        .node(a.node().restart_dependents())
+        .node(b.node().depends_on(["a"]))
+        .node(
+            Node::new("c", holding("c", &log, &c_told, &release))
+                .depends_on(["b"])
+                .policy(RestartPolicy::immediate()),
+        )
+        .node(d.node().depends_on(["b"]))
+        .on_event(describing(&events));
+    let running = launch_ready(&rt, builder).await;
+    a.fail();
+    c_told.wait().await;
+    running
+        .settles_to(&rt, "a=waiting b=ready c=stopping d=waiting")
+        .await;
+    release.set();
+    running
+        .settles_to(&rt, "a=ready(2) b=ready(2) c=ready(2) d=ready(2)")
+        .await;
+    assert_eq!(
+        events_of(&events, "d"),
+        [
+            "d starting 1",
+            "d ready 1",
+            "d stopping 1: a restarts with its dependents",
+            "d waiting 1",
+            "d starting 2",
+            "d ready 2",
+        ]
+    );
+    running.stop_cleanly().await;
 }
 
 async fn shutdown_budget_aborts_what_is_not_done(rt: SharedRuntime) {

@@ -944,15 +944,23 @@ impl Engine {
     fn settle_stop_request(&mut self, node: usize) {
         match &self.nodes[node].state {
             State::Waiting | State::Backoff => {
-                let attempt = self.nodes[node].attempt;
-                match self.nodes[node].stop.take() {
-                    Some(StopRequest::ForRestart(_)) if matches!(self.mode, Mode::Running) => {}
-                    _ => {
-                        self.set_state(node, State::Stopped);
-                        self.emit(node, EventKind::Stopped { attempt });
-                        self.mark_neighbours(node);
-                    }
+                let for_restart = matches!(self.nodes[node].stop, Some(StopRequest::ForRestart(_)));
+                if for_restart && matches!(self.mode, Mode::Running) {
+                    // Down already: it starts again once its dependencies
+                    // are ready.
+                    self.nodes[node].stop = None;
+                    return;
                 }
+                // Stopped for good once nothing that depends on it is up,
+                // dependents first, as for a node that is up.
+                if self.nodes[node].blocked_by > 0 {
+                    return;
+                }
+                self.nodes[node].stop = None;
+                let attempt = self.nodes[node].attempt;
+                self.set_state(node, State::Stopped);
+                self.emit(node, EventKind::Stopped { attempt });
+                self.mark_neighbours(node);
             }
             State::Starting | State::Ready => {
                 // Nothing below it is up, even through nodes that are down
@@ -1012,9 +1020,17 @@ impl Engine {
     /// node stands for its own dependencies: a one-shot step (a migration)
     /// between a database and a server does not let the server start while
     /// the database is restarting.
+    ///
+    /// Not while a stop of it is pending (it waits for its dependents to
+    /// go down): a dependent started on it now would be in the way of that
+    /// stop, and one stopped for its restart would come back before the
+    /// restart, so the stop would wait for ever.
     fn may_rely_on(&self, node: usize) -> bool {
+        let steady = |at: usize| {
+            self.nodes[at].stop.is_none() && self.nodes[at].state.public().satisfies_dependents()
+        };
         match self.nodes[node].state {
-            State::Ready => return true,
+            State::Ready => return steady(node),
             State::Completed => {}
             _ => return false,
         }
@@ -1022,7 +1038,7 @@ impl Engine {
         self.graph
             .dependencies_through(node, completed)
             .into_iter()
-            .all(|at| self.nodes[at].state.public().satisfies_dependents())
+            .all(steady)
     }
 
     fn start(&mut self, node: usize) {

@@ -278,7 +278,8 @@ impl Node {
     }
 
     /// On a restart of this node, its dependents stop first and start
-    /// again once it is ready again.
+    /// again once it is ready again. Those stopped early wait for the
+    /// rest: no dependent starts on a node that is waiting to be stopped.
     ///
     /// # Example
     ///

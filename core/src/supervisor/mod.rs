@@ -114,7 +114,10 @@ struct Parts {
 ///   only (the parent's stop is ignored). A failed node whose verdict
 ///   stops it for good shows `stopping` until its dependents are done,
 ///   then `stopped`: its instance is down already, but no node is shown
-///   stopped for good while one that depends on it is still up.
+///   stopped for good while one that depends on it is still up. So too a
+///   node that is down (waiting, or in its backoff) when a stop for good
+///   reaches it: it stays as it is until its dependents are down. And no
+///   node starts on one that is waiting to be stopped.
 /// - Errors a node reports while the supervisor is stopping it are recorded
 ///   in the outcome, never handled and never waited on. A verdict for a
 ///   node the supervisor is already stopping is recorded in the events and

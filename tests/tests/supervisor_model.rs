@@ -1,0 +1,1128 @@
+//! A randomized property test of the `Supervisor`: random dependency graphs
+//! whose nodes are made to fail or finish at random, checked against the
+//! supervisor's invariants at every event it reports and at the end of the
+//! run.
+//!
+//! A case is a graph and a list of steps:
+//! - a DAG of 1 to 7 nodes, `n0` to `n6`, in which node `i` depends on any
+//!   subset of the nodes before it. Each node has a handler that always
+//!   gives the same verdict (mostly `Restart`, else `Stop` or
+//!   `StopParents`, rarely `Shutdown`), an immediate restart policy allowing
+//!   1 to 3 restarts within an hour (so that budgets get spent), an
+//!   escalation for a spent budget (`Stop` or `StopParents`, rarely
+//!   `Shutdown`), and, sometimes, `restart_dependents`, `permanent` and
+//!   `required_while_running`;
+//! - 0 to 8 steps, each picking one of the nodes ready at the time (none
+//!   ready: the step is skipped) and making its current instance fail
+//!   (return an error) or finish (return `Ok`) on its own. After a step the
+//!   test waits until the supervisor settles (the commanded instance is no
+//!   longer the ready one, and every node is ready, completed or stopped),
+//!   unless the step is a "rush": then the next step (or the parent's
+//!   stop, after the last one) follows at once, racing the supervisor's
+//!   reaction.
+//!
+//! Every node's instance is a one-worker `ComponentManager`, ready at once,
+//! that waits for its stop token or a command from the test (two latches per
+//! instance, which the node's factory hands over to the test). After the
+//! steps the parent is stopped and the run must end within a bounded wait.
+//!
+//! The event hook records every event with a status snapshot taken inside
+//! the hook, which shows the state the event leads to (the board is written
+//! before the event goes out, and only by the supervisor's task). The
+//! events so far are checked while the test waits for the supervisor to
+//! settle, and all of them once the run has ended:
+//! 1. start gating: at every `Starting` of a node, every node it depends on
+//!    may be relied on: ready, or completed with everything it stands for
+//!    ready or completed (a completed node stands for its own
+//!    dependencies, through other completed ones);
+//! 2. stop order: at every `Stopping` of a node (the supervisor telling it
+//!    to stop), no node that depends on it, directly or not, is up
+//!    (`starting`, `ready` or `stopping`): stronger than "no direct
+//!    dependent is starting or ready", as the supervisor's model says;
+//! 3. at every event, no node that is up depends directly on a node that
+//!    is `stopped`;
+//! 4. the supervisor settles after every step that waits for it (a node
+//!    left waiting for good is a hang); the run ends after the parent's
+//!    stop, every node then `stopped` or `completed`; it ended by the
+//!    parent's stop, by a completion (every node done before the stop), or
+//!    by the first `Shutdown` acted on, with that node and its error;
+//! 5. every `Failed` event of a node is followed by exactly one `Verdict`
+//!    event for the same attempt before the node fails again. A verdict is
+//!    acted on if and only if no stop covers the node: a `Stop`,
+//!    `StopParents` or `Shutdown` acted on (or escalated to) before it and
+//!    reaching the node, or the completion of a required node it depends
+//!    on; or the parent's stop, which the test cannot place exactly among
+//!    the events: after it, an unacted verdict is always allowed, and an
+//!    acted one if nothing else covers the node;
+//! 6. the outcome's `failures` are exactly, in order, the failures whose
+//!    verdict was not acted on and those whose verdict (or escalation) was
+//!    `Stop` or `StopParents`, each with the failed instance's error (a
+//!    permanent node's spent budget after a clean exit has the supervisor's
+//!    own error); the run is not clean when there are failures; its errors
+//!    during a stop are exactly the `ErrorDuringStop` events, in order; no
+//!    node overran its stop and the shutdown budget (none) is not spent;
+//! 7. at every event, the board shows the event's node in the state the
+//!    event leads to (as `status_shows_what_each_event_tells` in
+//!    `supervisor.rs` checks by hand);
+//! 8. restart with dependents: from a node's `Restarting` event, if it
+//!    restarts with its dependents, until it is ready again (or stopped),
+//!    no node depending on it, directly or not, starts ("its dependents
+//!    stop first and start again once it is ready again").
+//!
+//! These checks need no full reference model of the supervisor: the
+//! expected failures, the verdicts' coverage and the end are derived from
+//! the events and the graph, so a wrong verdict or a node started or
+//! stopped at the wrong time shows, but a wrong choice between two legal
+//! reactions (which node a cascade reaches) only shows through the
+//! invariants above.
+//!
+//! Every run picks a random seed and prints it on standard error (shown
+//! with a failure, with the minimal case and its events). To reproduce a
+//! failure:
+//!
+//! ```text
+//! LIFECYCLE_PROPTEST_SEED=<seed> cargo test -p lifecycle-conformance \
+//!     --test supervisor_model -- --exact <test>
+//! ```
+//!
+//! where `<test>` is the failing test (`tokio_current_thread`,
+//! `tokio_multi_thread`, `async_std`, `smol` or `virtual_time`); the exact
+//! command is printed too. A failure on a multi-threaded executor may
+//! depend on timing and need a few runs to show again.
+//!
+//! `LIFECYCLE_PROPTEST_CASES=<n>` changes the number of cases (256 by
+//! default) per executor.
+
+use std::fmt;
+use std::future::{poll_fn, Future};
+use std::pin::pin;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::Poll;
+use std::time::Duration;
+
+use lifecycle::{
+    ComponentManager, EventKind, FatalError, Latch, Node, NodeState, NodeStatus, RestartPolicy,
+    RuntimeExt, SharedRuntime, StatusBoard, StopReason, StopSource, Supervisor, SupervisorEnd,
+    SupervisorEvent, SupervisorOutcome, Verdict,
+};
+use lifecycle_conformance::{eventually, ModelRun};
+use proptest::prelude::*;
+
+/// The most nodes a case has.
+const MAX_NODES: usize = 7;
+
+/// The most steps a case has.
+const MAX_STEPS: usize = 8;
+
+/// How long the supervisor may take to settle after a step, or to end
+/// after the parent's stop: it takes milliseconds, so this only turns a
+/// hang into a failure (with the events so far). Shorter than
+/// `eventually`'s own limit, so that a settle that never comes fails here,
+/// showing the events; short enough for a hanging case to shrink.
+const LIMIT: Duration = Duration::from_secs(3);
+
+/// The window of every node's restart intensity: longer than any case, so
+/// that only the count of restarts matters.
+const WINDOW: Duration = Duration::from_secs(3600);
+
+lifecycle_conformance::model_conformance!(run_model, run_case);
+
+// ---------------------------------------------------------------------------
+// Cases
+
+/// One node: what it depends on and how its failures are treated.
+#[derive(Clone)]
+struct Spec {
+    /// Nodes before it, by index.
+    dependencies: Vec<usize>,
+    /// What its handler always decides.
+    verdict: Verdict,
+    /// What a spent restart budget escalates to.
+    escalation: Verdict,
+    /// How many restarts its budget allows.
+    restarts: u32,
+    restart_dependents: bool,
+    permanent: bool,
+    required: bool,
+}
+
+impl fmt::Debug for Spec {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "on {:?}, {} (then {} after {} restarts)",
+            self.dependencies, self.verdict, self.escalation, self.restarts
+        )?;
+        for (set, flag) in [
+            (self.restart_dependents, "restart_dependents"),
+            (self.permanent, "permanent"),
+            (self.required, "required_while_running"),
+        ] {
+            if set {
+                write!(f, ", {flag}")?;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What a step makes a node's current instance do.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Act {
+    /// Return an error.
+    Fail,
+    /// Return `Ok` on its own.
+    Finish,
+}
+
+#[derive(Clone, Copy, Debug)]
+struct Step {
+    /// Picks the node among those ready at the time (modulo their count).
+    node: usize,
+    act: Act,
+    /// Go on at once, without waiting for the supervisor to settle.
+    rush: bool,
+}
+
+#[derive(Clone, Debug)]
+struct Case {
+    nodes: Vec<Spec>,
+    steps: Vec<Step>,
+}
+
+fn verdict() -> impl Strategy<Value = Verdict> {
+    prop_oneof![
+        12 => Just(Verdict::Restart),
+        4 => Just(Verdict::Stop),
+        3 => Just(Verdict::StopParents),
+        1 => Just(Verdict::Shutdown),
+    ]
+}
+
+fn escalation() -> impl Strategy<Value = Verdict> {
+    prop_oneof![
+        4 => Just(Verdict::Stop),
+        3 => Just(Verdict::StopParents),
+        1 => Just(Verdict::Shutdown),
+    ]
+}
+
+/// Node `index`: each node before it is a dependency with probability 0.4.
+fn spec(index: usize) -> impl Strategy<Value = Spec> {
+    (
+        prop::collection::vec(prop::bool::weighted(0.4), index),
+        verdict(),
+        escalation(),
+        1..=3u32,
+        prop::bool::weighted(0.25),
+        prop::bool::weighted(0.2),
+        prop::bool::weighted(0.2),
+    )
+        .prop_map(
+            |(on, verdict, escalation, restarts, restart_dependents, permanent, required)| Spec {
+                dependencies: (0..on.len()).filter(|&at| on[at]).collect(),
+                verdict,
+                escalation,
+                restarts,
+                restart_dependents,
+                permanent,
+                required,
+            },
+        )
+}
+
+fn step() -> impl Strategy<Value = Step> {
+    (
+        0..MAX_NODES,
+        prop_oneof![3 => Just(Act::Fail), 1 => Just(Act::Finish)],
+        prop::bool::weighted(0.25),
+    )
+        .prop_map(|(node, act, rush)| Step { node, act, rush })
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (1..=MAX_NODES)
+        .prop_flat_map(|count| {
+            let nodes: Vec<_> = (0..count).map(|index| spec(index).boxed()).collect();
+            (nodes, prop::collection::vec(step(), 0..=MAX_STEPS))
+        })
+        .prop_map(|(nodes, steps)| Case { nodes, steps })
+}
+
+// ---------------------------------------------------------------------------
+// The runner
+
+/// What the cases of one run went through, printed at the end so that a
+/// generator drifting into trivial cases shows. "With" counts cases.
+#[derive(Default)]
+struct Coverage {
+    cases: AtomicUsize,
+    nodes: AtomicUsize,
+    steps: AtomicUsize,
+    skipped: AtomicUsize,
+    events: AtomicUsize,
+    with_failures: AtomicUsize,
+    with_restarts: AtomicUsize,
+    with_spent_budgets: AtomicUsize,
+    with_cascades: AtomicUsize,
+    with_stop_parents: AtomicUsize,
+    with_dependents_restarted: AtomicUsize,
+    with_required_completions: AtomicUsize,
+    with_permanent_restarts: AtomicUsize,
+    with_unacted_verdicts: AtomicUsize,
+    with_errors_during_stop: AtomicUsize,
+    ended_completed: AtomicUsize,
+    ended_by_parent: AtomicUsize,
+    ended_by_shutdown: AtomicUsize,
+}
+
+impl Coverage {
+    fn add(counter: &AtomicUsize, n: usize) {
+        counter.fetch_add(n, Relaxed);
+    }
+
+    /// Counts one case: its steps and what its events show.
+    fn count(&self, case: &Case, steps: usize, seen: &[Seen], outcome: &SupervisorOutcome) {
+        Coverage::add(&self.cases, 1);
+        Coverage::add(&self.nodes, case.nodes.len());
+        Coverage::add(&self.steps, steps);
+        Coverage::add(&self.skipped, case.steps.len() - steps);
+        Coverage::add(&self.events, seen.len());
+        let any = |counter: &AtomicUsize, test: &dyn Fn(&Seen) -> bool| {
+            Coverage::add(counter, usize::from(seen.iter().any(test)));
+        };
+        any(&self.with_failures, &|it| {
+            matches!(it.event.kind, EventKind::Failed { .. })
+        });
+        any(&self.with_restarts, &|it| {
+            matches!(it.event.kind, EventKind::Restarting { .. })
+        });
+        any(&self.with_spent_budgets, &|it| {
+            matches!(it.event.kind, EventKind::RestartsExhausted { .. })
+        });
+        any(&self.with_cascades, &|it| {
+            matches!(
+                &it.event.kind,
+                EventKind::Stopping { cause, .. } if *cause != StopReason::ParentStopped
+            )
+        });
+        any(&self.with_stop_parents, &|it| {
+            matches!(
+                it.event.kind,
+                EventKind::Verdict {
+                    verdict: Verdict::StopParents,
+                    acted: true,
+                    ..
+                } | EventKind::RestartsExhausted {
+                    escalation: Verdict::StopParents,
+                    ..
+                }
+            )
+        });
+        any(&self.with_dependents_restarted, &|it| {
+            matches!(
+                it.event.kind,
+                EventKind::Stopping {
+                    cause: StopReason::Restart { .. },
+                    ..
+                }
+            )
+        });
+        any(&self.with_required_completions, &|it| {
+            matches!(
+                it.event.kind,
+                EventKind::Stopping {
+                    cause: StopReason::RequiredNodeCompleted { .. },
+                    ..
+                }
+            )
+        });
+        any(&self.with_permanent_restarts, &|it| {
+            matches!(it.event.kind, EventKind::Completed { .. })
+                && it.board[index_of(&it.event.node)].state == NodeState::Backoff
+        });
+        any(&self.with_unacted_verdicts, &|it| {
+            matches!(it.event.kind, EventKind::Verdict { acted: false, .. })
+        });
+        any(&self.with_errors_during_stop, &|it| {
+            matches!(it.event.kind, EventKind::ErrorDuringStop { .. })
+        });
+        Coverage::add(
+            match outcome.end {
+                SupervisorEnd::Completed => &self.ended_completed,
+                SupervisorEnd::Shutdown { .. } => &self.ended_by_shutdown,
+                _ => &self.ended_by_parent,
+            },
+            1,
+        );
+    }
+}
+
+impl fmt::Display for Coverage {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let n = |counter: &AtomicUsize| counter.load(Relaxed);
+        write!(
+            f,
+            "{} cases of {} nodes in all, {} steps carried out, {} skipped (no node ready), \
+             {} events; cases with failures {}, restarts {}, spent budgets {}, cascades \
+             (a node stopped by another's verdict, restart or completion) {}, StopParents {}, \
+             dependents restarted {}, required nodes completing {}, permanent restarts {}, \
+             verdicts not acted on {}, errors during a stop {}; ended by a completion {}, \
+             by the parent {}, by a Shutdown {}",
+            n(&self.cases),
+            n(&self.nodes),
+            n(&self.steps),
+            n(&self.skipped),
+            n(&self.events),
+            n(&self.with_failures),
+            n(&self.with_restarts),
+            n(&self.with_spent_budgets),
+            n(&self.with_cascades),
+            n(&self.with_stop_parents),
+            n(&self.with_dependents_restarted),
+            n(&self.with_required_completions),
+            n(&self.with_permanent_restarts),
+            n(&self.with_unacted_verdicts),
+            n(&self.with_errors_during_stop),
+            n(&self.ended_completed),
+            n(&self.ended_by_parent),
+            n(&self.ended_by_shutdown),
+        )
+    }
+}
+
+/// Runs the cases of test `test` on `executor`, each through `run`.
+fn run_model(test: &str, executor: &str, run: impl Fn(Case, Arc<Coverage>)) {
+    let model = ModelRun {
+        file: "supervisor_model",
+        test,
+        executor,
+        default_cases: 256,
+    };
+    lifecycle_conformance::run_model(model, case(), run);
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+// ---------------------------------------------------------------------------
+// Nodes
+
+fn name(index: usize) -> String {
+    format!("n{index}")
+}
+
+/// The index of node `n<index>`.
+fn index_of(name: &str) -> usize {
+    name[1..].parse().expect("every node is named n<index>")
+}
+
+/// What the test holds of one instance: its number and its commands.
+#[derive(Clone)]
+struct Triggers {
+    attempt: u32,
+    fail: Latch,
+    finish: Latch,
+}
+
+/// The test's handle on one node: the current instance, as its factory
+/// last built it.
+#[derive(Default)]
+struct Rig {
+    built: AtomicU32,
+    current: Mutex<Option<Triggers>>,
+}
+
+impl Spec {
+    fn node(&self, index: usize, rig: Arc<Rig>) -> Node {
+        let verdict = self.verdict;
+        let node = Node::new(name(index), factory(name(index), rig))
+            .depends_on(self.dependencies.iter().map(|&on| name(on)))
+            .handler(move |_| verdict)
+            .policy(RestartPolicy::immediate().intensity(self.restarts, WINDOW))
+            .on_exhausted(self.escalation);
+        let node = if self.restart_dependents {
+            node.restart_dependents()
+        } else {
+            node
+        };
+        let node = if self.permanent {
+            node.permanent()
+        } else {
+            node
+        };
+        if self.required {
+            node.required_while_running()
+        } else {
+            node
+        }
+    }
+}
+
+/// Builds instances that are ready at once, then return when their stop
+/// token is stopped (`Ok`), or when the test tells them to fail (an error
+/// "n<i> failed <attempt>") or to finish (`Ok`). Each instance's triggers
+/// go to the rig.
+fn factory(
+    name: String,
+    rig: Arc<Rig>,
+) -> impl FnMut() -> Result<ComponentManager, FatalError> + Send + 'static {
+    move || {
+        let attempt = rig.built.fetch_add(1, SeqCst) + 1;
+        let triggers = Triggers {
+            attempt,
+            fail: Latch::new(),
+            finish: Latch::new(),
+        };
+        *lock(&rig.current) = Some(triggers.clone());
+        let name = name.clone();
+        Ok(ComponentManager::builder()
+            .add_worker(move |ctx, ready| {
+                let (fail, finish) = (triggers.fail.clone(), triggers.finish.clone());
+                let failed = format!("{name} failed {attempt}");
+                async move {
+                    ready.ready();
+                    let mut fail = pin!(fail.wait());
+                    let mut finish = pin!(finish.wait());
+                    let mut stopped = pin!(ctx.stopped());
+                    poll_fn(|cx| {
+                        if fail.as_mut().poll(cx).is_ready() {
+                            Poll::Ready(Err(FatalError::msg(failed.clone())))
+                        } else if finish.as_mut().poll(cx).is_ready()
+                            || stopped.as_mut().poll(cx).is_ready()
+                        {
+                            Poll::Ready(Ok(()))
+                        } else {
+                            Poll::Pending
+                        }
+                    })
+                    .await
+                }
+            })
+            .build())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// The events
+
+/// An event as the hook saw it.
+struct Seen {
+    event: SupervisorEvent,
+    /// The status board, read in the hook: the state the event leads to.
+    board: Vec<NodeStatus>,
+    /// Whether the test had stopped the parent by then.
+    after_parent_stop: bool,
+}
+
+#[derive(Default)]
+struct Log {
+    seen: Mutex<Vec<Seen>>,
+    board: OnceLock<StatusBoard>,
+    parent_stopped: AtomicBool,
+}
+
+impl Log {
+    fn record(&self, event: &SupervisorEvent) {
+        let seen = Seen {
+            event: event.clone(),
+            board: self
+                .board
+                .get()
+                .map(StatusBoard::snapshot)
+                .unwrap_or_default(),
+            after_parent_stop: self.parent_stopped.load(SeqCst),
+        };
+        lock(&self.seen).push(seen);
+    }
+}
+
+/// One line per event, with the status it leads to.
+fn render(seen: &[Seen]) -> String {
+    let mut lines = String::new();
+    for (at, it) in seen.iter().enumerate() {
+        let board: Vec<String> = it.board.iter().map(shown).collect();
+        let parent = if it.after_parent_stop {
+            " (parent stopped)"
+        } else {
+            ""
+        };
+        lines += &format!(
+            "  {at:3}: {:40} [{}]{parent}\n",
+            describe(&it.event),
+            board.join(" ")
+        );
+    }
+    lines
+}
+
+/// A node as the status summary shows it: `n1=ready(2)`.
+fn shown(status: &NodeStatus) -> String {
+    if status.generation > 1 {
+        format!("{}={}({})", status.name, status.state, status.generation)
+    } else {
+        format!("{}={}", status.name, status.state)
+    }
+}
+
+fn describe(event: &SupervisorEvent) -> String {
+    let what = match &event.kind {
+        EventKind::Starting { attempt } => format!("starting {attempt}"),
+        EventKind::Ready { attempt } => format!("ready {attempt}"),
+        EventKind::Failed { attempt, error } => format!("failed {attempt}: {error}"),
+        EventKind::Verdict {
+            attempt,
+            verdict,
+            acted,
+        } => {
+            let acted = if *acted { "" } else { " (not acted on)" };
+            format!("verdict {attempt}: {verdict}{acted}")
+        }
+        EventKind::Restarting { attempt, .. } => format!("restarting {attempt}"),
+        EventKind::RestartsExhausted {
+            attempt,
+            escalation,
+        } => format!("restarts exhausted {attempt}: {escalation}"),
+        EventKind::Stopping { attempt, cause } => format!("stopping {attempt}: {cause}"),
+        EventKind::ErrorDuringStop { attempt, error } => {
+            format!("error during stop {attempt}: {error}")
+        }
+        EventKind::Completed { attempt } => format!("completed {attempt}"),
+        EventKind::Stopped { attempt } => format!("stopped {attempt}"),
+        EventKind::Waiting { attempt } => format!("waiting {attempt}"),
+        other => format!("{other:?}"),
+    };
+    format!("{} {what}", event.node)
+}
+
+// ---------------------------------------------------------------------------
+// One case
+
+async fn run_case(rt: SharedRuntime, case: Case, coverage: Arc<Coverage>) {
+    let count = case.nodes.len();
+    let rigs: Vec<Arc<Rig>> = (0..count).map(|_| Arc::default()).collect();
+    let log = Arc::new(Log::default());
+    let mut builder = Supervisor::builder();
+    for (index, spec) in case.nodes.iter().enumerate() {
+        builder = builder.node(spec.node(index, rigs[index].clone()));
+    }
+    let hook = {
+        let log = log.clone();
+        move |event: &SupervisorEvent| log.record(event)
+    };
+    let supervisor = builder
+        .on_event(hook)
+        .build()
+        .expect("a DAG of distinct names is a valid graph");
+    let status = supervisor.status();
+    assert!(log.board.set(status.clone()).is_ok(), "one board per case");
+    let stop = StopSource::new();
+    let run = rt.spawn(supervisor.run(rt.clone(), stop.token()));
+
+    settle(&rt, &case, &log, &status, None, "every node starts").await;
+    let mut carried_out = 0;
+    for (index, step) in case.steps.iter().enumerate() {
+        let ready: Vec<usize> = (status.snapshot().iter().enumerate())
+            .filter(|(_, node)| node.state == NodeState::Ready)
+            .map(|(index, _)| index)
+            .collect();
+        if ready.is_empty() {
+            continue;
+        }
+        let node = ready[step.node % ready.len()];
+        let triggers = lock(&rigs[node].current)
+            .clone()
+            .expect("a ready node was built");
+        let command = match step.act {
+            Act::Fail => &triggers.fail,
+            Act::Finish => &triggers.finish,
+        };
+        command.set();
+        carried_out += 1;
+        if !step.rush {
+            let what = format!("after step {index} ({step:?} on n{node})");
+            let moved = Some((node, triggers.attempt));
+            settle(&rt, &case, &log, &status, moved, &what).await;
+        }
+    }
+
+    log.parent_stopped.store(true, SeqCst);
+    stop.stop();
+    let outcome = match rt.timeout(LIMIT, run).await {
+        Ok(ended) => ended.expect("the supervisor's run panicked"),
+        Err(_) => {
+            let what = format!("the run did not end within {LIMIT:?} of the parent's stop");
+            report(&what, &case, &lock(&log.seen), &status, None)
+        }
+    };
+    let seen = std::mem::take(&mut *lock(&log.seen));
+    if let Err(violation) = check(&case, &seen, &outcome, &status.snapshot()) {
+        report(&violation, &case, &seen, &status, Some(&outcome));
+    }
+    coverage.count(&case, carried_out, &seen, &outcome);
+}
+
+/// Waits until the supervisor is at rest: `moved`'s instance (a node and
+/// attempt the test commanded) is no longer the ready one, and every node
+/// is ready, completed or stopped. The events so far are checked as it
+/// waits, so that a violation fails the case at once, and one that leads
+/// to a hang is named.
+async fn settle(
+    rt: &SharedRuntime,
+    case: &Case,
+    log: &Log,
+    status: &StatusBoard,
+    moved: Option<(usize, u32)>,
+    what: &str,
+) {
+    let mut violation = None;
+    let at_rest = || {
+        if let Err(found) = check_events(case, &lock(&log.seen)) {
+            violation = Some(found);
+            return true;
+        }
+        let board = status.snapshot();
+        let gone = moved.is_none_or(|(node, attempt)| {
+            board[node].state != NodeState::Ready || board[node].generation != attempt
+        });
+        gone && board.iter().all(|node| {
+            matches!(
+                node.state,
+                NodeState::Ready | NodeState::Completed | NodeState::Stopped
+            )
+        })
+    };
+    let what = format!("the supervisor settles {what}");
+    // Shorter than `eventually`'s own limit: the report below is the one.
+    let settled = rt.timeout(LIMIT, eventually(rt, &what, at_rest)).await;
+    if let Some(violation) = violation {
+        report(&violation, case, &lock(&log.seen), status, None);
+    }
+    if settled.is_err() {
+        let stuck = format!("not within {LIMIT:?}: {what}");
+        report(&stuck, case, &lock(&log.seen), status, None);
+    }
+}
+
+/// Fails the case: the violation, the case, the outcome if the run ended,
+/// and every event with the status it led to.
+fn report(
+    violation: &str,
+    case: &Case,
+    seen: &[Seen],
+    status: &StatusBoard,
+    outcome: Option<&SupervisorOutcome>,
+) -> ! {
+    let outcome = outcome.map_or("none: the run has not ended".into(), ToString::to_string);
+    panic!(
+        "{violation}\ncase: {case:#?}\noutcome: {outcome}\nstatus now: {}\n\
+         events, each with the status it leads to:\n{}",
+        status.summary(),
+        render(seen)
+    );
+}
+
+// ---------------------------------------------------------------------------
+// The checks
+
+/// The case's graph, both ways, by node index.
+struct Graph {
+    dependencies: Vec<Vec<usize>>,
+    dependents: Vec<Vec<usize>>,
+}
+
+impl Graph {
+    fn new(case: &Case) -> Graph {
+        let dependencies: Vec<Vec<usize>> = case
+            .nodes
+            .iter()
+            .map(|spec| spec.dependencies.clone())
+            .collect();
+        let mut dependents = vec![Vec::new(); dependencies.len()];
+        for (node, on) in dependencies.iter().enumerate() {
+            for &dependency in on {
+                dependents[dependency].push(node);
+            }
+        }
+        Graph {
+            dependencies,
+            dependents,
+        }
+    }
+
+    /// `from` and what `edges` lead to from it, transitively, going on
+    /// from `from` and from the nodes `through` holds for only.
+    fn closure(edges: &[Vec<usize>], from: usize, through: impl Fn(usize) -> bool) -> Vec<usize> {
+        let mut found = vec![from];
+        let mut next = 0;
+        while let Some(&node) = found.get(next) {
+            next += 1;
+            if node != from && !through(node) {
+                continue;
+            }
+            for &other in &edges[node] {
+                if !found.contains(&other) {
+                    found.push(other);
+                }
+            }
+        }
+        found
+    }
+
+    /// `from` and every node depending on it, transitively.
+    fn dependents_of(&self, from: usize) -> Vec<usize> {
+        Graph::closure(&self.dependents, from, |_| true)
+    }
+
+    /// `from` and every node it depends on, transitively.
+    fn dependencies_of(&self, from: usize) -> Vec<usize> {
+        Graph::closure(&self.dependencies, from, |_| true)
+    }
+
+    /// Whether a node may start on `node` as `board` shows it: ready, or
+    /// completed with everything it stands for (its dependencies, through
+    /// completed nodes) ready or completed.
+    fn may_rely_on(&self, board: &[NodeStatus], node: usize) -> bool {
+        match board[node].state {
+            NodeState::Ready => true,
+            NodeState::Completed => {
+                let completed = |at: usize| board[at].state == NodeState::Completed;
+                Graph::closure(&self.dependencies, node, completed)
+                    .into_iter()
+                    .all(|at| matches!(board[at].state, NodeState::Ready | NodeState::Completed))
+            }
+            _ => false,
+        }
+    }
+
+    /// The nodes a verdict of `node` stops for good.
+    fn covered_by(&self, node: usize, verdict: Verdict) -> Vec<usize> {
+        match verdict {
+            Verdict::Restart => Vec::new(),
+            Verdict::Stop => self.dependents_of(node),
+            Verdict::StopParents => {
+                let mut covered: Vec<usize> = self
+                    .dependencies_of(node)
+                    .into_iter()
+                    .flat_map(|ancestor| self.dependents_of(ancestor))
+                    .collect();
+                covered.sort_unstable();
+                covered.dedup();
+                covered
+            }
+            Verdict::Shutdown | Verdict::SpinHalt => (0..self.dependencies.len()).collect(),
+        }
+    }
+}
+
+fn is_up(state: NodeState) -> bool {
+    matches!(
+        state,
+        NodeState::Starting | NodeState::Ready | NodeState::Stopping
+    )
+}
+
+/// The states the board may show for the node of an event of `kind`: the
+/// state the event leads to; `None` for a verdict or a spent budget, which
+/// come between two transitions.
+fn shown_with(kind: &EventKind) -> Option<&'static [NodeState]> {
+    Some(match kind {
+        EventKind::Starting { .. } => &[NodeState::Starting],
+        EventKind::Ready { .. } => &[NodeState::Ready],
+        EventKind::Failed { .. } => &[NodeState::Stopping, NodeState::Waiting],
+        EventKind::Restarting { .. } => &[NodeState::Backoff],
+        EventKind::Stopping { .. }
+        | EventKind::ErrorDuringStop { .. }
+        | EventKind::StopTimedOut { .. }
+        | EventKind::GivenUp { .. } => &[NodeState::Stopping],
+        // A permanent node goes on to its backoff.
+        EventKind::Completed { .. } => &[NodeState::Completed, NodeState::Backoff],
+        EventKind::Stopped { .. } => &[NodeState::Stopped],
+        EventKind::Waiting { .. } => &[NodeState::Waiting],
+        _ => return None,
+    })
+}
+
+/// What the events of a run tell, for the checks of its end.
+struct Told {
+    /// Each node's failed attempt still waiting for its verdict.
+    unjudged: Vec<Option<u32>>,
+    /// The failures that left a node stopped for good, as "node: error".
+    failures: Vec<String>,
+    /// The errors during a stop, as "node: error".
+    stop_errors: Vec<String>,
+    /// The first Shutdown acted on, as "node: error".
+    deciding: Option<String>,
+    /// Whether the parent's stop reached a node.
+    parent_stops: bool,
+}
+
+/// Checks the invariants of the module docs over a finished run: its
+/// events, each with the status it led to, its outcome and the status at
+/// the end.
+fn check(
+    case: &Case,
+    seen: &[Seen],
+    outcome: &SupervisorOutcome,
+    end: &[NodeStatus],
+) -> Result<(), String> {
+    let Told {
+        unjudged,
+        failures,
+        stop_errors,
+        deciding,
+        parent_stops,
+    } = check_events(case, seen)?;
+
+    // 5. Every failure got its verdict.
+    if let Some(node) = unjudged.iter().position(Option::is_some) {
+        return Err(format!(
+            "invariant 5 (a verdict per failure): n{node}'s attempt {:?} failed and never \
+             had a verdict",
+            unjudged[node]
+        ));
+    }
+    // 4. Every node done for good, and the run ended as the events say.
+    if let Some(node) = end
+        .iter()
+        .find(|node| !matches!(node.state, NodeState::Stopped | NodeState::Completed))
+    {
+        return Err(format!(
+            "invariant 4 (every node done at the end): {} is {}",
+            node.name, node.state
+        ));
+    }
+    let ended_right = match (&outcome.end, &deciding) {
+        (SupervisorEnd::Shutdown { node, error }, Some(deciding)) => {
+            format!("{node}: {error}") == *deciding
+        }
+        (SupervisorEnd::ParentStopped, None) => true,
+        (SupervisorEnd::Completed, None) => !parent_stops,
+        _ => false,
+    };
+    if !ended_right {
+        return Err(format!(
+            "invariant 4 (how the run ends): it ended with {:?}, the first Shutdown acted on \
+             was {deciding:?}, a parent stop reached a node: {parent_stops}",
+            outcome.end
+        ));
+    }
+    // 6. The outcome's failures and errors, as the events tell them.
+    let recorded: Vec<String> = outcome.failures.iter().map(ToString::to_string).collect();
+    if recorded != failures {
+        return Err(format!(
+            "invariant 6 (the outcome's failures): the outcome has {recorded:?}, the events \
+             tell of {failures:?}"
+        ));
+    }
+    if !recorded.is_empty() && outcome.is_clean() {
+        return Err("invariant 6: a run with failures is clean".into());
+    }
+    let recorded: Vec<String> = outcome
+        .shutdown_errors
+        .iter()
+        .map(ToString::to_string)
+        .collect();
+    if recorded != stop_errors {
+        return Err(format!(
+            "invariant 6 (the outcome's errors during a stop): the outcome has {recorded:?}, \
+             the events tell of {stop_errors:?}"
+        ));
+    }
+    if !outcome.overran.is_empty() || outcome.budget_spent {
+        return Err(format!(
+            "invariant 6: nodes overran their stop ({:?}) or the budget is spent ({})",
+            outcome.overran, outcome.budget_spent
+        ));
+    }
+    Ok(())
+}
+
+/// Checks the invariants that hold at every event (1, 2, 3, 5, 7 and 8),
+/// and derives what the end must show.
+fn check_events(case: &Case, seen: &[Seen]) -> Result<Told, String> {
+    let graph = Graph::new(case);
+    let count = case.nodes.len();
+    // Nodes a stop for good covers, other than the parent's.
+    let mut covered = vec![false; count];
+    // Each node's failed attempt still waiting for its verdict.
+    let mut unjudged: Vec<Option<u32>> = vec![None; count];
+    // Each node's last error, which a failure for good records.
+    let mut last_error = vec![String::new(); count];
+    let mut failures = Vec::new();
+    let mut stop_errors = Vec::new();
+    // The first Shutdown acted on, as "node: error".
+    let mut deciding: Option<String> = None;
+    let mut parent_stops = false;
+    // Nodes restarting with their dependents, until they are ready again.
+    let mut restarting = vec![false; count];
+
+    for (at, it) in seen.iter().enumerate() {
+        let (event, board) = (&it.event, &it.board);
+        let node = index_of(&event.node);
+        let state = |at: usize| board[at].state;
+        let event_at = format!("at event {at} ({})", describe(event));
+
+        // 7. The board shows what the event tells.
+        if let Some(states) = shown_with(&event.kind) {
+            if !states.contains(&state(node)) {
+                return Err(format!(
+                    "invariant 7 (the status shows the event's state): {event_at}, \
+                     the board shows {} {}",
+                    event.node,
+                    state(node)
+                ));
+            }
+        }
+        // 3. Nothing up depends directly on a node stopped for good.
+        for up in (0..count).filter(|&up| is_up(state(up))) {
+            if let Some(&on) = graph.dependencies[up]
+                .iter()
+                .find(|&&on| state(on) == NodeState::Stopped)
+            {
+                return Err(format!(
+                    "invariant 3 (no node up on a stopped one): {event_at}, n{up} is {} \
+                     but depends on n{on}, which is stopped",
+                    state(up)
+                ));
+            }
+        }
+
+        match &event.kind {
+            // 1. Started only on what may be relied on.
+            EventKind::Starting { .. } => {
+                if let Some(&on) = graph.dependencies[node]
+                    .iter()
+                    .find(|&&on| !graph.may_rely_on(board, on))
+                {
+                    return Err(format!(
+                        "invariant 1 (start gating): {event_at}, its dependency n{on} is {} \
+                         (or stands for one that is not ready)",
+                        state(on)
+                    ));
+                }
+                // 8. Not while something it depends on restarts with its
+                // dependents.
+                if let Some(restarting) = (0..count).find(|&other| {
+                    restarting[other] && other != node && graph.dependents_of(other).contains(&node)
+                }) {
+                    return Err(format!(
+                        "invariant 8 (restart with dependents): {event_at}, it depends on \
+                         n{restarting}, which restarts with its dependents and is not ready again"
+                    ));
+                }
+            }
+            EventKind::Restarting { .. } => {
+                restarting[node] = case.nodes[node].restart_dependents;
+            }
+            EventKind::Ready { .. } | EventKind::Stopped { .. } => restarting[node] = false,
+            // 2. Told to stop only once nothing depending on it is up.
+            EventKind::Stopping { cause, .. } => {
+                parent_stops |= *cause == StopReason::ParentStopped;
+                if let Some(up) = graph
+                    .dependents_of(node)
+                    .into_iter()
+                    .skip(1)
+                    .find(|&other| is_up(state(other)))
+                {
+                    return Err(format!(
+                        "invariant 2 (stop order): {event_at}, n{up}, which depends on it, \
+                         is {}",
+                        state(up)
+                    ));
+                }
+            }
+            EventKind::Failed { attempt, error } => {
+                if let Some(before) = unjudged[node] {
+                    return Err(format!(
+                        "invariant 5 (a verdict per failure): {event_at}, attempt {before} \
+                         failed before and had no verdict yet"
+                    ));
+                }
+                unjudged[node] = Some(*attempt);
+                last_error[node] = error.to_string();
+            }
+            EventKind::Verdict {
+                attempt,
+                verdict,
+                acted,
+            } => {
+                // 5. One verdict per failure; acted on unless a stop covers
+                // the node.
+                if unjudged[node] != Some(*attempt) {
+                    return Err(format!(
+                        "invariant 5 (a verdict per failure): {event_at}, but the failure \
+                         waiting for a verdict is {:?}",
+                        unjudged[node]
+                    ));
+                }
+                unjudged[node] = None;
+                if *acted && covered[node] {
+                    return Err(format!(
+                        "invariant 5 (verdicts acted on): {event_at}, acted on although a \
+                         stop for good covers the node"
+                    ));
+                }
+                if !*acted && !covered[node] && !it.after_parent_stop {
+                    return Err(format!(
+                        "invariant 5 (verdicts acted on): {event_at}, not acted on, but no \
+                         stop covers the node"
+                    ));
+                }
+                if !*acted || matches!(verdict, Verdict::Stop | Verdict::StopParents) {
+                    failures.push(format!("{}: {}", event.node, last_error[node]));
+                }
+                if *acted {
+                    for other in graph.covered_by(node, *verdict) {
+                        covered[other] = true;
+                    }
+                    if *verdict == Verdict::Shutdown && deciding.is_none() {
+                        deciding = Some(format!("{}: {}", event.node, last_error[node]));
+                    }
+                }
+            }
+            EventKind::RestartsExhausted { escalation, .. } => {
+                if matches!(escalation, Verdict::Stop | Verdict::StopParents) {
+                    failures.push(format!("{}: {}", event.node, last_error[node]));
+                }
+                for other in graph.covered_by(node, *escalation) {
+                    covered[other] = true;
+                }
+                if *escalation == Verdict::Shutdown && deciding.is_none() {
+                    deciding = Some(format!("{}: {}", event.node, last_error[node]));
+                }
+            }
+            EventKind::Completed { .. } => {
+                if state(node) == NodeState::Backoff {
+                    // A permanent node restarting: a spent budget stops it
+                    // with the supervisor's own error.
+                    last_error[node] = format!(
+                        "node {} exited and is permanent, but its restart budget is spent",
+                        event.node
+                    );
+                } else if case.nodes[node].required {
+                    for other in graph.dependents_of(node).into_iter().skip(1) {
+                        covered[other] = true;
+                    }
+                }
+            }
+            EventKind::ErrorDuringStop { error, .. } => {
+                stop_errors.push(format!("{}: {error}", event.node));
+            }
+            _ => {}
+        }
+    }
+
+    Ok(Told {
+        unjudged,
+        failures,
+        stop_errors,
+        deciding,
+        parent_stops,
+    })
+}

@@ -1,6 +1,7 @@
 //! Helpers for component scenarios: an [`Events`] log that also serves as a
-//! recording [`FatalHook`], a [`ManualComponent`] driven by hand, and
-//! [`when_set`] to check orderings at the moment a signal is set.
+//! recording [`FatalHook`], a [`ManualComponent`] driven by hand,
+//! [`when_set`] to check orderings at the moment a signal is set, and
+//! [`shown_with`] to check a supervisor's status against its events.
 
 use std::fmt;
 use std::future::Future;
@@ -11,7 +12,8 @@ use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::task::{Context, Wake, Waker};
 
 use lifecycle::{
-    Component, FatalError, FatalHook, Latch, Scope, Signal, StartError, WaitOwned, WakeOnStop,
+    Component, EventKind, FatalError, FatalHook, Latch, NodeState, Scope, Signal, StartError,
+    WaitOwned, WakeOnStop,
 };
 
 /// A shared, ordered log of events: clones append to the same list.
@@ -409,4 +411,27 @@ impl<F: Fn() + Send + Sync + 'static> Wake for CallOnce<F> {
     fn wake_by_ref(self: &Arc<Self>) {
         self.call();
     }
+}
+
+/// The states a supervisor's status board may show for a node when `kind`,
+/// an event about it, reaches the event hook: the state the event leads
+/// to. `None` for the handler's verdict and a spent restart budget, which
+/// come between two transitions.
+pub fn shown_with(kind: &EventKind) -> Option<&'static [NodeState]> {
+    Some(match kind {
+        EventKind::Starting { .. } => &[NodeState::Starting],
+        EventKind::Ready { .. } => &[NodeState::Ready],
+        // Stopping a live instance; waiting, after a factory error.
+        EventKind::Failed { .. } => &[NodeState::Stopping, NodeState::Waiting],
+        EventKind::Restarting { .. } => &[NodeState::Backoff],
+        EventKind::Stopping { .. }
+        | EventKind::ErrorDuringStop { .. }
+        | EventKind::StopTimedOut { .. }
+        | EventKind::GivenUp { .. } => &[NodeState::Stopping],
+        // A permanent node goes on to its backoff.
+        EventKind::Completed { .. } => &[NodeState::Completed, NodeState::Backoff],
+        EventKind::Stopped { .. } => &[NodeState::Stopped],
+        EventKind::Waiting { .. } => &[NodeState::Waiting],
+        _ => return None,
+    })
 }

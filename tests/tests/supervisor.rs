@@ -56,12 +56,12 @@ use std::time::Duration;
 use lifecycle::EventKind;
 use lifecycle::{
     wait_signal_or_stop, BuildError, Component, ComponentManager, Failure, FatalError, JoinHandle,
-    Latch, Node, NodeFailed, NodeState, RestartPolicy, Runtime, RuntimeExt, SharedRuntime, Signal,
+    Latch, Node, NodeFailed, RestartPolicy, Runtime, RuntimeExt, SharedRuntime, Signal,
     SignalOrStop, StartTimedOut, StatusBoard, StopSource, Supervisor, SupervisorBuilder,
     SupervisorEnd, SupervisorEvent, SupervisorOutcome, Verdict,
 };
 use lifecycle_conformance::{
-    conformance, eventually, let_others_run, Counter, Events, ManualComponent,
+    conformance, eventually, let_others_run, shown_with, Counter, Events, ManualComponent,
 };
 
 conformance!(
@@ -1637,29 +1637,6 @@ async fn restart_then_stop_event_sequence(rt: SharedRuntime) {
             "n stopped 2",
         ]
     );
-}
-
-/// The states the status board may show for a node when `kind`, an event
-/// about it, reaches a subscriber: the state the event leads to. `None`
-/// for the handler's verdict and a spent budget, which come between two
-/// transitions.
-fn shown_with(kind: &EventKind) -> Option<&'static [NodeState]> {
-    Some(match kind {
-        EventKind::Starting { .. } => &[NodeState::Starting],
-        EventKind::Ready { .. } => &[NodeState::Ready],
-        // Stopping a live instance; waiting, after a factory error.
-        EventKind::Failed { .. } => &[NodeState::Stopping, NodeState::Waiting],
-        EventKind::Restarting { .. } => &[NodeState::Backoff],
-        EventKind::Stopping { .. }
-        | EventKind::ErrorDuringStop { .. }
-        | EventKind::StopTimedOut { .. }
-        | EventKind::GivenUp { .. } => &[NodeState::Stopping],
-        // A permanent node waits out its backoff.
-        EventKind::Completed { .. } => &[NodeState::Completed, NodeState::Backoff],
-        EventKind::Stopped { .. } => &[NodeState::Stopped],
-        EventKind::Waiting { .. } => &[NodeState::Waiting],
-        _ => return None,
-    })
 }
 
 async fn status_shows_what_each_event_tells(rt: SharedRuntime) {

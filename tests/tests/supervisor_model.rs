@@ -107,7 +107,7 @@ use lifecycle::{
     RuntimeExt, SharedRuntime, StatusBoard, StopReason, StopSource, Supervisor, SupervisorEnd,
     SupervisorEvent, SupervisorOutcome, Verdict,
 };
-use lifecycle_conformance::{eventually, ModelRun};
+use lifecycle_conformance::{eventually, shown_with, ModelRun};
 use proptest::prelude::*;
 
 /// The most nodes a case has.
@@ -825,27 +825,6 @@ fn is_up(state: NodeState) -> bool {
         state,
         NodeState::Starting | NodeState::Ready | NodeState::Stopping
     )
-}
-
-/// The states the board may show for the node of an event of `kind`: the
-/// state the event leads to; `None` for a verdict or a spent budget, which
-/// come between two transitions.
-fn shown_with(kind: &EventKind) -> Option<&'static [NodeState]> {
-    Some(match kind {
-        EventKind::Starting { .. } => &[NodeState::Starting],
-        EventKind::Ready { .. } => &[NodeState::Ready],
-        EventKind::Failed { .. } => &[NodeState::Stopping, NodeState::Waiting],
-        EventKind::Restarting { .. } => &[NodeState::Backoff],
-        EventKind::Stopping { .. }
-        | EventKind::ErrorDuringStop { .. }
-        | EventKind::StopTimedOut { .. }
-        | EventKind::GivenUp { .. } => &[NodeState::Stopping],
-        // A permanent node goes on to its backoff.
-        EventKind::Completed { .. } => &[NodeState::Completed, NodeState::Backoff],
-        EventKind::Stopped { .. } => &[NodeState::Stopped],
-        EventKind::Waiting { .. } => &[NodeState::Waiting],
-        _ => return None,
-    })
 }
 
 /// What the events of a run tell, for the checks of its end.

@@ -865,30 +865,24 @@ impl Engine {
     }
 
     /// The node itself is down already: it stays stopped.
-    /// The failed `node` is down for good: stopped now, unless nodes that
-    /// depend on it are still up (the cascade its verdict begins stops
-    /// them). Then it shows stopping, its instance gone, until they are
-    /// down (`settle_stop_request`): dependents before their dependencies,
-    /// as every stop goes, and never a node up on one stopped for good.
+    /// The failed `node` is down for good: stopped once nothing that
+    /// depends on it is up, at once if nothing is. Until then (the cascade
+    /// its verdict begins stops them) it shows stopping, its instance
+    /// gone: dependents before their dependencies, as every stop goes, and
+    /// never a node up on one stopped for good.
     fn stop_for_good(&mut self, node: usize, reason: &StopReason) {
-        if self.nodes[node].blocked_by > 0 {
-            let run = &mut self.nodes[node];
-            run.stop = Some(StopRequest::ForGood(reason.clone()));
-            // Done already: nothing to wait for but the dependents.
-            if let Some(instance) = run.instance.take() {
-                self.retired.push(instance);
-            }
-            let waiting = State::Stopping {
-                after: AfterStop::Settle,
-                aborted: false,
-            };
-            self.set_state(node, waiting);
-            return;
+        let run = &mut self.nodes[node];
+        run.stop = Some(StopRequest::ForGood(reason.clone()));
+        // Done already: nothing to wait for but the dependents.
+        if let Some(instance) = run.instance.take() {
+            self.retired.push(instance);
         }
-        let attempt = self.nodes[node].attempt;
-        self.set_state(node, State::Stopped);
-        self.emit(node, EventKind::Stopped { attempt });
-        self.mark_neighbours(node);
+        let going = State::Stopping {
+            after: AfterStop::Settle,
+            aborted: false,
+        };
+        self.set_state(node, going);
+        self.settle_stop_request(node);
     }
 
     fn stop_everything(&mut self, end: SupervisorEnd, reason: StopReason) {
@@ -942,38 +936,28 @@ impl Engine {
     }
 
     fn settle_stop_request(&mut self, node: usize) {
-        match &self.nodes[node].state {
-            State::Waiting | State::Backoff => {
-                let for_restart = matches!(self.nodes[node].stop, Some(StopRequest::ForRestart(_)));
-                if for_restart && matches!(self.mode, Mode::Running) {
-                    // Down already: it starts again once its dependencies
-                    // are ready.
-                    self.nodes[node].stop = None;
-                    return;
-                }
-                // Stopped for good once nothing that depends on it is up,
-                // dependents first, as for a node that is up.
-                if self.nodes[node].blocked_by > 0 {
-                    return;
-                }
-                self.nodes[node].stop = None;
-                let attempt = self.nodes[node].attempt;
-                self.set_state(node, State::Stopped);
-                self.emit(node, EventKind::Stopped { attempt });
-                self.mark_neighbours(node);
-            }
+        let run = &self.nodes[node];
+        match run.state {
+            State::Completed | State::Stopped => self.nodes[node].stop = None,
             State::Starting | State::Ready => {
                 // Nothing below it is up, even through nodes that are down
                 // already (a dependent that failed first).
-                if self.nodes[node].blocked_by == 0 {
+                if run.blocked_by == 0 {
                     self.begin_stop(node);
                 }
             }
-            State::Completed | State::Stopped => self.nodes[node].stop = None,
-            // A failed node that waited for its dependents (`stop_for_good`).
-            State::Stopping { .. } => {
-                let run = &self.nodes[node];
-                if run.instance.is_none() && run.blocked_by == 0 {
+            // Its instance's done settles it.
+            State::Stopping { .. } if run.instance.is_some() => {}
+            // Down: waiting, in its backoff, or failed and stopping for
+            // good with its instance gone (`stop_for_good`).
+            State::Waiting | State::Backoff | State::Stopping { .. } => {
+                let for_restart = matches!(run.stop, Some(StopRequest::ForRestart(_)));
+                if for_restart && matches!(self.mode, Mode::Running) {
+                    // It starts again once its dependencies are ready.
+                    self.nodes[node].stop = None;
+                } else if run.blocked_by == 0 {
+                    // Stopped for good once nothing that depends on it is
+                    // up: dependents first, as for a node that is up.
                     self.settle_stopped(node);
                     self.mark_neighbours(node);
                 }

@@ -567,6 +567,15 @@ impl FatalSlot {
         }
     }
 
+    /// Closes the slot for a reader that is going away and has no use for
+    /// what is in it: an error waiting there, and every one reported from
+    /// now on, goes to the hook.
+    pub(crate) fn close_to_hook(&self) {
+        if let Some(error) = self.close() {
+            self.report_unhandled(error);
+        }
+    }
+
     /// Waits until a first error is recorded, then takes it. Resolves to
     /// `None` if someone else took it first. Cancel-safe: dropping the future
     /// before it completes takes nothing.

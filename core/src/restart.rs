@@ -580,6 +580,7 @@ where
             };
             let scope = parent.child();
             let slot = FatalSlot::with_hook(self.hook.clone());
+            let _closed_when_let_go = ClosedOnDrop(&slot);
             let started = budget.now(&runtime);
             let start = instance.start(Scope::new(runtime.clone(), scope.token(), slot.clone()));
             if let Err(error) = start {
@@ -595,16 +596,12 @@ where
                 }
                 Ended::ParentStopped => {
                     // The parent's stop reaches the instance through `scope`.
+                    // What the instance throws while it shuts down is its
+                    // first error (nothing takes the slot), and a cancelled
+                    // run has no handler to give it to: the slot's closing
+                    // sends it to the hook, as every error thrown during a
+                    // stop goes.
                     let overrun = self.stop(&runtime, &instance, &done, attempt, None).await;
-                    // What the instance threw while it shut down was its
-                    // first error (nothing took the slot), and a cancelled
-                    // run has no handler to give it to: it goes to the
-                    // hook, as every error thrown during a stop does. The
-                    // slot is closed, so that an instance that overran and
-                    // outlives the loop reports to the hook too.
-                    if let Some(error) = slot.close() {
-                        slot.report_unhandled(error);
-                    }
                     return overrun.unwrap_or(RunOutcome::Cancelled);
                 }
                 Ended::Error(error) => error,
@@ -673,6 +670,20 @@ where
             aborted,
             error: error.cloned(),
         })
+    }
+}
+
+/// Closes an instance's slot when the loop lets go of the instance, on
+/// every way out of its turn: nothing reads the slot after that, so what
+/// the instance still reports (while it shuts down after a parent stop, a
+/// callback it left behind after a clean exit, or as one that overran and
+/// outlives the loop) goes to the hook, as every later error does, and so
+/// does anything still in it.
+struct ClosedOnDrop<'a>(&'a FatalSlot);
+
+impl Drop for ClosedOnDrop<'_> {
+    fn drop(&mut self) {
+        self.0.close_to_hook();
     }
 }
 

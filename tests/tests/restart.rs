@@ -39,6 +39,7 @@ conformance!(
     stop_timeout_on_a_parent_stop,
     stop_timeout_with_a_component_that_cannot_abort,
     error_after_an_abandoned_stop_goes_to_the_hook,
+    error_after_a_clean_exit_goes_to_the_hook,
     parent_stop_during_the_backoff_cancels,
     instance_scope_is_released_on_every_exit,
     error_wins_over_a_simultaneous_parent_stop,
@@ -1142,6 +1143,27 @@ async fn error_after_an_abandoned_stop_goes_to_the_hook(rt: SharedRuntime) {
     );
     scope.throw(FatalError::msg("flush failed after the loop"));
     assert_eq!(hooked.snapshot(), ["flush failed after the loop"]);
+}
+
+async fn error_after_a_clean_exit_goes_to_the_hook(rt: SharedRuntime) {
+    // An instance that ended cleanly leaves the loop with nothing to read
+    // its slot: a callback it left behind that fails afterwards must reach
+    // the hook, not wait in the slot as a first error nobody takes.
+    let hooked = Events::new();
+    let component = ManualComponent::new();
+    let stop = StopSource::new();
+    let run = rt.spawn(
+        run_component(component.factory(), |_: &Failure| Verdict::Restart)
+            .hook(hooked.hook())
+            .run(rt.clone(), stop.token()),
+    );
+    let scope = component.started().await;
+    component.ready_latch().set();
+    component.done_latch().set();
+    let outcome = run.await.unwrap();
+    assert!(matches!(outcome, RunOutcome::Completed), "got {outcome:?}");
+    scope.throw(FatalError::msg("late callback failed"));
+    assert_eq!(hooked.snapshot(), ["late callback failed"]);
 }
 
 async fn parent_stop_during_the_backoff_cancels(rt: SharedRuntime) {

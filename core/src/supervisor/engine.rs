@@ -666,9 +666,9 @@ impl Engine {
             AfterStop::Settle => {
                 // An error reported just before done is taken with done;
                 // should one still be in the slot, record it, not lose it.
-                // Closed, so that an instance given up on while not done
-                // (its abort did not end it) reports to the hook from now.
-                if let Some(error) = run.instance.as_ref().and_then(|it| it.slot.close()) {
+                // (Taken without the lock when nothing was reported; the
+                // instance's retirement below closes the slot.)
+                if let Some(error) = run.instance.as_ref().and_then(|it| it.slot.take()) {
                     self.record_stop_error(node, error);
                 }
                 self.fold_in_nested(node, NestedErrors::Recorded);
@@ -875,7 +875,7 @@ impl Engine {
         run.stop = Some(StopRequest::ForGood(reason.clone()));
         // Done already: nothing to wait for but the dependents.
         if let Some(instance) = run.instance.take() {
-            self.retired.push(instance);
+            self.retire(instance);
         }
         let going = State::Stopping {
             after: AfterStop::Settle,
@@ -1216,6 +1216,16 @@ impl Engine {
         self.inputs.push(Box::pin(input));
     }
 
+    /// Lets go of a done instance, dropped once the run has settled what its
+    /// end lets go on (see `retired`). Its slot is closed first: nothing
+    /// here reads it any more, so what the instance reports from now on (a
+    /// callback it left behind) goes to the hook, as a later error does,
+    /// and so does anything still in it.
+    fn retire(&mut self, instance: Instance) {
+        instance.slot.close_to_hook();
+        self.retired.push(instance);
+    }
+
     fn set_state(&mut self, node: usize, state: State) {
         let after = state.public();
         let run = &mut self.nodes[node];
@@ -1224,9 +1234,10 @@ impl Engine {
         if !after.is_up() {
             // Done, or never started: no instance any more.
             if let Some(instance) = run.instance.take() {
-                self.retired.push(instance);
+                self.retire(instance);
             }
         }
+        let run = &self.nodes[node];
         if run.blocks() != blocked {
             self.propagate_blocking(node, !blocked);
         }
@@ -1388,9 +1399,7 @@ impl Drop for Engine {
     fn drop(&mut self) {
         for instance in self.nodes.iter().filter_map(|run| run.instance.as_ref()) {
             instance.give_up();
-            if let Some(error) = instance.slot.close() {
-                instance.slot.report_unhandled(error);
-            }
+            instance.slot.close_to_hook();
         }
     }
 }

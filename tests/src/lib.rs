@@ -76,7 +76,9 @@ pub use harness::{
     SCENARIO_TIME_LIMIT, SETTLE_TIME_LIMIT, WATCHDOG_TIME_LIMIT,
 };
 pub use model::{run_model, within, ModelRun};
-pub use record::{shown_with, when_set, Events, ManualComponent, WhenSet};
+pub use record::{
+    describe, describing, lock, shown_with, when_set, Events, ManualComponent, WhenSet,
+};
 pub use util::{
     eventually, let_others_run, scope, serve_until_stopped, yield_now, Counter, DropProbe, Held,
     YieldNow, EVENTUALLY_TIME_LIMIT,

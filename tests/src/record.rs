@@ -1,7 +1,8 @@
 //! Helpers for component scenarios: an [`Events`] log that also serves as a
 //! recording [`FatalHook`], a [`ManualComponent`] driven by hand,
-//! [`when_set`] to check orderings at the moment a signal is set, and
-//! [`shown_with`] to check a supervisor's status against its events.
+//! [`when_set`] to check orderings at the moment a signal is set, a
+//! supervisor's events written out ([`describe`], [`describing`]) and
+//! [`shown_with`] to check its status against them, and [`lock`].
 
 use std::fmt;
 use std::future::Future;
@@ -13,7 +14,7 @@ use std::task::{Context, Wake, Waker};
 
 use lifecycle::{
     Component, EventKind, FatalError, FatalHook, Latch, NodeState, Scope, Signal, StartError,
-    WaitOwned, WakeOnStop,
+    SupervisorEvent, WaitOwned, WakeOnStop,
 };
 
 /// A shared, ordered log of events: clones append to the same list.
@@ -311,7 +312,9 @@ impl Wake for Finish {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+/// Locks `mutex`, poisoned or not: a scenario that panicked while holding
+/// it has failed already, and what it left is still worth reporting.
+pub fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
@@ -434,4 +437,48 @@ pub fn shown_with(kind: &EventKind) -> Option<&'static [NodeState]> {
         EventKind::Waiting { .. } => &[NodeState::Waiting],
         _ => return None,
     })
+}
+
+/// An event hook that records every event into `events`, as [`describe`]
+/// writes it.
+pub fn describing(events: &Events) -> impl Fn(&SupervisorEvent) + Send + Sync + 'static {
+    let events = events.clone();
+    move |event| events.push(describe(event))
+}
+
+/// A supervisor event as one line: the node, what happened, the attempt
+/// and what goes with it (`api verdict 2: restart, acted on: true`).
+pub fn describe(event: &SupervisorEvent) -> String {
+    let what = match &event.kind {
+        EventKind::Starting { attempt } => format!("starting {attempt}"),
+        EventKind::Ready { attempt } => format!("ready {attempt}"),
+        EventKind::Failed { attempt, error } => format!("failed {attempt}: {error}"),
+        EventKind::Verdict {
+            attempt,
+            verdict,
+            acted,
+        } => format!("verdict {attempt}: {verdict}, acted on: {acted}"),
+        EventKind::Restarting { attempt, delay } => {
+            format!("restarting {attempt} after {delay:?}")
+        }
+        EventKind::RestartsExhausted {
+            attempt,
+            escalation,
+        } => format!("restarts exhausted {attempt}: {escalation}"),
+        EventKind::Stopping { attempt, cause } => format!("stopping {attempt}: {cause}"),
+        EventKind::ErrorDuringStop { attempt, error } => {
+            format!("error during stop {attempt}: {error}")
+        }
+        EventKind::StopTimedOut { attempt, timeout } => {
+            format!("stop timed out {attempt} after {timeout:?}")
+        }
+        EventKind::GivenUp { attempt, budget } => {
+            format!("given up {attempt} after a budget of {budget:?}")
+        }
+        EventKind::Completed { attempt } => format!("completed {attempt}"),
+        EventKind::Stopped { attempt } => format!("stopped {attempt}"),
+        EventKind::Waiting { attempt } => format!("waiting {attempt}"),
+        other => format!("{other:?}"),
+    };
+    format!("{} {what}", event.node)
 }

@@ -1,13 +1,14 @@
 //! [`VirtualTimeExecutor`]: a single-threaded, deterministic executor whose
 //! clock only moves when nothing else can happen.
 
+use crate::record::lock;
 use std::collections::{BTreeMap, VecDeque};
 use std::fmt;
 use std::future::Future;
 use std::pin::{pin, Pin};
 use std::sync::atomic::AtomicBool;
 use std::sync::atomic::Ordering::{AcqRel, Release};
-use std::sync::{Arc, Condvar, Mutex, MutexGuard, PoisonError, Weak};
+use std::sync::{Arc, Condvar, Mutex, PoisonError, Weak};
 use std::task::{Context, Poll, Wake, Waker};
 use std::time::Duration;
 
@@ -148,12 +149,6 @@ enum Step {
     Run(Runnable),
     Fire(Vec<Waker>),
     Idle,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while a lock was held fails the test anyway; the state itself
-    // is never left half-updated.
-    mutex.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 impl VirtualTimeExecutor {

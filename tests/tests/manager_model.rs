@@ -65,7 +65,7 @@ use std::future::Future;
 use std::pin::{pin, Pin};
 use std::sync::atomic::Ordering::{Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicBool, AtomicUsize};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -75,7 +75,7 @@ use lifecycle::{
     ReadyHandle, Reported, Runtime, RuntimeExt, Scope, SharedRuntime, StartError, StopSource,
     StopToken, ThrowHandle, WorkerContext, WorkerResult,
 };
-use lifecycle_conformance::{yield_now, ModelRun};
+use lifecycle_conformance::{lock, yield_now, ModelRun};
 use proptest::prelude::*;
 use proptest::sample::SizeRange;
 use proptest::strategy::Union;
@@ -263,12 +263,6 @@ fn run_model(test: &str, executor: &str, run: impl Fn(Case, Arc<Coverage>)) {
 /// Runs `future` for at most [`STEP_LIMIT`]; panics with `what` otherwise.
 async fn within<F: Future>(rt: &SharedRuntime, what: impl fmt::Display, future: F) -> F::Output {
     lifecycle_conformance::within(rt, STEP_LIMIT, what, future).await
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Sets a latch when dropped.

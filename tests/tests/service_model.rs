@@ -83,7 +83,7 @@ use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::sync::atomic::Ordering::{AcqRel, Acquire, Relaxed, Release};
 use std::sync::atomic::{AtomicBool, AtomicUsize};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -92,7 +92,7 @@ use lifecycle::{
     SharedRuntime, Signal, StartOutcome, StartStop, StartedHandle, StopCause, StopSource,
     StopToken, StoppedHandle,
 };
-use lifecycle_conformance::{yield_now, ModelRun};
+use lifecycle_conformance::{lock, yield_now, ModelRun};
 use proptest::prelude::*;
 use proptest::sample::SizeRange;
 use proptest::strategy::Union;
@@ -353,12 +353,6 @@ async fn yields() {
     for _ in 0..5 {
         yield_now().await;
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 // ---------------------------------------------------------------------------

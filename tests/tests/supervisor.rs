@@ -61,7 +61,8 @@ use lifecycle::{
     SupervisorEnd, SupervisorEvent, SupervisorOutcome, Verdict,
 };
 use lifecycle_conformance::{
-    conformance, eventually, let_others_run, shown_with, Counter, Events, ManualComponent,
+    conformance, describe, describing, eventually, let_others_run, shown_with, Counter, Events,
+    ManualComponent,
 };
 
 conformance!(
@@ -73,6 +74,7 @@ conformance!(
     dependent_stopped_for_a_restart_waits_for_it,
     failure_given_up_by_the_shutdown_budget_stays_in_the_outcome,
     error_after_the_budget_gave_a_node_up_goes_to_the_hook,
+    error_after_a_node_completed_goes_to_the_hook,
     factory_failing_at_once_does_not_spin_the_supervisor,
     aborting_a_supervisor_started_as_a_component_ends_it,
     error_after_the_run_was_aborted_goes_to_the_hook,
@@ -1570,48 +1572,6 @@ async fn permanent_node_exiting_while_waiting_to_restart_comes_back(rt: SharedRu
     running.stop_cleanly().await;
 }
 
-/// An event hook that records every event into `events`, as [`describe`]
-/// writes it.
-fn describing(events: &Events) -> impl Fn(&SupervisorEvent) + Send + Sync + 'static {
-    let events = events.clone();
-    move |event| events.push(describe(event))
-}
-
-fn describe(event: &SupervisorEvent) -> String {
-    let what = match &event.kind {
-        EventKind::Starting { attempt } => format!("starting {attempt}"),
-        EventKind::Ready { attempt } => format!("ready {attempt}"),
-        EventKind::Failed { attempt, error } => format!("failed {attempt}: {error}"),
-        EventKind::Verdict {
-            attempt,
-            verdict,
-            acted,
-        } => format!("verdict {attempt}: {verdict}, acted on: {acted}"),
-        EventKind::Restarting { attempt, delay } => {
-            format!("restarting {attempt} after {delay:?}")
-        }
-        EventKind::RestartsExhausted {
-            attempt,
-            escalation,
-        } => format!("restarts exhausted {attempt}: {escalation}"),
-        EventKind::Stopping { attempt, cause } => format!("stopping {attempt}: {cause}"),
-        EventKind::ErrorDuringStop { attempt, error } => {
-            format!("error during stop {attempt}: {error}")
-        }
-        EventKind::StopTimedOut { attempt, timeout } => {
-            format!("stop timed out {attempt} after {timeout:?}")
-        }
-        EventKind::GivenUp { attempt, budget } => {
-            format!("given up {attempt} after a budget of {budget:?}")
-        }
-        EventKind::Completed { attempt } => format!("completed {attempt}"),
-        EventKind::Stopped { attempt } => format!("stopped {attempt}"),
-        EventKind::Waiting { attempt } => format!("waiting {attempt}"),
-        other => format!("{other:?}"),
-    };
-    format!("{} {what}", event.node)
-}
-
 async fn restart_then_stop_event_sequence(rt: SharedRuntime) {
     let log = Events::new();
     let events = Events::new();
@@ -1961,11 +1921,7 @@ async fn node_failing_in_a_cascade_is_stopped_after_its_dependents(rt: SharedRun
     running
         .settles_to(&rt, "a=stopped b=stopped c=stopped")
         .await;
-    let stopped: Vec<_> = events
-        .snapshot()
-        .into_iter()
-        .filter(|event| event.contains(" stopped 1 "))
-        .collect();
+    let stopped = events_of_kind(&events, &["stopped"]);
     assert_eq!(
         stopped,
         [
@@ -1994,11 +1950,7 @@ async fn node_in_backoff_is_stopped_after_its_dependents(rt: SharedRuntime) {
     a.fail();
     running.settles_to(&rt, "a=backoff b=ready").await;
     running.stop_cleanly().await;
-    let stops: Vec<_> = events
-        .snapshot()
-        .into_iter()
-        .filter(|event| event.contains(" stopp"))
-        .collect();
+    let stops = events_of_kind(&events, &["stopping", "stopped"]);
     assert_eq!(
         stops,
         [
@@ -2129,6 +2081,30 @@ async fn error_after_the_budget_gave_a_node_up_goes_to_the_hook(rt: SharedRuntim
     assert_eq!(hooked.snapshot(), ["flush failed after the run"]);
 }
 
+async fn error_after_a_node_completed_goes_to_the_hook(rt: SharedRuntime) {
+    // A node that ends cleanly is done with: what it reports afterwards (a
+    // callback it left behind) has no reader, and must reach the hook
+    // rather than wait in its slot as a first error nobody takes.
+    let (log, hooked, oneshot) = (Events::new(), Events::new(), ManualComponent::new());
+    let server = Probe::new("server", &log);
+    let supervisor = Supervisor::builder()
+        .node(Node::new("oneshot", oneshot.factory()))
+        .node(server.node())
+        .fatal_hook(hooked.hook())
+        .build()
+        .unwrap();
+    let running = launch(&rt, supervisor);
+    let scope = oneshot.started().await;
+    oneshot.ready_latch().set();
+    oneshot.done_latch().set();
+    running
+        .settles_to(&rt, "oneshot=completed server=ready")
+        .await;
+    scope.throw(FatalError::msg("late callback failed"));
+    assert_eq!(hooked.snapshot(), ["late callback failed"]);
+    running.stop_cleanly().await;
+}
+
 /// The events about `node`, in order.
 fn events_of(events: &Events, node: &str) -> Vec<String> {
     let prefix = format!("{node} ");
@@ -2136,6 +2112,21 @@ fn events_of(events: &Events, node: &str) -> Vec<String> {
         .snapshot()
         .into_iter()
         .filter(|event| event.starts_with(&prefix))
+        .collect()
+}
+
+/// The events of the kinds named (the word after the node: `"stopped"`),
+/// in order.
+fn events_of_kind(events: &Events, kinds: &[&str]) -> Vec<String> {
+    events
+        .snapshot()
+        .into_iter()
+        .filter(|event| {
+            event
+                .split(' ')
+                .nth(1)
+                .is_some_and(|kind| kinds.contains(&kind))
+        })
         .collect()
 }
 
@@ -2234,11 +2225,7 @@ async fn verdict_during_a_stop_cascade_is_recorded_while_running(rt: SharedRunti
     running
         .settles_to(&rt, "a=ready b=stopped c=stopped e=ready")
         .await;
-    let stopped: Vec<_> = events
-        .snapshot()
-        .into_iter()
-        .filter(|event| event.ends_with(" stopped 1"))
-        .collect();
+    let stopped = events_of_kind(&events, &["stopped"]);
     assert_eq!(stopped, ["c stopped 1", "b stopped 1"], "dependents first");
     assert!(
         !running.run.is_finished(),

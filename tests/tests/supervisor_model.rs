@@ -98,7 +98,7 @@ use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::task::Poll;
 use std::time::Duration;
 
@@ -107,7 +107,7 @@ use lifecycle::{
     RuntimeExt, SharedRuntime, StatusBoard, StopReason, StopSource, Supervisor, SupervisorEnd,
     SupervisorEvent, SupervisorOutcome, Verdict,
 };
-use lifecycle_conformance::{eventually, shown_with, ModelRun};
+use lifecycle_conformance::{describe, eventually, lock, shown_with, ModelRun};
 use proptest::prelude::*;
 
 /// The most nodes a case has.
@@ -404,12 +404,6 @@ fn run_model(test: &str, executor: &str, run: impl Fn(Case, Arc<Coverage>)) {
     lifecycle_conformance::run_model(model, case(), run);
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    mutex
-        .lock()
-        .unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 // ---------------------------------------------------------------------------
 // Nodes
 
@@ -546,7 +540,7 @@ impl Log {
 fn render(seen: &[Seen]) -> String {
     let mut lines = String::new();
     for (at, it) in seen.iter().enumerate() {
-        let board: Vec<String> = it.board.iter().map(shown).collect();
+        let board: Vec<String> = it.board.iter().map(ToString::to_string).collect();
         let parent = if it.after_parent_stop {
             " (parent stopped)"
         } else {
@@ -559,45 +553,6 @@ fn render(seen: &[Seen]) -> String {
         );
     }
     lines
-}
-
-/// A node as the status summary shows it: `n1=ready(2)`.
-fn shown(status: &NodeStatus) -> String {
-    if status.generation > 1 {
-        format!("{}={}({})", status.name, status.state, status.generation)
-    } else {
-        format!("{}={}", status.name, status.state)
-    }
-}
-
-fn describe(event: &SupervisorEvent) -> String {
-    let what = match &event.kind {
-        EventKind::Starting { attempt } => format!("starting {attempt}"),
-        EventKind::Ready { attempt } => format!("ready {attempt}"),
-        EventKind::Failed { attempt, error } => format!("failed {attempt}: {error}"),
-        EventKind::Verdict {
-            attempt,
-            verdict,
-            acted,
-        } => {
-            let acted = if *acted { "" } else { " (not acted on)" };
-            format!("verdict {attempt}: {verdict}{acted}")
-        }
-        EventKind::Restarting { attempt, .. } => format!("restarting {attempt}"),
-        EventKind::RestartsExhausted {
-            attempt,
-            escalation,
-        } => format!("restarts exhausted {attempt}: {escalation}"),
-        EventKind::Stopping { attempt, cause } => format!("stopping {attempt}: {cause}"),
-        EventKind::ErrorDuringStop { attempt, error } => {
-            format!("error during stop {attempt}: {error}")
-        }
-        EventKind::Completed { attempt } => format!("completed {attempt}"),
-        EventKind::Stopped { attempt } => format!("stopped {attempt}"),
-        EventKind::Waiting { attempt } => format!("waiting {attempt}"),
-        other => format!("{other:?}"),
-    };
-    format!("{} {what}", event.node)
 }
 
 // ---------------------------------------------------------------------------

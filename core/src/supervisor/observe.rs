@@ -455,6 +455,8 @@ impl fmt::Display for NodeState {
 /// assert_eq!((import.generation, import.restarts), (2, 1));
 /// let error = import.last_error.as_ref().expect("a failure is kept");
 /// assert_eq!(error.to_string(), "the input file is missing");
+/// // As the status summary shows it: the generation after the first.
+/// assert_eq!(import.to_string(), "import=stopped(2)");
 /// # Ok::<(), lifecycle::BuildError>(())
 /// ```
 #[derive(Clone, Debug)]
@@ -470,6 +472,18 @@ pub struct NodeStatus {
     pub restarts: u32,
     /// Its last failure.
     pub last_error: Option<FatalError>,
+}
+
+/// `name=state`, with the generation after the first in brackets
+/// (`api=ready(2)`): one node of [`StatusBoard::summary`].
+impl fmt::Display for NodeStatus {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}={}", self.name, self.state)?;
+        if self.generation > 1 {
+            write!(f, "({})", self.generation)?;
+        }
+        Ok(())
+    }
 }
 
 impl NodeStatus {
@@ -778,10 +792,7 @@ impl StatusBoard {
         let mut line = alloc::string::String::new();
         for (at, node) in self.snapshot().iter().enumerate() {
             let gap = if at == 0 { "" } else { " " };
-            let _ = write!(line, "{gap}{}={}", node.name, node.state);
-            if node.generation > 1 {
-                let _ = write!(line, "({})", node.generation);
-            }
+            let _ = write!(line, "{gap}{node}");
         }
         if let Some(node) = self.spin_halted_by() {
             let gap = if line.is_empty() { "" } else { " " };

@@ -126,6 +126,7 @@ conformance!(
     terminate_during_a_spin_halt_waits_for_the_stop,
     node_failing_on_its_own_is_aborted_at_its_stop_timeout,
     shutdown_budget_runs_out_during_a_spin_halt,
+    spin_halt_within_its_budget_leaves_it_unspent,
     permanent_node_exiting_at_once_spends_its_budget,
 );
 
@@ -1810,7 +1811,7 @@ async fn launch_showing_stops(
 /// db, and api on it, which ignores its stop: when the budget runs out,
 /// api (stopping) and db (waiting for it, never told to stop) are both
 /// given up, each with an event the status shows as stopping, then
-/// stopped.
+/// stopped: api first, as in every stop, although db was given up first.
 async fn nodes_given_up_by_the_budget_are_told_why(rt: SharedRuntime) {
     let (db_gone, api_gone, events) = (Latch::new(), Latch::new(), Events::new());
     let builder = Supervisor::builder()
@@ -1830,7 +1831,8 @@ async fn nodes_given_up_by_the_budget_are_told_why(rt: SharedRuntime) {
             "db starting 1",
             "db ready 1",
             "db given up 1 after a budget of 5ms [db=stopping api=stopping]",
-            "db stopped 1 [db=stopped api=stopping]",
+            // Not before api, which depends on it, is down.
+            "db stopped 1 [db=stopped api=stopped]",
         ]
     );
     assert_eq!(
@@ -1839,8 +1841,8 @@ async fn nodes_given_up_by_the_budget_are_told_why(rt: SharedRuntime) {
             "api starting 1",
             "api ready 1",
             "api stopping 1: the parent stopped [db=ready api=stopping]",
-            "api given up 1 after a budget of 5ms [db=stopped api=stopping]",
-            "api stopped 1 [db=stopped api=stopped]",
+            "api given up 1 after a budget of 5ms [db=stopping api=stopping]",
+            "api stopped 1 [db=stopping api=stopped]",
         ]
     );
     // Both aborted, not left behind.
@@ -2429,6 +2431,31 @@ async fn node_failing_on_its_own_is_aborted_at_its_stop_timeout(rt: SharedRuntim
             "n stopped 2",
         ]
     );
+}
+
+/// A spin-halt whose stop ends within the shutdown budget has not spent
+/// it, however long it then waits for its terminate request: the budget
+/// bounds the stop, not the wait.
+async fn spin_halt_within_its_budget_leaves_it_unspent(rt: SharedRuntime) {
+    let (handled, terminate, gone) = (Events::new(), Latch::new(), Latch::new());
+    let quick = Node::new("quick", watched(&gone, Heeds::Stop));
+    let (builder, f) = spin_halting_beside(quick, &handled, &terminate);
+    let running = launch_ready(&rt, builder.shutdown_budget(SHORT)).await;
+    f.fail();
+    running
+        .settles_to(&rt, "f=stopped quick=stopped spin-halt after f")
+        .await;
+    // Well past the budget, still spin-halted.
+    rt.sleep(SHORT * 4).await;
+    assert!(
+        !running.run.is_finished(),
+        "a spin-halt waits for a terminate request"
+    );
+    terminate.set();
+    let outcome = running.outcome().await;
+    assert_released_by(&outcome, "f", "f failed 1");
+    assert!(!outcome.budget_spent, "got {outcome:?}");
+    assert!(outcome.overran.is_empty(), "got {outcome:?}");
 }
 
 async fn shutdown_budget_runs_out_during_a_spin_halt(rt: SharedRuntime) {

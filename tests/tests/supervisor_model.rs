@@ -7,15 +7,20 @@
 //! - a DAG of 1 to 7 nodes, `n0` to `n6`, in which node `i` depends on any
 //!   subset of the nodes before it. Each node has a handler that always
 //!   gives the same verdict (mostly `Restart`, else `Stop` or
-//!   `StopParents`, rarely `Shutdown`), an immediate restart policy allowing
-//!   1 to 3 restarts within an hour (so that budgets get spent), an
-//!   escalation for a spent budget (`Stop` or `StopParents`, rarely
-//!   `Shutdown`), and, sometimes, `restart_dependents`, `permanent` and
-//!   `required_while_running`;
+//!   `StopParents`, rarely `Shutdown` or `SpinHalt`), an immediate restart
+//!   policy allowing 1 to 3 restarts within an hour (so that budgets get
+//!   spent), an escalation for a spent budget (`Stop` or `StopParents`,
+//!   rarely `Shutdown` or `SpinHalt`), and, sometimes,
+//!   `restart_dependents`, `permanent` and `required_while_running`. Its
+//!   instances, told to stop, mostly return at once; some return an error
+//!   instead, and some hang until aborted at the node's stop timeout
+//!   (`HANG_TIMEOUT`);
+//! - sometimes a shutdown budget, shorter or longer than that stop timeout;
 //! - 0 to 8 steps, each picking one of the nodes ready at the time (none
 //!   ready: the step is skipped) and making its current instance fail
-//!   (return an error) or finish (return `Ok`) on its own. After a step the
-//!   test waits until the supervisor settles (the commanded instance is no
+//!   (return an error) or finish (return `Ok`) on its own, or, rarely,
+//!   sending the supervisor a terminate request. After a step the test
+//!   waits until the supervisor settles (the commanded instance is no
 //!   longer the ready one, and every node is ready, completed or stopped),
 //!   unless the step is a "rush": then the next step (or the parent's
 //!   stop, after the last one) follows at once, racing the supervisor's
@@ -24,7 +29,9 @@
 //! Every node's instance is a one-worker `ComponentManager`, ready at once,
 //! that waits for its stop token or a command from the test (two latches per
 //! instance, which the node's factory hands over to the test). After the
-//! steps the parent is stopped and the run must end within a bounded wait.
+//! steps the parent is stopped and the run must end within a bounded wait,
+//! unless a spin-halt holds it: then every node must be down, the run must
+//! still be going a while later, and a terminate request must end it.
 //!
 //! The event hook records every event with a status snapshot taken inside
 //! the hook, which shows the state the event leads to (the board is written
@@ -43,31 +50,42 @@
 //!    is `stopped`;
 //! 4. the supervisor settles after every step that waits for it (a node
 //!    left waiting for good is a hang); the run ends after the parent's
-//!    stop, every node then `stopped` or `completed`; it ended by the
-//!    parent's stop, by a completion (every node done before the stop), or
-//!    by the first `Shutdown` acted on, with that node and its error;
+//!    stop, or after the terminate request that releases a spin-halt,
+//!    every node then `stopped` or `completed`; it ended by the parent's
+//!    stop, by the case's terminate request, by a completion (every node
+//!    done before either), or by the first `Shutdown` or `SpinHalt` acted
+//!    on, with that node and its error (a spin-halt released by a
+//!    terminate request);
 //! 5. every `Failed` event of a node is followed by exactly one `Verdict`
 //!    event for the same attempt before the node fails again. A verdict is
 //!    acted on if and only if no stop covers the node: a `Stop`,
 //!    `StopParents` or `Shutdown` acted on (or escalated to) before it and
 //!    reaching the node, or the completion of a required node it depends
-//!    on; or the parent's stop, which the test cannot place exactly among
-//!    the events: after it, an unacted verdict is always allowed, and an
-//!    acted one if nothing else covers the node;
+//!    on; or the parent's stop or a terminate request, which the test
+//!    cannot place exactly among the events: after either, an unacted
+//!    verdict is always allowed, and an acted one if nothing else covers
+//!    the node;
 //! 6. the outcome's `failures` are exactly, in order, the failures whose
 //!    verdict was not acted on and those whose verdict (or escalation) was
 //!    `Stop` or `StopParents`, each with the failed instance's error (a
 //!    permanent node's spent budget after a clean exit has the supervisor's
-//!    own error); the run is not clean when there are failures; its errors
-//!    during a stop are exactly the `ErrorDuringStop` events, in order; no
-//!    node overran its stop and the shutdown budget (none) is not spent;
+//!    own error); its errors during a stop are exactly the
+//!    `ErrorDuringStop` events, in order; the nodes named as overrunning
+//!    their stop are exactly those with a `StopTimedOut` or `GivenUp`
+//!    event, in the order of the first; the budget is spent exactly when a
+//!    node was given up; the run is clean exactly when it ended by a
+//!    completion, the parent or a terminate request with none of these;
 //! 7. at every event, the board shows the event's node in the state the
 //!    event leads to (as `status_shows_what_each_event_tells` in
 //!    `supervisor.rs` checks by hand);
 //! 8. restart with dependents: from a node's `Restarting` event, if it
 //!    restarts with its dependents, until it is ready again (or stopped),
 //!    no node depending on it, directly or not, starts ("its dependents
-//!    stop first and start again once it is ready again").
+//!    stop first and start again once it is ready again");
+//! 9. no node starts after a `Shutdown` or `SpinHalt` acted on, or once
+//!    the parent's stop or a terminate request has reached a node;
+//! 10. only a node that hangs when told to stop overruns its stop timeout,
+//!     and only a case with a shutdown budget has nodes given up.
 //!
 //! These checks need no full reference model of the supervisor: the
 //! expected failures, the verdicts' coverage and the end are derived from
@@ -127,6 +145,11 @@ const LIMIT: Duration = Duration::from_secs(3);
 /// that only the count of restarts matters.
 const WINDOW: Duration = Duration::from_secs(3600);
 
+/// The stop timeout of a node whose instances hang when told to stop. A
+/// shutdown budget, when a case has one, is half of it (it runs out
+/// first) or three times it (a chain of hanging nodes overruns it).
+const HANG_TIMEOUT: Duration = Duration::from_millis(10);
+
 lifecycle_conformance::model_conformance!(run_model, run_case);
 
 // ---------------------------------------------------------------------------
@@ -146,6 +169,19 @@ struct Spec {
     restart_dependents: bool,
     permanent: bool,
     required: bool,
+    /// What its instances do when told to stop.
+    on_stop: OnStop,
+}
+
+/// What a node's instance does when the supervisor tells it to stop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum OnStop {
+    /// Return `Ok` at once.
+    Return,
+    /// Return an error at once ("n<i> failed <attempt> while stopping").
+    Fail,
+    /// Go on until aborted: the node has a stop timeout of `HANG_TIMEOUT`.
+    Hang,
 }
 
 impl fmt::Debug for Spec {
@@ -164,7 +200,11 @@ impl fmt::Debug for Spec {
                 write!(f, ", {flag}")?;
             }
         }
-        Ok(())
+        match self.on_stop {
+            OnStop::Return => Ok(()),
+            OnStop::Fail => write!(f, ", fails when stopped"),
+            OnStop::Hang => write!(f, ", hangs when stopped"),
+        }
     }
 }
 
@@ -175,11 +215,14 @@ enum Act {
     Fail,
     /// Return `Ok` on its own.
     Finish,
+    /// Not a node's: the test sends the supervisor a terminate request.
+    Terminate,
 }
 
 #[derive(Clone, Copy, Debug)]
 struct Step {
-    /// Picks the node among those ready at the time (modulo their count).
+    /// Picks the node among those ready at the time (modulo their count);
+    /// unused by a terminate request.
     node: usize,
     act: Act,
     /// Go on at once, without waiting for the supervisor to settle.
@@ -190,6 +233,8 @@ struct Step {
 struct Case {
     nodes: Vec<Spec>,
     steps: Vec<Step>,
+    /// The supervisor's shutdown budget.
+    budget: Option<Duration>,
 }
 
 fn verdict() -> impl Strategy<Value = Verdict> {
@@ -198,6 +243,7 @@ fn verdict() -> impl Strategy<Value = Verdict> {
         4 => Just(Verdict::Stop),
         3 => Just(Verdict::StopParents),
         1 => Just(Verdict::Shutdown),
+        1 => Just(Verdict::SpinHalt),
     ]
 }
 
@@ -206,6 +252,15 @@ fn escalation() -> impl Strategy<Value = Verdict> {
         4 => Just(Verdict::Stop),
         3 => Just(Verdict::StopParents),
         1 => Just(Verdict::Shutdown),
+        1 => Just(Verdict::SpinHalt),
+    ]
+}
+
+fn on_stop() -> impl Strategy<Value = OnStop> {
+    prop_oneof![
+        8 => Just(OnStop::Return),
+        1 => Just(OnStop::Fail),
+        1 => Just(OnStop::Hang),
     ]
 }
 
@@ -219,16 +274,29 @@ fn spec(index: usize) -> impl Strategy<Value = Spec> {
         prop::bool::weighted(0.25),
         prop::bool::weighted(0.2),
         prop::bool::weighted(0.2),
+        on_stop(),
     )
         .prop_map(
-            |(on, verdict, escalation, restarts, restart_dependents, permanent, required)| Spec {
-                dependencies: (0..on.len()).filter(|&at| on[at]).collect(),
+            |(
+                on,
                 verdict,
                 escalation,
                 restarts,
                 restart_dependents,
                 permanent,
                 required,
+                on_stop,
+            )| {
+                Spec {
+                    dependencies: (0..on.len()).filter(|&at| on[at]).collect(),
+                    verdict,
+                    escalation,
+                    restarts,
+                    restart_dependents,
+                    permanent,
+                    required,
+                    on_stop,
+                }
             },
         )
 }
@@ -236,7 +304,11 @@ fn spec(index: usize) -> impl Strategy<Value = Spec> {
 fn step() -> impl Strategy<Value = Step> {
     (
         0..MAX_NODES,
-        prop_oneof![3 => Just(Act::Fail), 1 => Just(Act::Finish)],
+        prop_oneof![
+            12 => Just(Act::Fail),
+            4 => Just(Act::Finish),
+            1 => Just(Act::Terminate),
+        ],
         prop::bool::weighted(0.25),
     )
         .prop_map(|(node, act, rush)| Step { node, act, rush })
@@ -246,9 +318,18 @@ fn case() -> impl Strategy<Value = Case> {
     (1..=MAX_NODES)
         .prop_flat_map(|count| {
             let nodes: Vec<_> = (0..count).map(|index| spec(index).boxed()).collect();
-            (nodes, prop::collection::vec(step(), 0..=MAX_STEPS))
+            let budget = prop_oneof![
+                3 => Just(None),
+                1 => Just(Some(HANG_TIMEOUT / 2)),
+                1 => Just(Some(HANG_TIMEOUT * 3)),
+            ];
+            (nodes, prop::collection::vec(step(), 0..=MAX_STEPS), budget)
         })
-        .prop_map(|(nodes, steps)| Case { nodes, steps })
+        .prop_map(|(nodes, steps, budget)| Case {
+            nodes,
+            steps,
+            budget,
+        })
 }
 
 // ---------------------------------------------------------------------------
@@ -273,9 +354,14 @@ struct Coverage {
     with_permanent_restarts: AtomicUsize,
     with_unacted_verdicts: AtomicUsize,
     with_errors_during_stop: AtomicUsize,
+    with_stop_timeouts: AtomicUsize,
+    with_nodes_given_up: AtomicUsize,
+    with_budgets_spent: AtomicUsize,
     ended_completed: AtomicUsize,
     ended_by_parent: AtomicUsize,
+    ended_by_terminate: AtomicUsize,
     ended_by_shutdown: AtomicUsize,
+    ended_by_spin_halt: AtomicUsize,
 }
 
 impl Coverage {
@@ -349,10 +435,19 @@ impl Coverage {
         any(&self.with_errors_during_stop, &|it| {
             matches!(it.event.kind, EventKind::ErrorDuringStop { .. })
         });
+        any(&self.with_stop_timeouts, &|it| {
+            matches!(it.event.kind, EventKind::StopTimedOut { .. })
+        });
+        any(&self.with_nodes_given_up, &|it| {
+            matches!(it.event.kind, EventKind::GivenUp { .. })
+        });
+        Coverage::add(&self.with_budgets_spent, usize::from(outcome.budget_spent));
         Coverage::add(
             match outcome.end {
                 SupervisorEnd::Completed => &self.ended_completed,
+                SupervisorEnd::Terminated => &self.ended_by_terminate,
                 SupervisorEnd::Shutdown { .. } => &self.ended_by_shutdown,
+                SupervisorEnd::SpinHaltReleased { .. } => &self.ended_by_spin_halt,
                 _ => &self.ended_by_parent,
             },
             1,
@@ -369,8 +464,9 @@ impl fmt::Display for Coverage {
              {} events; cases with failures {}, restarts {}, spent budgets {}, cascades \
              (a node stopped by another's verdict, restart or completion) {}, StopParents {}, \
              dependents restarted {}, required nodes completing {}, permanent restarts {}, \
-             verdicts not acted on {}, errors during a stop {}; ended by a completion {}, \
-             by the parent {}, by a Shutdown {}",
+             verdicts not acted on {}, errors during a stop {}, stop timeouts {}, nodes given \
+             up {}, budgets spent {}; ended by a completion {}, by the parent {}, by a \
+             terminate request {}, by a Shutdown {}, by a released SpinHalt {}",
             n(&self.cases),
             n(&self.nodes),
             n(&self.steps),
@@ -386,9 +482,14 @@ impl fmt::Display for Coverage {
             n(&self.with_permanent_restarts),
             n(&self.with_unacted_verdicts),
             n(&self.with_errors_during_stop),
+            n(&self.with_stop_timeouts),
+            n(&self.with_nodes_given_up),
+            n(&self.with_budgets_spent),
             n(&self.ended_completed),
             n(&self.ended_by_parent),
+            n(&self.ended_by_terminate),
             n(&self.ended_by_shutdown),
+            n(&self.ended_by_spin_halt),
         )
     }
 }
@@ -435,7 +536,7 @@ struct Rig {
 impl Spec {
     fn node(&self, index: usize, rig: Arc<Rig>) -> Node {
         let verdict = self.verdict;
-        let node = Node::new(name(index), factory(name(index), rig))
+        let node = Node::new(name(index), factory(name(index), self.on_stop, rig))
             .depends_on(self.dependencies.iter().map(|&on| name(on)))
             .handler(move |_| verdict)
             .policy(RestartPolicy::immediate().intensity(self.restarts, WINDOW))
@@ -450,20 +551,26 @@ impl Spec {
         } else {
             node
         };
-        if self.required {
+        let node = if self.required {
             node.required_while_running()
+        } else {
+            node
+        };
+        if self.on_stop == OnStop::Hang {
+            node.stop_timeout(HANG_TIMEOUT)
         } else {
             node
         }
     }
 }
 
-/// Builds instances that are ready at once, then return when their stop
-/// token is stopped (`Ok`), or when the test tells them to fail (an error
-/// "n<i> failed <attempt>") or to finish (`Ok`). Each instance's triggers
-/// go to the rig.
+/// Builds instances that are ready at once, then return when the test
+/// tells them to fail (an error "n<i> failed <attempt>") or to finish
+/// (`Ok`), or when their stop token is stopped, as `on_stop` says. Each
+/// instance's triggers go to the rig.
 fn factory(
     name: String,
+    on_stop: OnStop,
     rig: Arc<Rig>,
 ) -> impl FnMut() -> Result<ComponentManager, FatalError> + Send + 'static {
     move || {
@@ -486,13 +593,18 @@ fn factory(
                     let mut stopped = pin!(ctx.stopped());
                     poll_fn(|cx| {
                         if fail.as_mut().poll(cx).is_ready() {
-                            Poll::Ready(Err(FatalError::msg(failed.clone())))
-                        } else if finish.as_mut().poll(cx).is_ready()
-                            || stopped.as_mut().poll(cx).is_ready()
-                        {
-                            Poll::Ready(Ok(()))
-                        } else {
-                            Poll::Pending
+                            return Poll::Ready(Err(FatalError::msg(failed.clone())));
+                        }
+                        if finish.as_mut().poll(cx).is_ready() {
+                            return Poll::Ready(Ok(()));
+                        }
+                        match on_stop {
+                            OnStop::Hang => Poll::Pending,
+                            _ if stopped.as_mut().poll(cx).is_pending() => Poll::Pending,
+                            OnStop::Return => Poll::Ready(Ok(())),
+                            OnStop::Fail => Poll::Ready(Err(FatalError::msg(format!(
+                                "{failed} while stopping"
+                            )))),
                         }
                     })
                     .await
@@ -510,15 +622,16 @@ struct Seen {
     event: SupervisorEvent,
     /// The status board, read in the hook: the state the event leads to.
     board: Vec<NodeStatus>,
-    /// Whether the test had stopped the parent by then.
-    after_parent_stop: bool,
+    /// Whether the test had stopped the parent or sent a terminate request
+    /// by then.
+    after_outside_stop: bool,
 }
 
 #[derive(Default)]
 struct Log {
     seen: Mutex<Vec<Seen>>,
     board: OnceLock<StatusBoard>,
-    parent_stopped: AtomicBool,
+    stopped_from_outside: AtomicBool,
 }
 
 impl Log {
@@ -530,7 +643,7 @@ impl Log {
                 .get()
                 .map(StatusBoard::snapshot)
                 .unwrap_or_default(),
-            after_parent_stop: self.parent_stopped.load(SeqCst),
+            after_outside_stop: self.stopped_from_outside.load(SeqCst),
         };
         lock(&self.seen).push(seen);
     }
@@ -541,8 +654,8 @@ fn render(seen: &[Seen]) -> String {
     let mut lines = String::new();
     for (at, it) in seen.iter().enumerate() {
         let board: Vec<String> = it.board.iter().map(ToString::to_string).collect();
-        let parent = if it.after_parent_stop {
-            " (parent stopped)"
+        let parent = if it.after_outside_stop {
+            " (stopped from outside)"
         } else {
             ""
         };
@@ -562,9 +675,13 @@ async fn run_case(rt: SharedRuntime, case: Case, coverage: Arc<Coverage>) {
     let count = case.nodes.len();
     let rigs: Vec<Arc<Rig>> = (0..count).map(|_| Arc::default()).collect();
     let log = Arc::new(Log::default());
-    let mut builder = Supervisor::builder();
+    let terminate = Latch::new();
+    let mut builder = Supervisor::builder().terminate_on(terminate.signal());
     for (index, spec) in case.nodes.iter().enumerate() {
         builder = builder.node(spec.node(index, rigs[index].clone()));
+    }
+    if let Some(budget) = case.budget {
+        builder = builder.shutdown_budget(budget);
     }
     let hook = {
         let log = log.clone();
@@ -582,6 +699,18 @@ async fn run_case(rt: SharedRuntime, case: Case, coverage: Arc<Coverage>) {
     settle(&rt, &case, &log, &status, None, "every node starts").await;
     let mut carried_out = 0;
     for (index, step) in case.steps.iter().enumerate() {
+        if step.act == Act::Terminate {
+            if !terminate.is_set() {
+                log.stopped_from_outside.store(true, SeqCst);
+                terminate.set();
+                carried_out += 1;
+                if !step.rush {
+                    let what = format!("after step {index} (a terminate request)");
+                    settle(&rt, &case, &log, &status, None, &what).await;
+                }
+            }
+            continue;
+        }
         let ready: Vec<usize> = (status.snapshot().iter().enumerate())
             .filter(|(_, node)| node.state == NodeState::Ready)
             .map(|(index, _)| index)
@@ -595,7 +724,7 @@ async fn run_case(rt: SharedRuntime, case: Case, coverage: Arc<Coverage>) {
             .expect("a ready node was built");
         let command = match step.act {
             Act::Fail => &triggers.fail,
-            Act::Finish => &triggers.finish,
+            _ => &triggers.finish,
         };
         command.set();
         carried_out += 1;
@@ -606,8 +735,38 @@ async fn run_case(rt: SharedRuntime, case: Case, coverage: Arc<Coverage>) {
         }
     }
 
-    log.parent_stopped.store(true, SeqCst);
+    log.stopped_from_outside.store(true, SeqCst);
     stop.stop();
+    // The run ends, or a spin-halt holds it once every node is down.
+    let ended_or_halted = || {
+        let board = status.snapshot();
+        run.is_finished()
+            || (status.spin_halted_by().is_some()
+                && board
+                    .iter()
+                    .all(|node| matches!(node.state, NodeState::Stopped | NodeState::Completed)))
+    };
+    let what = "the run ends after the parent's stop, or spin-halts";
+    if rt
+        .timeout(LIMIT, eventually(&rt, what, ended_or_halted))
+        .await
+        .is_err()
+    {
+        let what = format!("not within {LIMIT:?}: {what}");
+        report(&what, &case, &lock(&log.seen), &status, None)
+    }
+    let mut released = false;
+    if !run.is_finished() && !terminate.is_set() {
+        // A spin-halt ignores the parent's stop: only a terminate request
+        // ends it.
+        rt.sleep(HANG_TIMEOUT).await;
+        if run.is_finished() {
+            let what = "the run of a spin-halt ended without a terminate request";
+            report(what, &case, &lock(&log.seen), &status, None)
+        }
+        terminate.set();
+        released = true;
+    }
     let outcome = match rt.timeout(LIMIT, run).await {
         Ok(ended) => ended.expect("the supervisor's run panicked"),
         Err(_) => {
@@ -616,10 +775,23 @@ async fn run_case(rt: SharedRuntime, case: Case, coverage: Arc<Coverage>) {
         }
     };
     let seen = std::mem::take(&mut *lock(&log.seen));
-    if let Err(violation) = check(&case, &seen, &outcome, &status.snapshot()) {
+    let requests = Requests {
+        terminate: terminate.is_set() && !released,
+        released,
+    };
+    if let Err(violation) = check(&case, requests, &seen, &outcome, &status.snapshot()) {
         report(&violation, &case, &seen, &status, Some(&outcome));
     }
     coverage.count(&case, carried_out, &seen, &outcome);
+}
+
+/// The terminate requests the test sent.
+#[derive(Clone, Copy, Debug)]
+struct Requests {
+    /// One was a step of the case.
+    terminate: bool,
+    /// One was sent after the parent's stop, to release a spin-halt.
+    released: bool,
 }
 
 /// Waits until the supervisor is at rest: `moved`'s instance (a node and
@@ -790,10 +962,18 @@ struct Told {
     failures: Vec<String>,
     /// The errors during a stop, as "node: error".
     stop_errors: Vec<String>,
-    /// The first Shutdown acted on, as "node: error".
-    deciding: Option<String>,
+    /// The first Shutdown or SpinHalt acted on (or escalated to), with
+    /// its failure as "node: error".
+    deciding: Option<(Verdict, String)>,
     /// Whether the parent's stop reached a node.
     parent_stops: bool,
+    /// Whether a terminate request reached a node.
+    terminate_stops: bool,
+    /// The nodes that overran their stop (timed out or given up), in the
+    /// order they first did.
+    overran: Vec<String>,
+    /// Whether the shutdown budget gave a node up.
+    given_up: bool,
 }
 
 /// Checks the invariants of the module docs over a finished run: its
@@ -801,6 +981,7 @@ struct Told {
 /// the end.
 fn check(
     case: &Case,
+    requests: Requests,
     seen: &[Seen],
     outcome: &SupervisorOutcome,
     end: &[NodeStatus],
@@ -811,6 +992,9 @@ fn check(
         stop_errors,
         deciding,
         parent_stops,
+        terminate_stops,
+        overran,
+        given_up,
     } = check_events(case, seen)?;
 
     // 5. Every failure got its verdict.
@@ -832,17 +1016,22 @@ fn check(
         ));
     }
     let ended_right = match (&outcome.end, &deciding) {
-        (SupervisorEnd::Shutdown { node, error }, Some(deciding)) => {
+        (SupervisorEnd::Shutdown { node, error }, Some((Verdict::Shutdown, deciding))) => {
             format!("{node}: {error}") == *deciding
         }
-        (SupervisorEnd::ParentStopped, None) => true,
-        (SupervisorEnd::Completed, None) => !parent_stops,
+        (SupervisorEnd::SpinHaltReleased { node, error }, Some((Verdict::SpinHalt, deciding))) => {
+            format!("{node}: {error}") == *deciding && (requests.terminate || requests.released)
+        }
+        (SupervisorEnd::ParentStopped, None) => !requests.terminate && !terminate_stops,
+        (SupervisorEnd::Terminated, None) => requests.terminate && !parent_stops,
+        (SupervisorEnd::Completed, None) => !parent_stops && !terminate_stops,
         _ => false,
     };
-    if !ended_right {
+    if !ended_right || (requests.released && deciding.is_none()) {
         return Err(format!(
-            "invariant 4 (how the run ends): it ended with {:?}, the first Shutdown acted on \
-             was {deciding:?}, a parent stop reached a node: {parent_stops}",
+            "invariant 4 (how the run ends): it ended with {:?}, the first Shutdown or \
+             SpinHalt acted on was {deciding:?}, {requests:?}, a parent stop reached a node: \
+             {parent_stops}, a terminate request did: {terminate_stops}",
             outcome.end
         ));
     }
@@ -854,8 +1043,19 @@ fn check(
              tell of {failures:?}"
         ));
     }
-    if !recorded.is_empty() && outcome.is_clean() {
-        return Err("invariant 6: a run with failures is clean".into());
+    let clean = matches!(
+        outcome.end,
+        SupervisorEnd::Completed | SupervisorEnd::ParentStopped | SupervisorEnd::Terminated
+    ) && recorded.is_empty()
+        && outcome.shutdown_errors.is_empty()
+        && outcome.overran.is_empty()
+        && !outcome.budget_spent;
+    if outcome.is_clean() != clean {
+        return Err(format!(
+            "invariant 6: the run is clean: {}, but its end, failures, errors during a stop \
+             and overruns say {clean}",
+            outcome.is_clean()
+        ));
     }
     let recorded: Vec<String> = outcome
         .shutdown_errors
@@ -868,10 +1068,18 @@ fn check(
              the events tell of {stop_errors:?}"
         ));
     }
-    if !outcome.overran.is_empty() || outcome.budget_spent {
+    let recorded: Vec<String> = outcome.overran.iter().map(ToString::to_string).collect();
+    if recorded != overran {
         return Err(format!(
-            "invariant 6: nodes overran their stop ({:?}) or the budget is spent ({})",
-            outcome.overran, outcome.budget_spent
+            "invariant 6 (the nodes that overran their stop): the outcome has {recorded:?}, \
+             the events tell of {overran:?}"
+        ));
+    }
+    if given_up != outcome.budget_spent {
+        return Err(format!(
+            "invariant 6 (the shutdown budget): the budget is {:?}, spent: {}, a node given \
+             up: {given_up}",
+            case.budget, outcome.budget_spent
         ));
     }
     Ok(())
@@ -890,9 +1098,11 @@ fn check_events(case: &Case, seen: &[Seen]) -> Result<Told, String> {
     let mut last_error = vec![String::new(); count];
     let mut failures = Vec::new();
     let mut stop_errors = Vec::new();
-    // The first Shutdown acted on, as "node: error".
-    let mut deciding: Option<String> = None;
+    let mut deciding: Option<(Verdict, String)> = None;
     let mut parent_stops = false;
+    let mut terminate_stops = false;
+    let mut overran: Vec<String> = Vec::new();
+    let mut given_up = false;
     // Nodes restarting with their dependents, until they are ready again.
     let mut restarting = vec![false; count];
 
@@ -930,6 +1140,14 @@ fn check_events(case: &Case, seen: &[Seen]) -> Result<Told, String> {
         match &event.kind {
             // 1. Started only on what may be relied on.
             EventKind::Starting { .. } => {
+                // 9. Nothing starts once the supervisor goes down.
+                if deciding.is_some() || parent_stops || terminate_stops {
+                    return Err(format!(
+                        "invariant 9 (nothing starts in a global stop): {event_at}, after \
+                         {deciding:?}, a parent stop: {parent_stops}, a terminate request: \
+                         {terminate_stops}"
+                    ));
+                }
                 if let Some(&on) = graph.dependencies[node]
                     .iter()
                     .find(|&&on| !graph.may_rely_on(board, on))
@@ -958,6 +1176,7 @@ fn check_events(case: &Case, seen: &[Seen]) -> Result<Told, String> {
             // 2. Told to stop only once nothing depending on it is up.
             EventKind::Stopping { cause, .. } => {
                 parent_stops |= *cause == StopReason::ParentStopped;
+                terminate_stops |= *cause == StopReason::Terminated;
                 if let Some(up) = graph
                     .dependents_of(node)
                     .into_iter()
@@ -1002,7 +1221,7 @@ fn check_events(case: &Case, seen: &[Seen]) -> Result<Told, String> {
                          stop for good covers the node"
                     ));
                 }
-                if !*acted && !covered[node] && !it.after_parent_stop {
+                if !*acted && !covered[node] && !it.after_outside_stop {
                     return Err(format!(
                         "invariant 5 (verdicts acted on): {event_at}, not acted on, but no \
                          stop covers the node"
@@ -1015,9 +1234,7 @@ fn check_events(case: &Case, seen: &[Seen]) -> Result<Told, String> {
                     for other in graph.covered_by(node, *verdict) {
                         covered[other] = true;
                     }
-                    if *verdict == Verdict::Shutdown && deciding.is_none() {
-                        deciding = Some(format!("{}: {}", event.node, last_error[node]));
-                    }
+                    decide(&mut deciding, *verdict, &event.node, &last_error[node]);
                 }
             }
             EventKind::RestartsExhausted { escalation, .. } => {
@@ -1027,9 +1244,7 @@ fn check_events(case: &Case, seen: &[Seen]) -> Result<Told, String> {
                 for other in graph.covered_by(node, *escalation) {
                     covered[other] = true;
                 }
-                if *escalation == Verdict::Shutdown && deciding.is_none() {
-                    deciding = Some(format!("{}: {}", event.node, last_error[node]));
-                }
+                decide(&mut deciding, *escalation, &event.node, &last_error[node]);
             }
             EventKind::Completed { .. } => {
                 if state(node) == NodeState::Backoff {
@@ -1048,6 +1263,25 @@ fn check_events(case: &Case, seen: &[Seen]) -> Result<Told, String> {
             EventKind::ErrorDuringStop { error, .. } => {
                 stop_errors.push(format!("{}: {error}", event.node));
             }
+            // 10. Only a node that hangs when told to stop overruns its
+            // stop timeout, and only a shutdown budget gives nodes up.
+            EventKind::StopTimedOut { .. } | EventKind::GivenUp { .. } => {
+                let timed_out = matches!(event.kind, EventKind::StopTimedOut { .. });
+                if timed_out && case.nodes[node].on_stop != OnStop::Hang {
+                    return Err(format!(
+                        "invariant 10 (stop timeouts): {event_at}, but the node stops at once"
+                    ));
+                }
+                if !timed_out && case.budget.is_none() {
+                    return Err(format!(
+                        "invariant 10 (the shutdown budget): {event_at}, but there is no budget"
+                    ));
+                }
+                given_up |= !timed_out;
+                if !overran.contains(&event.node.to_string()) {
+                    overran.push(event.node.to_string());
+                }
+            }
             _ => {}
         }
     }
@@ -1058,5 +1292,16 @@ fn check_events(case: &Case, seen: &[Seen]) -> Result<Told, String> {
         stop_errors,
         deciding,
         parent_stops,
+        terminate_stops,
+        overran,
+        given_up,
     })
+}
+
+/// Notes a verdict acted on (or escalated to) as the run's deciding one if
+/// it is the first Shutdown or SpinHalt.
+fn decide(deciding: &mut Option<(Verdict, String)>, verdict: Verdict, node: &str, error: &str) {
+    if matches!(verdict, Verdict::Shutdown | Verdict::SpinHalt) && deciding.is_none() {
+        *deciding = Some((verdict, format!("{node}: {error}")));
+    }
 }

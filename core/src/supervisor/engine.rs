@@ -702,6 +702,12 @@ impl Engine {
                 self.set_state(node, State::Waiting);
                 self.emit(node, EventKind::Waiting { attempt });
             }
+            // Done while something depending on it is still up: a node the
+            // shutdown budget gave up with the rest. Stopped for good once
+            // they are down, as a failed node is (`stop_for_good`).
+            Some(request) if self.nodes[node].blocked_by > 0 => {
+                self.stop_for_good(node, &request.reason().clone());
+            }
             _ => {
                 self.set_state(node, State::Stopped);
                 self.emit(node, EventKind::Stopped { attempt });
@@ -1181,6 +1187,12 @@ impl Engine {
     }
 
     fn on_budget_spent(&mut self, budget: Duration) {
+        // Every node down: the stop ended within the budget, and what the
+        // run still waits for is a spin-halt's terminate request, which the
+        // budget does not bound.
+        if self.up == 0 {
+            return;
+        }
         self.budget_spent = true;
         for node in 0..self.nodes.len() {
             if !self.nodes[node].state.public().is_up() {

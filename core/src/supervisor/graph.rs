@@ -613,8 +613,10 @@ impl SupervisorBuilder {
     /// Bounds the whole stop (after a parent stop, a terminate request,
     /// `Shutdown` or `SpinHalt`): nodes not done when it runs out are
     /// aborted, given up ([`EventKind::GivenUp`](super::EventKind::GivenUp),
-    /// then `Stopped`) and named in the outcome. Default: none (each node's
-    /// stop timeout still applies).
+    /// then `Stopped`, dependents first as in every stop) and named in the
+    /// outcome. It bounds the stop only: a spin-halt's wait for its
+    /// terminate request, once every node is down, does not spend it.
+    /// Default: none (each node's stop timeout still applies).
     ///
     /// # Example
     ///

@@ -734,7 +734,10 @@ pub struct SupervisorOutcome {
     /// Nodes that were not done within their stop timeout (or the shutdown
     /// budget) and were aborted.
     pub overran: Vec<Arc<str>>,
-    /// Whether the shutdown budget ran out.
+    /// Whether the shutdown budget ran out before every node was down (the
+    /// nodes still up were then given up, and are in `overran`). A
+    /// spin-halt's wait for its terminate request, after its stop, is not
+    /// bounded by the budget.
     pub budget_spent: bool,
 }
 

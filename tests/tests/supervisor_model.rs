@@ -15,6 +15,15 @@
 //!   instances, told to stop, mostly return at once; some return an error
 //!   instead, and some hang until aborted at the node's stop timeout
 //!   (`HANG_TIMEOUT`);
+//! - some nodes are nested: their instance is a supervisor of one node,
+//!   `inner`, which runs the instance the node would have had, stops as
+//!   the node's would (with the stop timeout, if it hangs) and always
+//!   decides `Shutdown`. A step's failure then ends the nested supervisor,
+//!   which fails the outer node with a `NodeFailed` naming `inner` (the
+//!   node's own verdict applies), and a step's finish completes it, so the
+//!   outer node completes; told to stop, it stops its node, and the outer
+//!   outcome folds in its own (its entries named `n<i>/inner`). Its events
+//!   are recorded with the outer ones, under `n<i>/inner`;
 //! - sometimes a shutdown budget, shorter or longer than that stop timeout;
 //! - 0 to 8 steps, each picking one of the nodes ready at the time (none
 //!   ready: the step is skipped) and making its current instance fail
@@ -26,12 +35,13 @@
 //!   stop, after the last one) follows at once, racing the supervisor's
 //!   reaction.
 //!
-//! Every node's instance is a one-worker `ComponentManager`, ready at once,
-//! that waits for its stop token or a command from the test (two latches per
-//! instance, which the node's factory hands over to the test). After the
-//! steps the parent is stopped and the run must end within a bounded wait,
-//! unless a spin-halt holds it: then every node must be down, the run must
-//! still be going a while later, and a terminate request must end it.
+//! Every node's instance (a nested node's inner one) is a one-worker
+//! `ComponentManager`, ready at once, that waits for its stop token or a
+//! command from the test (two latches per instance, which the factory
+//! building it hands over to the test). After the steps the parent is
+//! stopped and the run must end within a bounded wait, unless a spin-halt
+//! holds it: then every node must be down, the run must still be going a
+//! while later, and a terminate request must end it.
 //!
 //! The event hook records every event with a status snapshot taken inside
 //! the hook, which shows the state the event leads to (the board is written
@@ -74,7 +84,16 @@
 //!    their stop are exactly those with a `StopTimedOut` or `GivenUp`
 //!    event, in the order of the first; the budget is spent exactly when a
 //!    node was given up; the run is clean exactly when it ended by a
-//!    completion, the parent or a terminate request with none of these;
+//!    completion, the parent or a terminate request with none of these.
+//!    A nested node's instance adds, once done, what its supervisor's
+//!    events say its own outcome holds, derived the same way and named
+//!    `n<i>/inner`, where the outer supervisor folds it in: before the
+//!    node's `Completed`, `Waiting` or `Stopped` event, or, if the
+//!    instance failed, only its overruns, before the node's `Verdict` (its
+//!    errors go to the fatal hook, as a failed instance's later errors
+//!    do). Every nested outcome is folded in by the end, but for a nested
+//!    node the budget gives up: its run may be ending as it is aborted, so
+//!    its entries may be folded in or not (the outcome's one loose check);
 //! 7. at every event, the board shows the event's node in the state the
 //!    event leads to (as `status_shows_what_each_event_tells` in
 //!    `supervisor.rs` checks by hand);
@@ -84,8 +103,10 @@
 //!    stop first and start again once it is ready again");
 //! 9. no node starts after a `Shutdown` or `SpinHalt` acted on, or once
 //!    the parent's stop or a terminate request has reached a node;
-//! 10. only a node that hangs when told to stop overruns its stop timeout,
-//!     and only a case with a shutdown budget has nodes given up.
+//! 10. only a node that hangs when told to stop overruns its stop timeout
+//!     (a nested node's inner node does: the outer node keeps the default
+//!     timeout, never reached), and only a case with a shutdown budget has
+//!     nodes given up (never inside a nested supervisor, which has none).
 //!
 //! These checks need no full reference model of the supervisor: the
 //! expected failures, the verdicts' coverage and the end are derived from
@@ -171,6 +192,9 @@ struct Spec {
     required: bool,
     /// What its instances do when told to stop.
     on_stop: OnStop,
+    /// Its instance is a nested supervisor, whose one node runs what the
+    /// node's instance would be.
+    nested: bool,
 }
 
 /// What a node's instance does when the supervisor tells it to stop.
@@ -195,6 +219,7 @@ impl fmt::Debug for Spec {
             (self.restart_dependents, "restart_dependents"),
             (self.permanent, "permanent"),
             (self.required, "required_while_running"),
+            (self.nested, "nested"),
         ] {
             if set {
                 write!(f, ", {flag}")?;
@@ -275,6 +300,7 @@ fn spec(index: usize) -> impl Strategy<Value = Spec> {
         prop::bool::weighted(0.2),
         prop::bool::weighted(0.2),
         on_stop(),
+        prop::bool::weighted(0.3),
     )
         .prop_map(
             |(
@@ -286,6 +312,7 @@ fn spec(index: usize) -> impl Strategy<Value = Spec> {
                 permanent,
                 required,
                 on_stop,
+                nested,
             )| {
                 Spec {
                     dependencies: (0..on.len()).filter(|&at| on[at]).collect(),
@@ -296,6 +323,7 @@ fn spec(index: usize) -> impl Strategy<Value = Spec> {
                     permanent,
                     required,
                     on_stop,
+                    nested,
                 }
             },
         )
@@ -341,6 +369,7 @@ fn case() -> impl Strategy<Value = Case> {
 struct Coverage {
     cases: AtomicUsize,
     nodes: AtomicUsize,
+    nested: AtomicUsize,
     steps: AtomicUsize,
     skipped: AtomicUsize,
     events: AtomicUsize,
@@ -357,6 +386,11 @@ struct Coverage {
     with_stop_timeouts: AtomicUsize,
     with_nodes_given_up: AtomicUsize,
     with_budgets_spent: AtomicUsize,
+    with_nested_failures: AtomicUsize,
+    with_nested_completions: AtomicUsize,
+    with_nested_given_up: AtomicUsize,
+    with_nested_errors_folded: AtomicUsize,
+    with_nested_overruns_folded: AtomicUsize,
     ended_completed: AtomicUsize,
     ended_by_parent: AtomicUsize,
     ended_by_terminate: AtomicUsize,
@@ -373,12 +407,18 @@ impl Coverage {
     fn count(&self, case: &Case, steps: usize, seen: &[Seen], outcome: &SupervisorOutcome) {
         Coverage::add(&self.cases, 1);
         Coverage::add(&self.nodes, case.nodes.len());
+        let nested = case.nodes.iter().filter(|spec| spec.nested).count();
+        Coverage::add(&self.nested, nested);
         Coverage::add(&self.steps, steps);
         Coverage::add(&self.skipped, case.steps.len() - steps);
         Coverage::add(&self.events, seen.len());
+        // The outer supervisor's events: a nested one's show through the
+        // counts of what is folded in.
+        let outer = || seen.iter().filter(|it| it.inner_of.is_none());
         let any = |counter: &AtomicUsize, test: &dyn Fn(&Seen) -> bool| {
-            Coverage::add(counter, usize::from(seen.iter().any(test)));
+            Coverage::add(counter, usize::from(outer().any(test)));
         };
+        let of_nested = |it: &Seen| case.nodes[index_of(&it.event.node)].nested;
         any(&self.with_failures, &|it| {
             matches!(it.event.kind, EventKind::Failed { .. })
         });
@@ -442,6 +482,24 @@ impl Coverage {
             matches!(it.event.kind, EventKind::GivenUp { .. })
         });
         Coverage::add(&self.with_budgets_spent, usize::from(outcome.budget_spent));
+        any(&self.with_nested_failures, &|it| {
+            matches!(it.event.kind, EventKind::Failed { .. }) && of_nested(it)
+        });
+        any(&self.with_nested_completions, &|it| {
+            matches!(it.event.kind, EventKind::Completed { .. }) && of_nested(it)
+        });
+        any(&self.with_nested_given_up, &|it| {
+            matches!(it.event.kind, EventKind::GivenUp { .. }) && of_nested(it)
+        });
+        let folded = |node: &str| node.contains('/');
+        let errors = outcome.failures.iter().chain(&outcome.shutdown_errors);
+        let errors_folded = errors.into_iter().any(|error| folded(&error.node));
+        Coverage::add(&self.with_nested_errors_folded, usize::from(errors_folded));
+        let overruns_folded = outcome.overran.iter().any(|node| folded(node));
+        Coverage::add(
+            &self.with_nested_overruns_folded,
+            usize::from(overruns_folded),
+        );
         Coverage::add(
             match outcome.end {
                 SupervisorEnd::Completed => &self.ended_completed,
@@ -460,15 +518,18 @@ impl fmt::Display for Coverage {
         let n = |counter: &AtomicUsize| counter.load(Relaxed);
         write!(
             f,
-            "{} cases of {} nodes in all, {} steps carried out, {} skipped (no node ready), \
-             {} events; cases with failures {}, restarts {}, spent budgets {}, cascades \
-             (a node stopped by another's verdict, restart or completion) {}, StopParents {}, \
-             dependents restarted {}, required nodes completing {}, permanent restarts {}, \
-             verdicts not acted on {}, errors during a stop {}, stop timeouts {}, nodes given \
-             up {}, budgets spent {}; ended by a completion {}, by the parent {}, by a \
-             terminate request {}, by a Shutdown {}, by a released SpinHalt {}",
+            "{} cases of {} nodes in all ({} nested), {} steps carried out, {} skipped (no \
+             node ready), {} events; cases with failures {}, restarts {}, spent budgets {}, \
+             cascades (a node stopped by another's verdict, restart or completion) {}, \
+             StopParents {}, dependents restarted {}, required nodes completing {}, permanent \
+             restarts {}, verdicts not acted on {}, errors during a stop {}, stop timeouts {}, \
+             nodes given up {}, budgets spent {}, nested nodes failing {}, completing {}, \
+             given up {}, nested failures or errors folded in {}, nested overruns folded in \
+             {}; ended by a completion {}, by the parent {}, by a terminate request {}, by a \
+             Shutdown {}, by a released SpinHalt {}",
             n(&self.cases),
             n(&self.nodes),
+            n(&self.nested),
             n(&self.steps),
             n(&self.skipped),
             n(&self.events),
@@ -485,6 +546,11 @@ impl fmt::Display for Coverage {
             n(&self.with_stop_timeouts),
             n(&self.with_nodes_given_up),
             n(&self.with_budgets_spent),
+            n(&self.with_nested_failures),
+            n(&self.with_nested_completions),
+            n(&self.with_nested_given_up),
+            n(&self.with_nested_errors_folded),
+            n(&self.with_nested_overruns_folded),
             n(&self.ended_completed),
             n(&self.ended_by_parent),
             n(&self.ended_by_terminate),
@@ -512,6 +578,14 @@ fn name(index: usize) -> String {
     format!("n{index}")
 }
 
+/// The name of a nested supervisor's one node.
+const INNER: &str = "inner";
+
+/// The name of node `n<index>`'s inner node, as the outer outcome has it.
+fn inner_name(index: usize) -> String {
+    format!("n{index}/{INNER}")
+}
+
 /// The index of node `n<index>`.
 fn index_of(name: &str) -> usize {
     name[1..].parse().expect("every node is named n<index>")
@@ -533,10 +607,25 @@ struct Rig {
     current: Mutex<Option<Triggers>>,
 }
 
+impl Rig {
+    /// The number of the node's next instance: its generation on the board.
+    fn next_attempt(&self) -> u32 {
+        self.built.fetch_add(1, SeqCst) + 1
+    }
+}
+
 impl Spec {
-    fn node(&self, index: usize, rig: Arc<Rig>) -> Node {
+    fn node(&self, index: usize, rig: Arc<Rig>, log: &Arc<Log>) -> Node {
         let verdict = self.verdict;
-        let node = Node::new(name(index), factory(name(index), self.on_stop, rig))
+        let node = if self.nested {
+            // The inner node has the stop timeout: the outer node keeps the
+            // default one, which the inner one always beats.
+            Node::new(name(index), nested(index, self.on_stop, rig, log.clone()))
+        } else {
+            let node = Node::new(name(index), factory(index, self.on_stop, rig));
+            with_stop_timeout(node, self.on_stop)
+        };
+        let node = node
             .depends_on(self.dependencies.iter().map(|&on| name(on)))
             .handler(move |_| verdict)
             .policy(RestartPolicy::immediate().intensity(self.restarts, WINDOW))
@@ -551,67 +640,99 @@ impl Spec {
         } else {
             node
         };
-        let node = if self.required {
+        if self.required {
             node.required_while_running()
-        } else {
-            node
-        };
-        if self.on_stop == OnStop::Hang {
-            node.stop_timeout(HANG_TIMEOUT)
         } else {
             node
         }
     }
 }
 
-/// Builds instances that are ready at once, then return when the test
-/// tells them to fail (an error "n<i> failed <attempt>") or to finish
-/// (`Ok`), or when their stop token is stopped, as `on_stop` says. Each
-/// instance's triggers go to the rig.
+/// A node whose instances hang when told to stop is aborted at
+/// `HANG_TIMEOUT`.
+fn with_stop_timeout(node: Node, on_stop: OnStop) -> Node {
+    if on_stop == OnStop::Hang {
+        node.stop_timeout(HANG_TIMEOUT)
+    } else {
+        node
+    }
+}
+
+/// Builds node `n<index>`'s instances, each with the next attempt number.
 fn factory(
-    name: String,
+    index: usize,
     on_stop: OnStop,
     rig: Arc<Rig>,
 ) -> impl FnMut() -> Result<ComponentManager, FatalError> + Send + 'static {
+    move || Ok(instance(index, rig.next_attempt(), on_stop, &rig))
+}
+
+/// Builds nested node `n<index>`'s instances: each a supervisor of one
+/// node, `inner`, built once (its handler never restarts it) as the outer
+/// node's instance would be, with the outer attempt's number, so that the
+/// test's triggers match the outer node's generation. Its events go to
+/// `log`, under `n<index>/inner`.
+fn nested(
+    index: usize,
+    on_stop: OnStop,
+    rig: Arc<Rig>,
+    log: Arc<Log>,
+) -> impl FnMut() -> Result<Supervisor, FatalError> + Send + 'static {
     move || {
-        let attempt = rig.built.fetch_add(1, SeqCst) + 1;
-        let triggers = Triggers {
-            attempt,
-            fail: Latch::new(),
-            finish: Latch::new(),
-        };
-        *lock(&rig.current) = Some(triggers.clone());
-        let name = name.clone();
-        Ok(ComponentManager::builder()
-            .add_worker(move |ctx, ready| {
-                let (fail, finish) = (triggers.fail.clone(), triggers.finish.clone());
-                let failed = format!("{name} failed {attempt}");
-                async move {
-                    ready.ready();
-                    let mut fail = pin!(fail.wait());
-                    let mut finish = pin!(finish.wait());
-                    let mut stopped = pin!(ctx.stopped());
-                    poll_fn(|cx| {
-                        if fail.as_mut().poll(cx).is_ready() {
-                            return Poll::Ready(Err(FatalError::msg(failed.clone())));
-                        }
-                        if finish.as_mut().poll(cx).is_ready() {
-                            return Poll::Ready(Ok(()));
-                        }
-                        match on_stop {
-                            OnStop::Hang => Poll::Pending,
-                            _ if stopped.as_mut().poll(cx).is_pending() => Poll::Pending,
-                            OnStop::Return => Poll::Ready(Ok(())),
-                            OnStop::Fail => Poll::Ready(Err(FatalError::msg(format!(
-                                "{failed} while stopping"
-                            )))),
-                        }
-                    })
-                    .await
-                }
-            })
-            .build())
+        let attempt = rig.next_attempt();
+        let rig = rig.clone();
+        let inner = Node::new(INNER, move || Ok(instance(index, attempt, on_stop, &rig)))
+            .handler(|_| Verdict::Shutdown);
+        let log = log.clone();
+        Supervisor::builder()
+            .node(with_stop_timeout(inner, on_stop))
+            .on_event(move |event: &SupervisorEvent| log.record(event, Some(index)))
+            .build()
+            .map_err(FatalError::new)
     }
+}
+
+/// An instance of node `n<index>`, ready at once, that returns when the
+/// test tells it to fail (an error "n<index> failed <attempt>") or to
+/// finish (`Ok`), or when its stop token is stopped, as `on_stop` says. Its
+/// triggers go to the rig.
+fn instance(index: usize, attempt: u32, on_stop: OnStop, rig: &Rig) -> ComponentManager {
+    let triggers = Triggers {
+        attempt,
+        fail: Latch::new(),
+        finish: Latch::new(),
+    };
+    *lock(&rig.current) = Some(triggers.clone());
+    let failed = format!("{} failed {attempt}", name(index));
+    ComponentManager::builder()
+        .add_worker(move |ctx, ready| {
+            let (fail, finish) = (triggers.fail.clone(), triggers.finish.clone());
+            let failed = failed.clone();
+            async move {
+                ready.ready();
+                let mut fail = pin!(fail.wait());
+                let mut finish = pin!(finish.wait());
+                let mut stopped = pin!(ctx.stopped());
+                poll_fn(|cx| {
+                    if fail.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Err(FatalError::msg(failed.clone())));
+                    }
+                    if finish.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Ok(()));
+                    }
+                    match on_stop {
+                        OnStop::Hang => Poll::Pending,
+                        _ if stopped.as_mut().poll(cx).is_pending() => Poll::Pending,
+                        OnStop::Return => Poll::Ready(Ok(())),
+                        OnStop::Fail => {
+                            Poll::Ready(Err(FatalError::msg(format!("{failed} while stopping"))))
+                        }
+                    }
+                })
+                .await
+            }
+        })
+        .build()
 }
 
 // ---------------------------------------------------------------------------
@@ -620,11 +741,15 @@ fn factory(
 /// An event as the hook saw it.
 struct Seen {
     event: SupervisorEvent,
-    /// The status board, read in the hook: the state the event leads to.
+    /// The status board, read in the hook: the state the event leads to
+    /// (for a nested supervisor's event, the outer board at the time).
     board: Vec<NodeStatus>,
     /// Whether the test had stopped the parent or sent a terminate request
     /// by then.
     after_outside_stop: bool,
+    /// Node `n<i>`'s nested supervisor reported it, about its inner node
+    /// (the event names it `n<i>/inner`).
+    inner_of: Option<usize>,
 }
 
 #[derive(Default)]
@@ -635,15 +760,22 @@ struct Log {
 }
 
 impl Log {
-    fn record(&self, event: &SupervisorEvent) {
+    /// Records an event of the supervisor, or of node `n<i>`'s nested
+    /// supervisor if `inner_of` is `Some(i)`.
+    fn record(&self, event: &SupervisorEvent, inner_of: Option<usize>) {
+        let mut event = event.clone();
+        if let Some(outer) = inner_of {
+            event.node = inner_name(outer).into();
+        }
         let seen = Seen {
-            event: event.clone(),
+            event,
             board: self
                 .board
                 .get()
                 .map(StatusBoard::snapshot)
                 .unwrap_or_default(),
             after_outside_stop: self.stopped_from_outside.load(SeqCst),
+            inner_of,
         };
         lock(&self.seen).push(seen);
     }
@@ -678,14 +810,14 @@ async fn run_case(rt: SharedRuntime, case: Case, coverage: Arc<Coverage>) {
     let terminate = Latch::new();
     let mut builder = Supervisor::builder().terminate_on(terminate.signal());
     for (index, spec) in case.nodes.iter().enumerate() {
-        builder = builder.node(spec.node(index, rigs[index].clone()));
+        builder = builder.node(spec.node(index, rigs[index].clone(), &log));
     }
     if let Some(budget) = case.budget {
         builder = builder.shutdown_budget(budget);
     }
     let hook = {
         let log = log.clone();
-        move |event: &SupervisorEvent| log.record(event)
+        move |event: &SupervisorEvent| log.record(event, None)
     };
     let supervisor = builder
         .on_event(hook)
@@ -954,14 +1086,88 @@ fn is_up(state: NodeState) -> bool {
     )
 }
 
+/// An outcome's lists, as the events tell them: the failures and errors
+/// during a stop as "node: error", the nodes that overran their stop by
+/// name, in the order they first did.
+#[derive(Debug, Default)]
+struct Entries {
+    failures: Vec<String>,
+    stop_errors: Vec<String>,
+    overran: Vec<String>,
+}
+
+impl Entries {
+    /// Adds what `event` puts in its supervisor's outcome, `last_error`
+    /// being its node's last failure: a failure whose verdict was not acted
+    /// on, or whose verdict (or escalation) was `Stop` or `StopParents`; an
+    /// error during a stop; an overrun.
+    fn note(&mut self, event: &SupervisorEvent, last_error: &str) {
+        let node = &event.node;
+        let for_good = |verdict: Verdict| matches!(verdict, Verdict::Stop | Verdict::StopParents);
+        match &event.kind {
+            EventKind::Verdict { verdict, acted, .. } if !*acted || for_good(*verdict) => {
+                self.failures.push(format!("{node}: {last_error}"));
+            }
+            EventKind::RestartsExhausted { escalation, .. } if for_good(*escalation) => {
+                self.failures.push(format!("{node}: {last_error}"));
+            }
+            EventKind::ErrorDuringStop { error, .. } => {
+                self.stop_errors.push(format!("{node}: {error}"));
+            }
+            EventKind::StopTimedOut { .. } | EventKind::GivenUp { .. } => self.overrun(node),
+            _ => {}
+        }
+    }
+
+    /// Names `node` as overrunning its stop, once.
+    fn overrun(&mut self, node: &str) {
+        if !self.overran.iter().any(|named| named == node) {
+            self.overran.push(node.to_string());
+        }
+    }
+
+    /// Folds in a nested supervisor's entries as the outer run does: its
+    /// overruns always, its failures and errors during a stop only if
+    /// `errors` (else they go to the fatal hook).
+    fn fold(&mut self, nested: Entries, errors: bool) {
+        for node in &nested.overran {
+            self.overrun(node);
+        }
+        if errors {
+            self.failures.extend(nested.failures);
+            self.stop_errors.extend(nested.stop_errors);
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.failures.is_empty() && self.stop_errors.is_empty() && self.overran.is_empty()
+    }
+}
+
+/// What a nested node's supervisor has told of its current instance.
+#[derive(Default)]
+struct Nested {
+    /// The inner node's last error.
+    last_error: String,
+    /// What the nested outcome holds so far, not yet folded in.
+    entries: Entries,
+    /// The budget gave the outer node up: its nested run was aborted,
+    /// maybe just as it ended, so its outcome may be folded in or not.
+    given_up: bool,
+}
+
 /// What the events of a run tell, for the checks of its end.
 struct Told {
     /// Each node's failed attempt still waiting for its verdict.
     unjudged: Vec<Option<u32>>,
-    /// The failures that left a node stopped for good, as "node: error".
-    failures: Vec<String>,
-    /// The errors during a stop, as "node: error".
-    stop_errors: Vec<String>,
+    /// What the outcome's lists hold.
+    expected: Entries,
+    /// What they may hold besides: the outcomes of nested nodes the budget
+    /// gave up.
+    maybe: Entries,
+    /// A nested node whose supervisor's outcome, as its events tell it,
+    /// was not folded in (yet), with what it holds.
+    unfolded: Option<(usize, Entries)>,
     /// The first Shutdown or SpinHalt acted on (or escalated to), with
     /// its failure as "node: error".
     deciding: Option<(Verdict, String)>,
@@ -969,9 +1175,6 @@ struct Told {
     parent_stops: bool,
     /// Whether a terminate request reached a node.
     terminate_stops: bool,
-    /// The nodes that overran their stop (timed out or given up), in the
-    /// order they first did.
-    overran: Vec<String>,
     /// Whether the shutdown budget gave a node up.
     given_up: bool,
 }
@@ -988,12 +1191,12 @@ fn check(
 ) -> Result<(), String> {
     let Told {
         unjudged,
-        failures,
-        stop_errors,
+        expected,
+        maybe,
+        unfolded,
         deciding,
         parent_stops,
         terminate_stops,
-        overran,
         given_up,
     } = check_events(case, seen)?;
 
@@ -1036,17 +1239,44 @@ fn check(
         ));
     }
     // 6. The outcome's failures and errors, as the events tell them.
-    let recorded: Vec<String> = outcome.failures.iter().map(ToString::to_string).collect();
-    if recorded != failures {
+    if let Some((node, entries)) = unfolded {
         return Err(format!(
-            "invariant 6 (the outcome's failures): the outcome has {recorded:?}, the events \
-             tell of {failures:?}"
+            "invariant 6 (nested outcomes folded in): n{node}'s nested supervisor told of \
+             {entries:?}, which no event of n{node} folded in"
         ));
+    }
+    let lists = [
+        (
+            "failures",
+            texts(&outcome.failures),
+            &expected.failures,
+            &maybe.failures,
+        ),
+        (
+            "errors during a stop",
+            texts(&outcome.shutdown_errors),
+            &expected.stop_errors,
+            &maybe.stop_errors,
+        ),
+        (
+            "nodes that overran their stop",
+            texts(&outcome.overran),
+            &expected.overran,
+            &maybe.overran,
+        ),
+    ];
+    for (what, recorded, expected, maybe) in lists {
+        if !as_expected(&recorded, expected, maybe) {
+            return Err(format!(
+                "invariant 6 (the outcome's {what}): the outcome has {recorded:?}, the \
+                 events tell of {expected:?}, and maybe {maybe:?}"
+            ));
+        }
     }
     let clean = matches!(
         outcome.end,
         SupervisorEnd::Completed | SupervisorEnd::ParentStopped | SupervisorEnd::Terminated
-    ) && recorded.is_empty()
+    ) && outcome.failures.is_empty()
         && outcome.shutdown_errors.is_empty()
         && outcome.overran.is_empty()
         && !outcome.budget_spent;
@@ -1055,24 +1285,6 @@ fn check(
             "invariant 6: the run is clean: {}, but its end, failures, errors during a stop \
              and overruns say {clean}",
             outcome.is_clean()
-        ));
-    }
-    let recorded: Vec<String> = outcome
-        .shutdown_errors
-        .iter()
-        .map(ToString::to_string)
-        .collect();
-    if recorded != stop_errors {
-        return Err(format!(
-            "invariant 6 (the outcome's errors during a stop): the outcome has {recorded:?}, \
-             the events tell of {stop_errors:?}"
-        ));
-    }
-    let recorded: Vec<String> = outcome.overran.iter().map(ToString::to_string).collect();
-    if recorded != overran {
-        return Err(format!(
-            "invariant 6 (the nodes that overran their stop): the outcome has {recorded:?}, \
-             the events tell of {overran:?}"
         ));
     }
     if given_up != outcome.budget_spent {
@@ -1085,8 +1297,22 @@ fn check(
     Ok(())
 }
 
-/// Checks the invariants that hold at every event (1, 2, 3, 5, 7 and 8),
-/// and derives what the end must show.
+/// Each of `items` as it displays.
+fn texts<T: ToString>(items: &[T]) -> Vec<String> {
+    items.iter().map(ToString::to_string).collect()
+}
+
+/// Whether `recorded` is `expected`, in order, once the entries it has
+/// besides that `maybe` allows are left out.
+fn as_expected(recorded: &[String], expected: &[String], maybe: &[String]) -> bool {
+    let kept = recorded
+        .iter()
+        .filter(|entry| expected.contains(entry) || !maybe.contains(entry));
+    kept.eq(expected.iter())
+}
+
+/// Checks the invariants that hold at every event (1, 2, 3, 5, 7, 8, 9 and
+/// 10), and derives what the end must show.
 fn check_events(case: &Case, seen: &[Seen]) -> Result<Told, String> {
     let graph = Graph::new(case);
     let count = case.nodes.len();
@@ -1096,21 +1322,30 @@ fn check_events(case: &Case, seen: &[Seen]) -> Result<Told, String> {
     let mut unjudged: Vec<Option<u32>> = vec![None; count];
     // Each node's last error, which a failure for good records.
     let mut last_error = vec![String::new(); count];
-    let mut failures = Vec::new();
-    let mut stop_errors = Vec::new();
+    let mut expected = Entries::default();
+    let mut maybe = Entries::default();
+    let mut nested: Vec<Nested> = (0..count).map(|_| Nested::default()).collect();
     let mut deciding: Option<(Verdict, String)> = None;
     let mut parent_stops = false;
     let mut terminate_stops = false;
-    let mut overran: Vec<String> = Vec::new();
     let mut given_up = false;
     // Nodes restarting with their dependents, until they are ready again.
     let mut restarting = vec![false; count];
 
     for (at, it) in seen.iter().enumerate() {
         let (event, board) = (&it.event, &it.board);
+        let event_at = format!("at event {at} ({})", describe(event));
+        if let Some(outer) = it.inner_of {
+            check_inner(case, outer, event, &event_at)?;
+            let nested = &mut nested[outer];
+            if let EventKind::Failed { error, .. } = &event.kind {
+                nested.last_error = error.to_string();
+            }
+            nested.entries.note(event, &nested.last_error);
+            continue;
+        }
         let node = index_of(&event.node);
         let state = |at: usize| board[at].state;
-        let event_at = format!("at event {at} ({})", describe(event));
 
         // 7. The board shows what the event tells.
         if let Some(states) = shown_with(&event.kind) {
@@ -1227,9 +1462,6 @@ fn check_events(case: &Case, seen: &[Seen]) -> Result<Told, String> {
                          stop covers the node"
                     ));
                 }
-                if !*acted || matches!(verdict, Verdict::Stop | Verdict::StopParents) {
-                    failures.push(format!("{}: {}", event.node, last_error[node]));
-                }
                 if *acted {
                     for other in graph.covered_by(node, *verdict) {
                         covered[other] = true;
@@ -1238,9 +1470,6 @@ fn check_events(case: &Case, seen: &[Seen]) -> Result<Told, String> {
                 }
             }
             EventKind::RestartsExhausted { escalation, .. } => {
-                if matches!(escalation, Verdict::Stop | Verdict::StopParents) {
-                    failures.push(format!("{}: {}", event.node, last_error[node]));
-                }
                 for other in graph.covered_by(node, *escalation) {
                     covered[other] = true;
                 }
@@ -1260,16 +1489,16 @@ fn check_events(case: &Case, seen: &[Seen]) -> Result<Told, String> {
                     }
                 }
             }
-            EventKind::ErrorDuringStop { error, .. } => {
-                stop_errors.push(format!("{}: {error}", event.node));
-            }
             // 10. Only a node that hangs when told to stop overruns its
-            // stop timeout, and only a shutdown budget gives nodes up.
+            // stop timeout (a nested one's is the inner node's), and only
+            // a shutdown budget gives nodes up.
             EventKind::StopTimedOut { .. } | EventKind::GivenUp { .. } => {
                 let timed_out = matches!(event.kind, EventKind::StopTimedOut { .. });
-                if timed_out && case.nodes[node].on_stop != OnStop::Hang {
+                let spec = &case.nodes[node];
+                if timed_out && (spec.on_stop != OnStop::Hang || spec.nested) {
                     return Err(format!(
-                        "invariant 10 (stop timeouts): {event_at}, but the node stops at once"
+                        "invariant 10 (stop timeouts): {event_at}, but the node stops at \
+                         once, or is nested (its inner node times out first)"
                     ));
                 }
                 if !timed_out && case.budget.is_none() {
@@ -1278,24 +1507,75 @@ fn check_events(case: &Case, seen: &[Seen]) -> Result<Told, String> {
                     ));
                 }
                 given_up |= !timed_out;
-                if !overran.contains(&event.node.to_string()) {
-                    overran.push(event.node.to_string());
-                }
             }
             _ => {}
         }
+        // 6. What the event adds to the outcome, and what a nested node's
+        // supervisor adds with it.
+        expected.note(event, &last_error[node]);
+        if case.nodes[node].nested {
+            fold_nested(&event.kind, &mut nested[node], &mut expected, &mut maybe);
+        }
     }
 
+    // What the nested runs the budget gave up told after the outer event.
+    let mut unfolded = None;
+    for (node, nested) in nested.into_iter().enumerate() {
+        if nested.given_up {
+            maybe.fold(nested.entries, true);
+        } else if unfolded.is_none() && !nested.entries.is_empty() {
+            unfolded = Some((node, nested.entries));
+        }
+    }
     Ok(Told {
         unjudged,
-        failures,
-        stop_errors,
+        expected,
+        maybe,
+        unfolded,
         deciding,
         parent_stops,
         terminate_stops,
-        overran,
         given_up,
     })
+}
+
+/// Checks invariant 10 at an event of node `n<outer>`'s nested supervisor:
+/// only an inner node that hangs when told to stop overruns its stop
+/// timeout, and the nested supervisor, without a budget, gives none up.
+fn check_inner(case: &Case, outer: usize, event: &SupervisorEvent, at: &str) -> Result<(), String> {
+    match event.kind {
+        EventKind::StopTimedOut { .. } if case.nodes[outer].on_stop != OnStop::Hang => Err(
+            format!("invariant 10 (stop timeouts): {at}, but the inner node stops at once"),
+        ),
+        EventKind::GivenUp { .. } => Err(format!(
+            "invariant 10 (the shutdown budget): {at}, but a nested supervisor has no budget"
+        )),
+        _ => Ok(()),
+    }
+}
+
+/// Folds a nested node's supervisor's outcome in where the outer run does
+/// (`fold_in_nested`), as the node's event `kind` shows: before its
+/// `Completed`, `Waiting` or `Stopped` event (its instance done), or only
+/// its overruns, before its `Verdict` (its instance failed: its errors go
+/// to the fatal hook). Once the budget gave the node up, its nested run
+/// was aborted, maybe as it ended: what it told may be folded in or not.
+fn fold_nested(kind: &EventKind, nested: &mut Nested, expected: &mut Entries, maybe: &mut Entries) {
+    let errors = match kind {
+        EventKind::Completed { .. } | EventKind::Waiting { .. } | EventKind::Stopped { .. } => true,
+        EventKind::Verdict { .. } => false,
+        EventKind::GivenUp { .. } => {
+            nested.given_up = true;
+            true
+        }
+        _ => return,
+    };
+    let entries = std::mem::take(&mut nested.entries);
+    if nested.given_up {
+        maybe.fold(entries, true);
+    } else {
+        expected.fold(entries, errors);
+    }
 }
 
 /// Notes a verdict acted on (or escalated to) as the run's deciding one if

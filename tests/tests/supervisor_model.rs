@@ -17,13 +17,15 @@
 //!   (`HANG_TIMEOUT`);
 //! - some nodes are nested: their instance is a supervisor of one node,
 //!   `inner`, which runs the instance the node would have had, stops as
-//!   the node's would (with the stop timeout, if it hangs) and always
-//!   decides `Shutdown`. A step's failure then ends the nested supervisor,
-//!   which fails the outer node with a `NodeFailed` naming `inner` (the
-//!   node's own verdict applies), and a step's finish completes it, so the
-//!   outer node completes; told to stop, it stops its node, and the outer
-//!   outcome folds in its own (its entries named `n<i>/inner`). Its events
-//!   are recorded with the outer ones, under `n<i>/inner`;
+//!   the node's would (with the stop timeout, if it hangs) and decides
+//!   `Shutdown` (mostly) or `Stop` on a failure. A step's failure then
+//!   ends the nested supervisor, either with a `NodeFailed` naming `inner`
+//!   thrown to the outer node, which fails (its own verdict applies), or
+//!   as a completion with a failure in its outcome, and a step's finish
+//!   completes it; either completion completes the outer node. Told to
+//!   stop, it stops its node. The outer outcome folds in the nested one
+//!   (its entries named `n<i>/inner`). Its events are recorded with the
+//!   outer ones, under `n<i>/inner`;
 //! - sometimes a shutdown budget, shorter or longer than that stop timeout;
 //! - 0 to 8 steps, each picking one of the nodes ready at the time (none
 //!   ready: the step is skipped) and making its current instance fail
@@ -193,8 +195,9 @@ struct Spec {
     /// What its instances do when told to stop.
     on_stop: OnStop,
     /// Its instance is a nested supervisor, whose one node runs what the
-    /// node's instance would be.
-    nested: bool,
+    /// node's instance would be, with this verdict on its failures
+    /// (`Shutdown` or `Stop`).
+    nested: Option<Verdict>,
 }
 
 /// What a node's instance does when the supervisor tells it to stop.
@@ -219,16 +222,19 @@ impl fmt::Debug for Spec {
             (self.restart_dependents, "restart_dependents"),
             (self.permanent, "permanent"),
             (self.required, "required_while_running"),
-            (self.nested, "nested"),
         ] {
             if set {
                 write!(f, ", {flag}")?;
             }
         }
         match self.on_stop {
-            OnStop::Return => Ok(()),
-            OnStop::Fail => write!(f, ", fails when stopped"),
-            OnStop::Hang => write!(f, ", hangs when stopped"),
+            OnStop::Return => {}
+            OnStop::Fail => write!(f, ", fails when stopped")?,
+            OnStop::Hang => write!(f, ", hangs when stopped")?,
+        }
+        match self.nested {
+            Some(verdict) => write!(f, ", nested ({verdict} inside)"),
+            None => Ok(()),
         }
     }
 }
@@ -300,7 +306,11 @@ fn spec(index: usize) -> impl Strategy<Value = Spec> {
         prop::bool::weighted(0.2),
         prop::bool::weighted(0.2),
         on_stop(),
-        prop::bool::weighted(0.3),
+        prop_oneof![
+            7 => Just(None),
+            2 => Just(Some(Verdict::Shutdown)),
+            1 => Just(Some(Verdict::Stop)),
+        ],
     )
         .prop_map(
             |(
@@ -407,7 +417,11 @@ impl Coverage {
     fn count(&self, case: &Case, steps: usize, seen: &[Seen], outcome: &SupervisorOutcome) {
         Coverage::add(&self.cases, 1);
         Coverage::add(&self.nodes, case.nodes.len());
-        let nested = case.nodes.iter().filter(|spec| spec.nested).count();
+        let nested = case
+            .nodes
+            .iter()
+            .filter(|spec| spec.nested.is_some())
+            .count();
         Coverage::add(&self.nested, nested);
         Coverage::add(&self.steps, steps);
         Coverage::add(&self.skipped, case.steps.len() - steps);
@@ -418,7 +432,7 @@ impl Coverage {
         let any = |counter: &AtomicUsize, test: &dyn Fn(&Seen) -> bool| {
             Coverage::add(counter, usize::from(outer().any(test)));
         };
-        let of_nested = |it: &Seen| case.nodes[index_of(&it.event.node)].nested;
+        let of_nested = |it: &Seen| case.nodes[index_of(&it.event.node)].nested.is_some();
         any(&self.with_failures, &|it| {
             matches!(it.event.kind, EventKind::Failed { .. })
         });
@@ -617,10 +631,11 @@ impl Rig {
 impl Spec {
     fn node(&self, index: usize, rig: Arc<Rig>, log: &Arc<Log>) -> Node {
         let verdict = self.verdict;
-        let node = if self.nested {
+        let node = if let Some(inside) = self.nested {
             // The inner node has the stop timeout: the outer node keeps the
             // default one, which the inner one always beats.
-            Node::new(name(index), nested(index, self.on_stop, rig, log.clone()))
+            let nested = nested(index, inside, self.on_stop, rig, log.clone());
+            Node::new(name(index), nested)
         } else {
             let node = Node::new(name(index), factory(index, self.on_stop, rig));
             with_stop_timeout(node, self.on_stop)
@@ -668,12 +683,13 @@ fn factory(
 }
 
 /// Builds nested node `n<index>`'s instances: each a supervisor of one
-/// node, `inner`, built once (its handler never restarts it) as the outer
-/// node's instance would be, with the outer attempt's number, so that the
-/// test's triggers match the outer node's generation. Its events go to
-/// `log`, under `n<index>/inner`.
+/// node, `inner`, built once (its handler, deciding `inside`, never
+/// restarts it) as the outer node's instance would be, with the outer
+/// attempt's number, so that the test's triggers match the outer node's
+/// generation. Its events go to `log`, under `n<index>/inner`.
 fn nested(
     index: usize,
+    inside: Verdict,
     on_stop: OnStop,
     rig: Arc<Rig>,
     log: Arc<Log>,
@@ -682,7 +698,7 @@ fn nested(
         let attempt = rig.next_attempt();
         let rig = rig.clone();
         let inner = Node::new(INNER, move || Ok(instance(index, attempt, on_stop, &rig)))
-            .handler(|_| Verdict::Shutdown);
+            .handler(move |_| inside);
         let log = log.clone();
         Supervisor::builder()
             .node(with_stop_timeout(inner, on_stop))
@@ -1495,7 +1511,7 @@ fn check_events(case: &Case, seen: &[Seen]) -> Result<Told, String> {
             EventKind::StopTimedOut { .. } | EventKind::GivenUp { .. } => {
                 let timed_out = matches!(event.kind, EventKind::StopTimedOut { .. });
                 let spec = &case.nodes[node];
-                if timed_out && (spec.on_stop != OnStop::Hang || spec.nested) {
+                if timed_out && (spec.on_stop != OnStop::Hang || spec.nested.is_some()) {
                     return Err(format!(
                         "invariant 10 (stop timeouts): {event_at}, but the node stops at \
                          once, or is nested (its inner node times out first)"
@@ -1513,7 +1529,7 @@ fn check_events(case: &Case, seen: &[Seen]) -> Result<Told, String> {
         // 6. What the event adds to the outcome, and what a nested node's
         // supervisor adds with it.
         expected.note(event, &last_error[node]);
-        if case.nodes[node].nested {
+        if case.nodes[node].nested.is_some() {
             fold_nested(&event.kind, &mut nested[node], &mut expected, &mut maybe);
         }
     }

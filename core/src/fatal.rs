@@ -443,6 +443,31 @@ impl FatalSlot {
     }
 
     /// An empty slot whose later errors go to `hook`.
+    ///
+    /// # Example
+    ///
+    /// A slot that counts its later errors in a metric instead of writing
+    /// them to standard error:
+    ///
+    /// ```
+    /// use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
+    /// use std::sync::Arc;
+    /// use lifecycle::{FatalError, FatalHook, FatalSlot};
+    ///
+    /// let unhandled_errors = Arc::new(AtomicUsize::new(0)); // a metric
+    /// let slot = FatalSlot::with_hook(FatalHook::new({
+    ///     let unhandled_errors = unhandled_errors.clone();
+    ///     move |_: &FatalError| {
+    ///         unhandled_errors.fetch_add(1, Relaxed);
+    ///     }
+    /// }));
+    ///
+    /// slot.report(FatalError::msg("connection reset")); // the first: kept in the slot
+    /// assert_eq!(unhandled_errors.load(Relaxed), 0);
+    /// slot.report(FatalError::msg("write failed")); // a later one: to the hook
+    /// assert_eq!(unhandled_errors.load(Relaxed), 1);
+    /// assert_eq!(slot.take().map(|e| e.to_string()).as_deref(), Some("connection reset"));
+    /// ```
     pub fn with_hook(hook: FatalHook) -> Self {
         Self {
             owner: Arc::new(SlotInner::new(hook)),
@@ -467,6 +492,30 @@ impl FatalSlot {
 
     /// Reports a fatal error. The first one is recorded for delivery; every
     /// later one goes to the hook and is counted.
+    ///
+    /// # Example
+    ///
+    /// Two workers on threads of their own fail at the same time: exactly
+    /// one report is the first, and its error is the one delivered.
+    ///
+    /// ```
+    /// use lifecycle::{FatalError, FatalHook, FatalSlot, Reported};
+    ///
+    /// let slot = FatalSlot::with_hook(FatalHook::new(|_| {}));
+    /// let workers: Vec<_> = ["disk full", "lease lost"]
+    ///     .into_iter()
+    ///     .map(|why| {
+    ///         let slot = slot.clone();
+    ///         std::thread::spawn(move || (why, slot.report(FatalError::msg(why))))
+    ///     })
+    ///     .collect();
+    /// let reports: Vec<_> = workers.into_iter().map(|w| w.join().unwrap()).collect();
+    ///
+    /// let firsts: Vec<_> = reports.iter().filter(|(_, r)| *r == Reported::First).collect();
+    /// assert_eq!(firsts.len(), 1, "{reports:?}");
+    /// assert_eq!(slot.take().map(|e| e.to_string()).as_deref(), Some(firsts[0].0));
+    /// assert_eq!(slot.unhandled_count(), 1, "the other one went to the hook");
+    /// ```
     pub fn report(&self, error: FatalError) -> Reported {
         // The closure runs, and moves the error, only if this is the first.
         let mut pending = Some(error);
@@ -514,6 +563,28 @@ impl FatalSlot {
     /// Whether a first error has been recorded (delivered or not): one call
     /// that finds the slot in whichever allocation holds it, and one atomic
     /// load.
+    ///
+    /// It is also `true`, with nothing to take, once the restart loop or
+    /// supervisor that made the slot for an instance has let go of that
+    /// instance: from then on every report goes to the hook.
+    ///
+    /// # Example
+    ///
+    /// Once an error is recorded the slot stays so, also after the error
+    /// was taken: a later report can never be the first.
+    ///
+    /// ```
+    /// use lifecycle::{FatalError, FatalHook, FatalSlot, Reported};
+    ///
+    /// let slot = FatalSlot::with_hook(FatalHook::new(|_| {}));
+    /// assert!(!slot.is_recorded(), "nothing reported yet");
+    ///
+    /// slot.report(FatalError::msg("lease lost"));
+    /// assert!(slot.is_recorded());
+    /// assert!(slot.take().is_some()); // delivered...
+    /// assert!(slot.is_recorded(), "...and still recorded");
+    /// assert_eq!(slot.report(FatalError::msg("lease lost again")), Reported::Unhandled);
+    /// ```
     pub fn is_recorded(&self) -> bool {
         self.inner().recorded.is_set()
     }

@@ -664,9 +664,56 @@ impl WorkerContext {
         &self.runtime
     }
 
-    /// Reports a fatal error: the manager's first goes to its parent and
-    /// stops every worker; later ones go to the hook. Returning `Err` from
-    /// the worker does the same.
+    /// Reports a fatal error: the manager's first goes to the fatal slot of
+    /// the scope it was started in and stops every worker; later ones, and
+    /// any after the manager is done, go to that slot's hook. Returning `Err`
+    /// from the worker does the same. The [`Reported`] says which it was.
+    ///
+    /// # Example
+    ///
+    /// A worker that finds a corrupt file throws, and still closes the file;
+    /// its sibling is stopped by the throw:
+    ///
+    /// ```
+    /// use lifecycle::{Component, ComponentManager, FatalError, FatalHook, FatalSlot, Reported};
+    /// use lifecycle::{Scope, StopSource};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # use std::{sync::Arc, time::Duration};
+    /// # struct Threads;
+    /// # impl Runtime for Threads {
+    /// #     fn spawn_detached(&self, task: BoxFuture) {
+    /// #         std::thread::spawn(move || futures_executor::block_on(task));
+    /// #     }
+    /// #     // No timer fires in this example (and Miri wants no stray threads).
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    /// # futures_executor::block_on(async {
+    /// let manager = ComponentManager::builder()
+    ///     .add_worker(|ctx, ready| async move {
+    ///         ready.ready();
+    ///         assert_eq!(ctx.throw(FatalError::msg("checksum mismatch")), Reported::First);
+    ///         assert!(ctx.is_stopped(), "the throw stops every worker, this one too");
+    ///         // Closing the file fails as well: a later error, for the hook.
+    ///         assert_eq!(ctx.throw(FatalError::msg("close failed")), Reported::Unhandled);
+    ///         Ok(())
+    ///     })
+    ///     .add_worker(|ctx, ready| async move {
+    ///         ready.ready();
+    ///         ctx.stopped().await; // stopped by its sibling's throw
+    ///         Ok(())
+    ///     })
+    ///     .build();
+    ///
+    /// let slot = FatalSlot::with_hook(FatalHook::new(|_| {}));
+    /// let parent = StopSource::new();
+    /// manager.start(Scope::new(Arc::new(Threads), parent.token(), slot.clone()))?;
+    /// manager.done().wait().await;
+    /// assert_eq!(slot.take().map(|e| e.to_string()).as_deref(), Some("checksum mismatch"));
+    /// assert_eq!(slot.unhandled_count(), 1);
+    /// # Ok::<(), lifecycle::StartError>(())
+    /// # }).unwrap();
+    /// ```
     pub fn throw(&self, error: impl Into<FatalError>) -> Reported {
         self.inner.throw(error.into())
     }
@@ -784,6 +831,50 @@ pub struct ThrowHandle {
 
 impl ThrowHandle {
     /// Reports `error`; see [`WorkerContext::throw`].
+    ///
+    /// # Example
+    ///
+    /// A handle kept past the manager's end (by a library that holds on to
+    /// its callbacks, say) still reports, but only to the hook:
+    ///
+    /// ```
+    /// use std::sync::mpsc;
+    /// use lifecycle::{Component, ComponentManager, FatalError, FatalHook, FatalSlot, Reported};
+    /// use lifecycle::{Scope, StopSource};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # use std::{sync::Arc, time::Duration};
+    /// # struct Threads;
+    /// # impl Runtime for Threads {
+    /// #     fn spawn_detached(&self, task: BoxFuture) {
+    /// #         std::thread::spawn(move || futures_executor::block_on(task));
+    /// #     }
+    /// #     // No timer fires in this example (and Miri wants no stray threads).
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    /// # futures_executor::block_on(async {
+    /// let (keep, kept) = mpsc::channel();
+    /// let manager = ComponentManager::builder()
+    ///     .add_worker(move |ctx, ready| {
+    ///         let _ = keep.send(ctx.throw_handle()); // registered as a callback
+    ///         async move {
+    ///             ready.ready();
+    ///             Ok(()) // a one-shot job: the manager is done when it returns
+    ///         }
+    ///     })
+    ///     .build();
+    ///
+    /// let slot = FatalSlot::with_hook(FatalHook::new(|_| {}));
+    /// let parent = StopSource::new();
+    /// manager.start(Scope::new(Arc::new(Threads), parent.token(), slot.clone()))?;
+    /// manager.done().wait().await;
+    /// let late = kept.recv().expect("the worker kept a handle");
+    /// assert_eq!(late.throw(FatalError::msg("callback failed")), Reported::Unhandled);
+    /// assert!(slot.take().is_none(), "never delivered: nobody is listening any more");
+    /// assert_eq!(slot.unhandled_count(), 1);
+    /// # Ok::<(), lifecycle::StartError>(())
+    /// # }).unwrap();
+    /// ```
     pub fn throw(&self, error: impl Into<FatalError>) -> Reported {
         self.inner.throw(error.into())
     }

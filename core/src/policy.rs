@@ -11,9 +11,10 @@ use crate::runtime::{Instant, SharedRuntime};
 /// Two independent limits, as in systemd and Erlang/OTP:
 /// - **Backoff**: the delay before restart `n` grows from `initial` by
 ///   `factor` up to `max`, with up to `jitter` (a fraction) added or removed
-///   at random so that many components failing together do not restart in
-///   lockstep. An instance that ran for `reset_after` before failing counts
-///   as stable: the next delay starts from `initial` again.
+///   at random (never beyond `max`) so that many components failing
+///   together do not restart in lockstep. An instance that ran for
+///   `reset_after` before failing counts as stable: the next delay starts
+///   from `initial` again.
 /// - **Intensity**: at most `max_restarts` restarts within any window of
 ///   `within`. One more and the budget is spent: the loop stops restarting
 ///   and reports the error as
@@ -98,7 +99,57 @@ impl RestartPolicy {
         Self::immediate().intensity(0, Duration::MAX)
     }
 
-    /// The first delay and the largest.
+    /// The first delay and the largest. No delay exceeds `max`, jitter
+    /// included.
+    ///
+    /// # Example
+    ///
+    /// The delays of a policy that triples them, as a test runtime that
+    /// records each sleep (and ends it at once) sees them:
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use std::time::Duration;
+    /// use lifecycle::{run_component, ComponentManager, FatalError, Failure};
+    /// use lifecycle::{RestartPolicy, StopSource, Verdict};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # struct Recorder(Arc<Mutex<Vec<Duration>>>);
+    /// # impl Runtime for Recorder {
+    /// #     fn spawn_detached(&self, task: BoxFuture) {
+    /// #         std::thread::spawn(move || futures_executor::block_on(task));
+    /// #     }
+    /// #     fn sleep(&self, duration: Duration) -> BoxFuture {
+    /// #         self.0.lock().unwrap().push(duration);
+    /// #         Box::pin(std::future::ready(()))
+    /// #     }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    /// let policy = RestartPolicy::default()
+    ///     .backoff(Duration::from_millis(100), Duration::from_secs(1))
+    ///     .factor(3.0)
+    ///     .jitter(0.0); // exact delays, for the example
+    ///
+    /// let factory = || {
+    ///     Ok::<_, FatalError>(
+    ///         ComponentManager::builder()
+    ///             .add_worker(|_, _| async { Err(FatalError::msg("broker unreachable")) })
+    ///             .build(),
+    ///     )
+    /// };
+    /// let handler = |failure: &Failure| {
+    ///     if failure.attempt < 5 { Verdict::Restart } else { Verdict::Stop }
+    /// };
+    /// let slept = Arc::new(Mutex::new(Vec::new()));
+    /// let parent = StopSource::new();
+    /// futures_executor::block_on(
+    ///     run_component(factory, handler)
+    ///         .policy(policy)
+    ///         .no_stop_timeout() // so that the only timers are the backoff's
+    ///         .run(Arc::new(Recorder(slept.clone())), parent.token()),
+    /// );
+    /// let delays: Vec<u128> = slept.lock().unwrap().iter().map(Duration::as_millis).collect();
+    /// assert_eq!(delays, [100, 300, 900, 1000], "tripled, up to the maximum");
+    /// ```
     pub fn backoff(mut self, initial: Duration, max: Duration) -> Self {
         self.initial = initial;
         self.max = max;
@@ -106,12 +157,17 @@ impl RestartPolicy {
     }
 
     /// How much each delay grows over the previous one (at least 1).
+    ///
+    /// See [`backoff`](RestartPolicy::backoff) for an example.
     pub fn factor(mut self, factor: f64) -> Self {
         self.factor = factor;
         self
     }
 
-    /// The fraction (0 to 1) of each delay added or removed at random.
+    /// The fraction (0 to 1) of each delay added or removed at random; a
+    /// delay with jitter added still never exceeds the maximum.
+    ///
+    /// See [`backoff`](RestartPolicy::backoff) for an example.
     pub fn jitter(mut self, jitter: f64) -> Self {
         self.jitter = jitter;
         self

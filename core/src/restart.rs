@@ -493,6 +493,48 @@ where
     }
 
     /// Waits for stopped instances however long they take.
+    ///
+    /// # Example
+    ///
+    /// A worker that takes a moment to flush after its sibling failed is
+    /// waited for, even on a runtime whose timers fire at once (where any
+    /// stop timeout would run out first):
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use lifecycle::{run_component, ComponentManager, FatalError, RunOutcome, StopSource, Verdict};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # use std::sync::Arc;
+    /// # // Timers fire at once here: a stop timeout would run out without a wait.
+    /// # struct Immediate;
+    /// # impl Runtime for Immediate {
+    /// #     fn spawn_detached(&self, task: BoxFuture) {
+    /// #         std::thread::spawn(move || futures_executor::block_on(task));
+    /// #     }
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::ready(())) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    /// let factory = || {
+    ///     Ok::<_, FatalError>(
+    ///         ComponentManager::builder()
+    ///             .add_worker(|_, _| async { Err(FatalError::msg("upstream gone")) })
+    ///             .add_worker(|ctx, _| async move {
+    ///                 ctx.stopped().await;
+    ///                 std::thread::sleep(Duration::from_millis(10)); // flushes its buffer
+    ///                 Ok(())
+    ///             })
+    ///             .build(),
+    ///     )
+    /// };
+    /// let parent = StopSource::new();
+    /// let outcome = futures_executor::block_on(
+    ///     run_component(factory, |_| Verdict::Stop)
+    ///         .no_stop_timeout()
+    ///         .run(Arc::new(Immediate), parent.token()),
+    /// );
+    /// // Not `StopTimedOut`: the handler was asked once the flush was done.
+    /// assert!(matches!(outcome, RunOutcome::Failed { verdict: Verdict::Stop, attempt: 1, .. }), "{outcome:?}");
+    /// ```
     pub fn no_stop_timeout(mut self) -> Self {
         self.stop_timeout = None;
         self
@@ -551,6 +593,51 @@ where
 
     /// Runs the loop on `runtime` until it ends; stopping `parent` stops the
     /// current instance and ends the loop with [`RunOutcome::Cancelled`].
+    ///
+    /// # Example
+    ///
+    /// A server runs until the process's shutdown stops its parent; the
+    /// loop then stops the instance, waits until it is done, and returns:
+    ///
+    /// ```
+    /// use lifecycle::{run_component, ComponentManager, FatalError, Latch, RunOutcome};
+    /// use lifecycle::{StopSource, Verdict};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # use std::{sync::Arc, time::Duration};
+    /// # struct Threads;
+    /// # impl Runtime for Threads {
+    /// #     fn spawn_detached(&self, task: BoxFuture) {
+    /// #         std::thread::spawn(move || futures_executor::block_on(task));
+    /// #     }
+    /// #     // No timer fires in this example (and Miri wants no stray threads).
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    /// let serving = Latch::new();
+    /// let server = ComponentManager::builder().add_worker({
+    ///     let serving = serving.clone();
+    ///     move |ctx, ready| {
+    ///         serving.set(); // an instance runs
+    ///         async move {
+    ///             ready.ready();
+    ///             ctx.stopped().await;
+    ///             Ok(())
+    ///         }
+    ///     }
+    /// });
+    /// let factory = move || Ok::<_, FatalError>(server.build()); // a fresh instance each time
+    ///
+    /// let shutdown = StopSource::new();
+    /// let run = run_component(factory, |_| Verdict::Restart)
+    ///     .run(Arc::new(Threads), shutdown.token());
+    /// let sigterm = async {
+    ///     serving.wait().await;
+    ///     shutdown.stop();
+    /// };
+    /// let (outcome, ()) = futures_executor::block_on(futures_util::future::join(run, sigterm));
+    /// assert!(matches!(outcome, RunOutcome::Cancelled), "{outcome:?}");
+    /// assert!(outcome.is_clean());
+    /// ```
     pub async fn run(self, runtime: SharedRuntime, parent: StopToken) -> RunOutcome {
         let outcome = self.run_instances(runtime, parent).await;
         trace::restart_ended(&outcome);

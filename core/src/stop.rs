@@ -446,6 +446,26 @@ impl StopSource {
 
     /// Stops this node and its descendants with [`StopCause::Requested`].
     /// Returns `true` if this call stopped it.
+    ///
+    /// # Example
+    ///
+    /// A shutdown requested twice stops the tree once; a child that had
+    /// stopped on its own keeps its own cause:
+    ///
+    /// ```
+    /// use lifecycle::{StopCause, StopSource};
+    ///
+    /// let shutdown = StopSource::new();
+    /// let http = shutdown.child();
+    /// let cache = shutdown.child();
+    /// cache.stop_with(StopCause::Timeout); // it gave up earlier
+    ///
+    /// assert!(shutdown.stop(), "this call stopped it");
+    /// assert!(!shutdown.stop(), "a second request changes nothing");
+    /// assert!(matches!(shutdown.token().cause(), Some(StopCause::Requested)));
+    /// assert!(matches!(http.token().cause(), Some(StopCause::ParentStopped)));
+    /// assert!(matches!(cache.token().cause(), Some(StopCause::Timeout)), "the first cause stays");
+    /// ```
     pub fn stop(&self) -> bool {
         self.node.stop(StopCause::Requested)
     }
@@ -598,6 +618,31 @@ impl StopToken {
 
     /// Completes once this node is stopped; at once if it already is.
     /// Cancel-safe: dropping it unregisters the waiter.
+    ///
+    /// # Example
+    ///
+    /// A worker thread serves until its token stops; once it has, a wait
+    /// completes at once:
+    ///
+    /// ```
+    /// use futures_util::FutureExt;
+    /// use lifecycle::StopSource;
+    ///
+    /// let source = StopSource::new();
+    /// let token = source.token();
+    /// assert!(token.stopped().now_or_never().is_none(), "running: the wait is pending");
+    ///
+    /// let worker = std::thread::spawn({
+    ///     let token = token.clone();
+    ///     move || {
+    ///         futures_executor::block_on(token.stopped()); // serve until told to stop
+    ///         "drained"
+    ///     }
+    /// });
+    /// source.stop();
+    /// assert_eq!(worker.join().expect("the worker does not panic"), "drained");
+    /// assert_eq!(token.stopped().now_or_never(), Some(()), "stopped: no wait");
+    /// ```
     pub fn stopped(&self) -> Stopped<'_> {
         Stopped(Waiter::new(&*self.node))
     }

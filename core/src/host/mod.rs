@@ -530,8 +530,61 @@ impl HostRun {
         })
     }
 
-    /// Tells `notify` about readiness, the stop, every change and the
-    /// supervisor's progress.
+    /// Tells `notify` about readiness, the stop, the nodes' status whenever
+    /// it changed (the changes between two polls of the run make one status
+    /// line, so a short-lived state may never be shown) and the
+    /// supervisor's progress; see [`HostNotify`] for the order of the calls.
+    ///
+    /// # Example
+    ///
+    /// A notifier that keeps the status lines, on a run without host
+    /// requests (an empty stream) that goes on until its one node completes:
+    ///
+    /// ```
+    /// use std::sync::{Arc, Mutex};
+    /// use std::time::Duration;
+    /// use lifecycle::{ComponentManager, ExitReason, FatalError, HostNotify, HostRun};
+    /// use lifecycle::{Node, Supervisor};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # struct Threads;
+    /// # impl Runtime for Threads {
+    /// #     fn spawn_detached(&self, task: BoxFuture) {
+    /// #         std::thread::spawn(move || futures_executor::block_on(task));
+    /// #     }
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    ///
+    /// #[derive(Clone, Default)]
+    /// struct StatusLines(Arc<Mutex<Vec<String>>>);
+    ///
+    /// impl HostNotify for StatusLines {
+    ///     fn status(&mut self, summary: &str) {
+    ///         self.0.lock().unwrap().push(summary.to_owned());
+    ///     }
+    ///     fn ready(&mut self) {}
+    ///     fn stopping(&mut self) {}
+    ///     fn alive_every(&self) -> Option<Duration> {
+    ///         None
+    ///     }
+    ///     fn alive(&mut self) {}
+    /// }
+    ///
+    /// let migrate = Node::new("migrate", || {
+    ///     let job = ComponentManager::builder().add_worker(|_, _| async { Ok(()) });
+    ///     Ok::<_, FatalError>(job.build())
+    /// });
+    /// let lines = StatusLines::default();
+    /// let run = HostRun::new(Supervisor::builder().node(migrate).build()?)
+    ///     .expect("not started before")
+    ///     .notify(lines.clone());
+    /// let no_requests = futures_util::stream::empty();
+    /// let exit = futures_executor::block_on(run.run(Arc::new(Threads), no_requests));
+    /// assert_eq!((exit.reason, exit.request), (ExitReason::Clean, None));
+    /// let lines = lines.0.lock().unwrap();
+    /// assert_eq!(lines.last().map(String::as_str), Some("migrate=completed"), "{lines:?}");
+    /// # Ok::<(), lifecycle::BuildError>(())
+    /// ```
     pub fn notify(mut self, notify: impl HostNotify + 'static) -> HostRun {
         self.notify = Some(Box::new(notify));
         self
@@ -564,6 +617,54 @@ impl HostRun {
     /// interrupt forces the exit. `signals` is polled from the run's task
     /// and dropped when the run returns (the adapters unregister their
     /// signal handlers then); when it ends, the run goes on without it.
+    ///
+    /// # Example
+    ///
+    /// Ctrl-C stops the supervisor, but a node ignores its stop; a second
+    /// Ctrl-C during the stop ends the run at once:
+    ///
+    /// ```
+    /// use futures_util::stream::{self, StreamExt};
+    /// use lifecycle::{Component, ComponentManager, ExitReason, FatalError, HostRun, HostSignal};
+    /// use lifecycle::{Node, Supervisor};
+    /// # use std::{sync::Arc, time::Duration};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # struct Threads;
+    /// # impl Runtime for Threads {
+    /// #     fn spawn_detached(&self, task: BoxFuture) {
+    /// #         std::thread::spawn(move || futures_executor::block_on(task));
+    /// #     }
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    ///
+    /// let stuck = Node::new("stuck", || {
+    ///     Ok::<_, FatalError>(
+    ///         ComponentManager::builder()
+    ///             .add_worker(|_, ready| async move {
+    ///                 ready.ready();
+    ///                 std::future::pending().await // never looks at its stop
+    ///             })
+    ///             .build(),
+    ///     )
+    /// });
+    /// let supervisor = Supervisor::builder().node(stuck).build()?;
+    /// let (ready, stopping) = (supervisor.ready(), supervisor.shutdown_signal());
+    /// let signals = stream::once(async move {
+    ///     ready.wait().await;
+    ///     HostSignal::Interrupt
+    /// })
+    /// .chain(stream::once(async move {
+    ///     stopping.wait().await;
+    ///     HostSignal::Interrupt // pressed again while the stop hangs
+    /// }));
+    ///
+    /// let run = HostRun::new(supervisor).expect("not started before");
+    /// let exit = futures_executor::block_on(run.run(Arc::new(Threads), Box::pin(signals)));
+    /// assert_eq!((exit.reason, exit.code()), (ExitReason::Forced, 130));
+    /// assert!(exit.outcome.is_none(), "a forced exit does not wait for the outcome");
+    /// # Ok::<(), lifecycle::BuildError>(())
+    /// ```
     pub async fn run<S>(self, runtime: SharedRuntime, signals: S) -> HostExit
     where
         S: Stream<Item = HostSignal> + Send + Unpin,

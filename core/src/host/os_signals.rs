@@ -96,6 +96,30 @@ impl SignalClaim {
     /// The error of `register`, or the OS error of installing the fallback
     /// (the same one on every later call: the fallback is installed at most
     /// once per process).
+    ///
+    /// # Example
+    ///
+    /// A signal driver that fails to register its handlers gets its own
+    /// error back, and no claim is made; one that succeeds keeps the claim
+    /// beside its handlers:
+    ///
+    /// ```
+    /// use std::io;
+    /// use lifecycle::SignalClaim;
+    ///
+    /// let failed = SignalClaim::with(|| Err::<(), _>(io::Error::other("no pipe left")));
+    /// let error = failed.expect_err("register failed");
+    /// assert_eq!(error.to_string(), "no pipe left");
+    ///
+    /// struct Listening {
+    ///     _claim: SignalClaim, // first: dropped before the handlers
+    ///     handlers: Vec<&'static str>,
+    /// }
+    /// let (claim, handlers) = SignalClaim::with(|| Ok(vec!["SIGINT", "SIGTERM"]))?;
+    /// let listening = Listening { _claim: claim, handlers };
+    /// assert_eq!(listening.handlers, ["SIGINT", "SIGTERM"]);
+    /// # Ok::<(), io::Error>(())
+    /// ```
     pub fn with<T>(register: impl FnOnce() -> io::Result<T>) -> io::Result<(SignalClaim, T)> {
         if let Err((kind, text)) = FALLBACK.get_or_init(install_fallback) {
             return Err(io::Error::new(*kind, text.clone()));

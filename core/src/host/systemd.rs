@@ -78,6 +78,35 @@ impl Systemd {
     /// microseconds and `WATCHDOG_PID`, if set, is this process's id (as
     /// `sd_watchdog_enabled(3)` decides: a watchdog set up for another
     /// process, or an unreadable value, means none for us).
+    ///
+    /// On targets other than unix it is always `None`. A `NOTIFY_SOCKET`
+    /// that names no socket systemd would give still makes a notifier: the
+    /// error is reported at its first send (see [`Systemd`]).
+    ///
+    /// # Example
+    ///
+    /// What systemd's variables make of it (set here by hand, as systemd
+    /// sets them for a unit with `Type=notify` and `WatchdogSec=10`):
+    ///
+    /// ```
+    /// use std::env;
+    /// use std::time::Duration;
+    /// use lifecycle::{HostNotify, Systemd};
+    ///
+    /// env::remove_var("NOTIFY_SOCKET");
+    /// assert!(Systemd::from_env().is_none(), "not started by systemd");
+    ///
+    /// env::set_var("NOTIFY_SOCKET", "/run/systemd/notify");
+    /// env::set_var("WATCHDOG_USEC", "10000000");
+    /// env::set_var("WATCHDOG_PID", std::process::id().to_string());
+    /// let systemd = Systemd::from_env().expect("NOTIFY_SOCKET is set");
+    /// assert_eq!(systemd.alive_every(), Some(Duration::from_secs(5)), "half the timeout");
+    ///
+    /// let other = std::process::id() + 1;
+    /// env::set_var("WATCHDOG_PID", other.to_string()); // the watchdog is another process's
+    /// let systemd = Systemd::from_env().expect("NOTIFY_SOCKET is still set");
+    /// assert_eq!(systemd.alive_every(), None);
+    /// ```
     pub fn from_env() -> Option<Systemd> {
         Systemd::from_vars(
             std::env::var_os("NOTIFY_SOCKET"),

@@ -494,6 +494,44 @@ impl StartStop {
     ///
     /// Dropping the future before it completes abandons the stop, as
     /// [`StopGuard::finalize`]`(false)` does.
+    ///
+    /// # Example
+    ///
+    /// Two callers stop the service at once (a reload and the shutdown,
+    /// say): both return once its work has exited.
+    ///
+    /// ```
+    /// use futures_util::future::join;
+    /// use lifecycle::{StartStop, StopCause};
+    /// # use std::sync::Arc;
+    /// # use std::time::Duration;
+    /// # use lifecycle::{FatalSlot, Scope, StopSource};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # struct Threads;
+    /// # impl Runtime for Threads {
+    /// #     fn spawn_detached(&self, task: BoxFuture) {
+    /// #         std::thread::spawn(move || futures_executor::block_on(task));
+    /// #     }
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    /// # futures_executor::block_on(async {
+    /// # let scope = Scope::new(Arc::new(Threads), StopSource::new().token(), FatalSlot::new());
+    /// let base = StartStop::new();
+    /// let generation = base.begin(&scope).await.expect("idle, so it begins");
+    /// let token = generation.scope.token().clone();
+    /// generation.spawn_detached(|scope, started| async move {
+    ///     started.set();
+    ///     scope.token().stopped().await; // serve until told to stop
+    /// });
+    /// let stopped = base.stopped(); // taken before the stop: this generation's
+    ///
+    /// join(base.stop(), base.stop()).await;
+    /// assert!(stopped.is_set() && !base.is_running());
+    /// assert!(matches!(token.cause(), Some(StopCause::ServiceStopped)));
+    /// base.stop().await; // idle now: returns at once
+    /// # });
+    /// ```
     pub async fn stop(&self) {
         if let Some(guard) = self.stop_init().await {
             guard.stopped().wait().await;
@@ -555,6 +593,38 @@ impl StartStop {
     /// The started latch of the current generation, or of the coming one if
     /// there is none (kept and adopted by the next start). Set once startup
     /// finished, or failed and stopped. Never waits.
+    ///
+    /// # Example
+    ///
+    /// A caller waiting for a start is released when the start fails too;
+    /// the [`stopped`](StartStop::stopped) latch tells the two apart:
+    ///
+    /// ```
+    /// use lifecycle::StartStop;
+    /// # use std::sync::Arc;
+    /// # use lifecycle::{FatalSlot, Scope, StopSource};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # use std::time::Duration;
+    /// # struct Nothing;
+    /// # impl Runtime for Nothing {
+    /// #     fn spawn_detached(&self, _: BoxFuture) {}
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    /// # futures_executor::block_on(async {
+    /// # let scope = Scope::new(Arc::new(Nothing), StopSource::new().token(), FatalSlot::new());
+    /// let base = StartStop::new();
+    /// let started = base.started(); // asked for early: the coming generation's
+    /// let generation = base.begin(&scope).await.expect("idle, so it begins");
+    /// drop(generation); // its setup fails (port in use, say): the handles go
+    /// started.wait().await; // the waiter is released all the same...
+    /// assert!(base.stopped().is_set(), "...and the stopped latch says it failed");
+    ///
+    /// let generation = base.begin(&scope).await.expect("the failed one exited");
+    /// generation.started.set(); // this time the setup succeeds
+    /// assert!(base.started().is_set() && !base.stopped().is_set());
+    /// # });
+    /// ```
     pub fn started(&self) -> Signal {
         self.latch(STARTED)
     }
@@ -563,6 +633,42 @@ impl StartStop {
     /// there is none (kept and adopted by the next start). Take it before
     /// calling [`stop`](StartStop::stop): after a completed stop this is the
     /// next generation's. Never waits.
+    ///
+    /// # Example
+    ///
+    /// The latch taken before the stop is set by it; the one asked for
+    /// after it belongs to the next generation:
+    ///
+    /// ```
+    /// use lifecycle::StartStop;
+    /// # use std::sync::Arc;
+    /// # use std::time::Duration;
+    /// # use lifecycle::{FatalSlot, Scope, StopSource};
+    /// # use lifecycle::{BoxFuture, Instant, Runtime};
+    /// # struct Threads;
+    /// # impl Runtime for Threads {
+    /// #     fn spawn_detached(&self, task: BoxFuture) {
+    /// #         std::thread::spawn(move || futures_executor::block_on(task));
+    /// #     }
+    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
+    /// #     fn now(&self) -> Instant { Instant::default() }
+    /// # }
+    /// # futures_executor::block_on(async {
+    /// # let scope = Scope::new(Arc::new(Threads), StopSource::new().token(), FatalSlot::new());
+    /// let base = StartStop::new();
+    /// let generation = base.begin(&scope).await.expect("idle, so it begins");
+    /// generation.spawn_detached(|scope, started| async move {
+    ///     started.set();
+    ///     scope.token().stopped().await;
+    /// });
+    ///
+    /// let stopped = base.stopped(); // this generation's
+    /// assert!(!stopped.is_set(), "its work runs");
+    /// base.stop().await;
+    /// assert!(stopped.is_set());
+    /// assert!(!base.stopped().is_set(), "asked for too late: the next generation's");
+    /// # });
+    /// ```
     pub fn stopped(&self) -> Signal {
         self.latch(STOPPED)
     }

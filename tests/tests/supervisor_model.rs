@@ -14,7 +14,8 @@
 //!   `restart_dependents`, `permanent` and `required_while_running`. Its
 //!   instances, told to stop, mostly return at once; some return an error
 //!   instead, and some hang until aborted at the node's stop timeout
-//!   (`HANG_TIMEOUT`);
+//!   (`HANG_TIMEOUT`). Some nodes' first instance is never ready, and
+//!   fails at the node's start timeout (`HANG_TIMEOUT` too);
 //! - some nodes are nested: their instance is a supervisor of one node,
 //!   `inner`, which runs the instance the node would have had, stops as
 //!   the node's would (with the stop timeout, if it hangs) and decides
@@ -108,7 +109,9 @@
 //! 10. only a node that hangs when told to stop overruns its stop timeout
 //!     (a nested node's inner node does: the outer node keeps the default
 //!     timeout, never reached), and only a case with a shutdown budget has
-//!     nodes given up (never inside a nested supervisor, which has none).
+//!     nodes given up (never inside a nested supervisor, which has none);
+//! 11. only a node's first instance that is never ready fails at its
+//!     start timeout.
 //!
 //! These checks need no full reference model of the supervisor: the
 //! expected failures, the verdicts' coverage and the end are derived from
@@ -145,8 +148,8 @@ use std::time::Duration;
 
 use lifecycle::{
     ComponentManager, EventKind, FatalError, Latch, Node, NodeState, NodeStatus, RestartPolicy,
-    RuntimeExt, SharedRuntime, StatusBoard, StopReason, StopSource, Supervisor, SupervisorEnd,
-    SupervisorEvent, SupervisorOutcome, Verdict,
+    RuntimeExt, SharedRuntime, StartTimedOut, StatusBoard, StopReason, StopSource, Supervisor,
+    SupervisorEnd, SupervisorEvent, SupervisorOutcome, Verdict,
 };
 use lifecycle_conformance::{describe, eventually, lock, shown_with, ModelRun};
 use proptest::prelude::*;
@@ -194,6 +197,9 @@ struct Spec {
     required: bool,
     /// What its instances do when told to stop.
     on_stop: OnStop,
+    /// Its first instance is never ready: the node has a start timeout of
+    /// `HANG_TIMEOUT`, which fails it.
+    late_start: bool,
     /// Its instance is a nested supervisor, whose one node runs what the
     /// node's instance would be, with this verdict on its failures
     /// (`Shutdown` or `Stop`).
@@ -231,6 +237,9 @@ impl fmt::Debug for Spec {
             OnStop::Return => {}
             OnStop::Fail => write!(f, ", fails when stopped")?,
             OnStop::Hang => write!(f, ", hangs when stopped")?,
+        }
+        if self.late_start {
+            write!(f, ", first instance never ready")?;
         }
         match self.nested {
             Some(verdict) => write!(f, ", nested ({verdict} inside)"),
@@ -306,6 +315,7 @@ fn spec(index: usize) -> impl Strategy<Value = Spec> {
         prop::bool::weighted(0.2),
         prop::bool::weighted(0.2),
         on_stop(),
+        prop::bool::weighted(0.1),
         prop_oneof![
             7 => Just(None),
             2 => Just(Some(Verdict::Shutdown)),
@@ -322,6 +332,7 @@ fn spec(index: usize) -> impl Strategy<Value = Spec> {
                 permanent,
                 required,
                 on_stop,
+                late_start,
                 nested,
             )| {
                 Spec {
@@ -333,6 +344,7 @@ fn spec(index: usize) -> impl Strategy<Value = Spec> {
                     permanent,
                     required,
                     on_stop,
+                    late_start,
                     nested,
                 }
             },
@@ -394,6 +406,7 @@ struct Coverage {
     with_unacted_verdicts: AtomicUsize,
     with_errors_during_stop: AtomicUsize,
     with_stop_timeouts: AtomicUsize,
+    with_start_timeouts: AtomicUsize,
     with_nodes_given_up: AtomicUsize,
     with_budgets_spent: AtomicUsize,
     with_nested_failures: AtomicUsize,
@@ -492,6 +505,12 @@ impl Coverage {
         any(&self.with_stop_timeouts, &|it| {
             matches!(it.event.kind, EventKind::StopTimedOut { .. })
         });
+        any(&self.with_start_timeouts, &|it| {
+            matches!(
+                &it.event.kind,
+                EventKind::Failed { error, .. } if error.downcast_ref::<StartTimedOut>().is_some()
+            )
+        });
         any(&self.with_nodes_given_up, &|it| {
             matches!(it.event.kind, EventKind::GivenUp { .. })
         });
@@ -537,6 +556,7 @@ impl fmt::Display for Coverage {
              cascades (a node stopped by another's verdict, restart or completion) {}, \
              StopParents {}, dependents restarted {}, required nodes completing {}, permanent \
              restarts {}, verdicts not acted on {}, errors during a stop {}, stop timeouts {}, \
+             start timeouts {}, \
              nodes given up {}, budgets spent {}, nested nodes failing {}, completing {}, \
              given up {}, nested failures or errors folded in {}, nested overruns folded in \
              {}; ended by a completion {}, by the parent {}, by a terminate request {}, by a \
@@ -558,6 +578,7 @@ impl fmt::Display for Coverage {
             n(&self.with_unacted_verdicts),
             n(&self.with_errors_during_stop),
             n(&self.with_stop_timeouts),
+            n(&self.with_start_timeouts),
             n(&self.with_nodes_given_up),
             n(&self.with_budgets_spent),
             n(&self.with_nested_failures),
@@ -629,16 +650,28 @@ impl Rig {
 }
 
 impl Spec {
+    fn script(&self) -> Script {
+        Script {
+            on_stop: self.on_stop,
+            late_start: self.late_start,
+        }
+    }
+
     fn node(&self, index: usize, rig: Arc<Rig>, log: &Arc<Log>) -> Node {
         let verdict = self.verdict;
         let node = if let Some(inside) = self.nested {
             // The inner node has the stop timeout: the outer node keeps the
             // default one, which the inner one always beats.
-            let nested = nested(index, inside, self.on_stop, rig, log.clone());
+            let nested = nested(index, inside, self.script(), rig, log.clone());
             Node::new(name(index), nested)
         } else {
-            let node = Node::new(name(index), factory(index, self.on_stop, rig));
+            let node = Node::new(name(index), factory(index, self.script(), rig));
             with_stop_timeout(node, self.on_stop)
+        };
+        let node = if self.late_start {
+            node.start_timeout(HANG_TIMEOUT)
+        } else {
+            node
         };
         let node = node
             .depends_on(self.dependencies.iter().map(|&on| name(on)))
@@ -663,6 +696,14 @@ impl Spec {
     }
 }
 
+/// How a node's instances behave, besides obeying the test's commands.
+#[derive(Clone, Copy)]
+struct Script {
+    on_stop: OnStop,
+    /// The first instance is never ready.
+    late_start: bool,
+}
+
 /// A node whose instances hang when told to stop is aborted at
 /// `HANG_TIMEOUT`.
 fn with_stop_timeout(node: Node, on_stop: OnStop) -> Node {
@@ -676,10 +717,10 @@ fn with_stop_timeout(node: Node, on_stop: OnStop) -> Node {
 /// Builds node `n<index>`'s instances, each with the next attempt number.
 fn factory(
     index: usize,
-    on_stop: OnStop,
+    script: Script,
     rig: Arc<Rig>,
 ) -> impl FnMut() -> Result<ComponentManager, FatalError> + Send + 'static {
-    move || Ok(instance(index, rig.next_attempt(), on_stop, &rig))
+    move || Ok(instance(index, rig.next_attempt(), script, &rig))
 }
 
 /// Builds nested node `n<index>`'s instances: each a supervisor of one
@@ -690,29 +731,34 @@ fn factory(
 fn nested(
     index: usize,
     inside: Verdict,
-    on_stop: OnStop,
+    script: Script,
     rig: Arc<Rig>,
     log: Arc<Log>,
 ) -> impl FnMut() -> Result<Supervisor, FatalError> + Send + 'static {
     move || {
         let attempt = rig.next_attempt();
         let rig = rig.clone();
-        let inner = Node::new(INNER, move || Ok(instance(index, attempt, on_stop, &rig)))
+        let inner = Node::new(INNER, move || Ok(instance(index, attempt, script, &rig)))
             .handler(move |_| inside);
         let log = log.clone();
         Supervisor::builder()
-            .node(with_stop_timeout(inner, on_stop))
+            .node(with_stop_timeout(inner, script.on_stop))
             .on_event(move |event: &SupervisorEvent| log.record(event, Some(index)))
             .build()
             .map_err(FatalError::new)
     }
 }
 
-/// An instance of node `n<index>`, ready at once, that returns when the
-/// test tells it to fail (an error "n<index> failed <attempt>") or to
-/// finish (`Ok`), or when its stop token is stopped, as `on_stop` says. Its
-/// triggers go to the rig.
-fn instance(index: usize, attempt: u32, on_stop: OnStop, rig: &Rig) -> ComponentManager {
+/// An instance of node `n<index>`, ready at once (unless `script` makes a
+/// first instance late), that returns when the test tells it to fail (an
+/// error "n<index> failed <attempt>") or to finish (`Ok`), or when its stop
+/// token is stopped, as `script` says. Its triggers go to the rig.
+fn instance(index: usize, attempt: u32, script: Script, rig: &Rig) -> ComponentManager {
+    let Script {
+        on_stop,
+        late_start,
+    } = script;
+    let never_ready = late_start && attempt == 1;
     let triggers = Triggers {
         attempt,
         fail: Latch::new(),
@@ -725,7 +771,9 @@ fn instance(index: usize, attempt: u32, on_stop: OnStop, rig: &Rig) -> Component
             let (fail, finish) = (triggers.fail.clone(), triggers.finish.clone());
             let failed = failed.clone();
             async move {
-                ready.ready();
+                if !never_ready {
+                    ready.ready();
+                }
                 let mut fail = pin!(fail.wait());
                 let mut finish = pin!(finish.wait());
                 let mut stopped = pin!(ctx.stopped());
@@ -1327,8 +1375,8 @@ fn as_expected(recorded: &[String], expected: &[String], maybe: &[String]) -> bo
     kept.eq(expected.iter())
 }
 
-/// Checks the invariants that hold at every event (1, 2, 3, 5, 7, 8, 9 and
-/// 10), and derives what the end must show.
+/// Checks the invariants that hold at every event (1, 2, 3, 5, 7, 8, 9, 10
+/// and 11), and derives what the end must show.
 fn check_events(case: &Case, seen: &[Seen]) -> Result<Told, String> {
     let graph = Graph::new(case);
     let count = case.nodes.len();
@@ -1442,6 +1490,14 @@ fn check_events(case: &Case, seen: &[Seen]) -> Result<Told, String> {
                 }
             }
             EventKind::Failed { attempt, error } => {
+                // 11. Only a late first instance overruns its start timeout.
+                let late = case.nodes[node].late_start && *attempt == 1;
+                if error.downcast_ref::<StartTimedOut>().is_some() && !late {
+                    return Err(format!(
+                        "invariant 11 (start timeouts): {event_at}, but the instance was \
+                         ready at once"
+                    ));
+                }
                 if let Some(before) = unjudged[node] {
                     return Err(format!(
                         "invariant 5 (a verdict per failure): {event_at}, attempt {before} \

@@ -367,6 +367,19 @@ async fn launch_ready(rt: &SharedRuntime, builder: SupervisorBuilder) -> Running
 }
 
 impl Running {
+    /// The outcome of a spin-halt after `node` failed with `error`: the run
+    /// goes on until `terminate` is set, then ends, released by it.
+    async fn released_by(self, terminate: &Latch, node: &str, error: &str) -> SupervisorOutcome {
+        assert!(
+            !self.run.is_finished(),
+            "a spin-halt waits for a terminate request"
+        );
+        terminate.set();
+        let outcome = self.outcome().await;
+        assert_released_by(&outcome, node, error);
+        outcome
+    }
+
     /// Waits until the status summary is `expected`, then checks that it
     /// stays so while everything else gets a chance to run.
     async fn settles_to(&self, rt: &SharedRuntime, expected: &str) {
@@ -782,14 +795,8 @@ async fn spin_halt_on_b_stops_everything_until_terminate(rt: SharedRuntime) {
             "A=stopped B=stopped C=stopped D=stopped E=stopped spin-halt after B",
         )
         .await;
-    assert!(
-        !running.run.is_finished(),
-        "a spin-halt waits for a terminate request"
-    );
     assert_eq!(graph.built(), [1, 1, 1, 1, 1]);
-    terminate.set();
-    let outcome = running.outcome().await;
-    assert_released_by(&outcome, "B", "B failed 1");
+    running.released_by(&terminate, "B", "B failed 1").await;
     assert_eq!(graph.handled.snapshot(), ["B 1 B failed 1"]);
 }
 
@@ -2447,13 +2454,7 @@ async fn spin_halt_within_its_budget_leaves_it_unspent(rt: SharedRuntime) {
         .await;
     // Well past the budget, still spin-halted.
     rt.sleep(SHORT * 4).await;
-    assert!(
-        !running.run.is_finished(),
-        "a spin-halt waits for a terminate request"
-    );
-    terminate.set();
-    let outcome = running.outcome().await;
-    assert_released_by(&outcome, "f", "f failed 1");
+    let outcome = running.released_by(&terminate, "f", "f failed 1").await;
     assert!(!outcome.budget_spent, "got {outcome:?}");
     assert!(outcome.overran.is_empty(), "got {outcome:?}");
 }
@@ -2478,13 +2479,7 @@ async fn shutdown_budget_runs_out_during_a_spin_halt(rt: SharedRuntime) {
         "given up before the budget ran out"
     );
     gone.wait().await; // aborted, not left behind
-    assert!(
-        !running.run.is_finished(),
-        "a spin-halt waits for a terminate request"
-    );
-    terminate.set();
-    let outcome = running.outcome().await;
-    assert_released_by(&outcome, "f", "f failed 1");
+    let outcome = running.released_by(&terminate, "f", "f failed 1").await;
     assert!(outcome.budget_spent, "got {outcome:?}");
     assert_eq!(overran(&outcome), ["stubborn"]);
     assert_eq!(handled.snapshot(), ["f 1 f failed 1"]);

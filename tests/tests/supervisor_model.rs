@@ -7,11 +7,12 @@
 //! - a DAG of 1 to 7 nodes, `n0` to `n6`, in which node `i` depends on any
 //!   subset of the nodes before it. Each node has a handler that always
 //!   gives the same verdict (mostly `Restart`, else `Stop` or
-//!   `StopParents`, rarely `Shutdown` or `SpinHalt`), an immediate restart
-//!   policy allowing 1 to 3 restarts within an hour (so that budgets get
-//!   spent), an escalation for a spent budget (`Stop` or `StopParents`,
-//!   rarely `Shutdown` or `SpinHalt`), and, sometimes,
-//!   `restart_dependents`, `permanent` and `required_while_running`. Its
+//!   `StopParents`, rarely `Shutdown` or `SpinHalt`), a restart policy
+//!   allowing 1 to 3 restarts within an hour (so that budgets get spent),
+//!   each at once or after a short backoff, an escalation for a spent
+//!   budget (`Stop` or `StopParents`, rarely `Shutdown` or `SpinHalt`),
+//!   and, sometimes, `restart_dependents`, `permanent` and
+//!   `required_while_running`. Its
 //!   instances, told to stop, mostly return at once; some return an error
 //!   instead, and some hang until aborted at the node's stop timeout
 //!   (`HANG_TIMEOUT`). Some nodes' first instance is never ready, and
@@ -111,7 +112,8 @@
 //!     timeout, never reached), and only a case with a shutdown budget has
 //!     nodes given up (never inside a nested supervisor, which has none);
 //! 11. only a node's first instance that is never ready fails at its
-//!     start timeout.
+//!     start timeout;
+//! 12. every restart waits the delay of its node's policy.
 //!
 //! These checks need no full reference model of the supervisor: the
 //! expected failures, the verdicts' coverage and the end are derived from
@@ -176,6 +178,10 @@ const WINDOW: Duration = Duration::from_secs(3600);
 /// first) or three times it (a chain of hanging nodes overruns it).
 const HANG_TIMEOUT: Duration = Duration::from_millis(10);
 
+/// The backoff before each restart of a node that has one: long enough for
+/// a stop to reach the node while it waits.
+const BACKOFF: Duration = Duration::from_millis(20);
+
 lifecycle_conformance::model_conformance!(run_model, run_case);
 
 // ---------------------------------------------------------------------------
@@ -192,6 +198,8 @@ struct Spec {
     escalation: Verdict,
     /// How many restarts its budget allows.
     restarts: u32,
+    /// Its restarts wait `BACKOFF` (else none).
+    backoff: bool,
     restart_dependents: bool,
     permanent: bool,
     required: bool,
@@ -221,8 +229,16 @@ impl fmt::Debug for Spec {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "on {:?}, {} (then {} after {} restarts)",
-            self.dependencies, self.verdict, self.escalation, self.restarts
+            "on {:?}, {} (then {} after {} restarts{})",
+            self.dependencies,
+            self.verdict,
+            self.escalation,
+            self.restarts,
+            if self.backoff {
+                ", each after a backoff"
+            } else {
+                ""
+            }
         )?;
         for (set, flag) in [
             (self.restart_dependents, "restart_dependents"),
@@ -310,7 +326,7 @@ fn spec(index: usize) -> impl Strategy<Value = Spec> {
         prop::collection::vec(prop::bool::weighted(0.4), index),
         verdict(),
         escalation(),
-        1..=3u32,
+        (1..=3u32, prop::bool::weighted(0.3)),
         prop::bool::weighted(0.25),
         prop::bool::weighted(0.2),
         prop::bool::weighted(0.2),
@@ -327,7 +343,7 @@ fn spec(index: usize) -> impl Strategy<Value = Spec> {
                 on,
                 verdict,
                 escalation,
-                restarts,
+                (restarts, backoff),
                 restart_dependents,
                 permanent,
                 required,
@@ -340,6 +356,7 @@ fn spec(index: usize) -> impl Strategy<Value = Spec> {
                     verdict,
                     escalation,
                     restarts,
+                    backoff,
                     restart_dependents,
                     permanent,
                     required,
@@ -403,6 +420,7 @@ struct Coverage {
     with_dependents_restarted: AtomicUsize,
     with_required_completions: AtomicUsize,
     with_permanent_restarts: AtomicUsize,
+    with_stops_in_a_backoff: AtomicUsize,
     with_unacted_verdicts: AtomicUsize,
     with_errors_during_stop: AtomicUsize,
     with_stop_timeouts: AtomicUsize,
@@ -492,6 +510,18 @@ impl Coverage {
                 }
             )
         });
+        // A node stopped for good while it waited to restart.
+        let in_a_backoff = outer().enumerate().any(|(at, it)| {
+            matches!(it.event.kind, EventKind::Stopped { .. })
+                && outer()
+                    .take(at)
+                    .filter(|before| before.event.node == it.event.node)
+                    .last()
+                    .is_some_and(|before| {
+                        matches!(before.event.kind, EventKind::Restarting { delay, .. } if !delay.is_zero())
+                    })
+        });
+        Coverage::add(&self.with_stops_in_a_backoff, usize::from(in_a_backoff));
         any(&self.with_permanent_restarts, &|it| {
             matches!(it.event.kind, EventKind::Completed { .. })
                 && it.board[index_of(&it.event.node)].state == NodeState::Backoff
@@ -554,13 +584,13 @@ impl fmt::Display for Coverage {
             "{} cases of {} nodes in all ({} nested), {} steps carried out, {} skipped (no \
              node ready), {} events; cases with failures {}, restarts {}, spent budgets {}, \
              cascades (a node stopped by another's verdict, restart or completion) {}, \
-             StopParents {}, dependents restarted {}, required nodes completing {}, permanent \
-             restarts {}, verdicts not acted on {}, errors during a stop {}, stop timeouts {}, \
-             start timeouts {}, \
-             nodes given up {}, budgets spent {}, nested nodes failing {}, completing {}, \
-             given up {}, nested failures or errors folded in {}, nested overruns folded in \
-             {}; ended by a completion {}, by the parent {}, by a terminate request {}, by a \
-             Shutdown {}, by a released SpinHalt {}",
+             StopParents {}, dependents restarted {}, required nodes completing {}, \
+             permanent restarts {}, stops in a backoff {}, verdicts not acted on {}, errors \
+             during a stop {}, stop timeouts {}, start timeouts {}, nodes given up {}, \
+             budgets spent {}, nested nodes failing {}, completing {}, given up {}, nested \
+             failures or errors folded in {}, nested overruns folded in {}; ended by a \
+             completion {}, by the parent {}, by a terminate request {}, by a Shutdown {}, \
+             by a released SpinHalt {}",
             n(&self.cases),
             n(&self.nodes),
             n(&self.nested),
@@ -575,6 +605,7 @@ impl fmt::Display for Coverage {
             n(&self.with_dependents_restarted),
             n(&self.with_required_completions),
             n(&self.with_permanent_restarts),
+            n(&self.with_stops_in_a_backoff),
             n(&self.with_unacted_verdicts),
             n(&self.with_errors_during_stop),
             n(&self.with_stop_timeouts),
@@ -650,6 +681,25 @@ impl Rig {
 }
 
 impl Spec {
+    /// Restarts at once or after `BACKOFF`, at most `restarts` of them.
+    fn policy(&self) -> RestartPolicy {
+        let policy = RestartPolicy::immediate().intensity(self.restarts, WINDOW);
+        if self.backoff {
+            policy.backoff(BACKOFF, BACKOFF)
+        } else {
+            policy
+        }
+    }
+
+    /// The restart delay of its policy: the same for every restart.
+    fn restart_delay(&self) -> Duration {
+        if self.backoff {
+            BACKOFF
+        } else {
+            Duration::ZERO
+        }
+    }
+
     fn script(&self) -> Script {
         Script {
             on_stop: self.on_stop,
@@ -676,7 +726,7 @@ impl Spec {
         let node = node
             .depends_on(self.dependencies.iter().map(|&on| name(on)))
             .handler(move |_| verdict)
-            .policy(RestartPolicy::immediate().intensity(self.restarts, WINDOW))
+            .policy(self.policy())
             .on_exhausted(self.escalation);
         let node = if self.restart_dependents {
             node.restart_dependents()
@@ -1375,8 +1425,8 @@ fn as_expected(recorded: &[String], expected: &[String], maybe: &[String]) -> bo
     kept.eq(expected.iter())
 }
 
-/// Checks the invariants that hold at every event (1, 2, 3, 5, 7, 8, 9, 10
-/// and 11), and derives what the end must show.
+/// Checks the invariants that hold at every event (1, 2, 3, 5 and 7 to
+/// 12), and derives what the end must show.
 fn check_events(case: &Case, seen: &[Seen]) -> Result<Told, String> {
     let graph = Graph::new(case);
     let count = case.nodes.len();
@@ -1468,7 +1518,15 @@ fn check_events(case: &Case, seen: &[Seen]) -> Result<Told, String> {
                     ));
                 }
             }
-            EventKind::Restarting { .. } => {
+            EventKind::Restarting { delay, .. } => {
+                // 12. A restart waits what the node's policy says.
+                if *delay != case.nodes[node].restart_delay() {
+                    return Err(format!(
+                        "invariant 12 (restart delays): {event_at}, but the node's policy \
+                         waits {:?}",
+                        case.nodes[node].restart_delay()
+                    ));
+                }
                 restarting[node] = case.nodes[node].restart_dependents;
             }
             EventKind::Ready { .. } | EventKind::Stopped { .. } => restarting[node] = false,

@@ -29,16 +29,8 @@ use crate::scope::Scope;
 /// ```
 /// use std::sync::atomic::{AtomicBool, Ordering};
 /// use lifecycle::{Component, FatalSlot, Latch, RuntimeExt, Scope, Signal, StartError, StopSource};
-/// # use lifecycle::{BoxFuture, Instant, Runtime};
-/// # use std::{sync::Arc, time::Duration};
-/// # struct Threads;
-/// # impl Runtime for Threads {
-/// #     fn spawn_detached(&self, task: BoxFuture) {
-/// #         std::thread::spawn(move || futures_executor::block_on(task));
-/// #     }
-/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-/// #     fn now(&self) -> Instant { Instant::default() }
-/// # }
+/// # use std::sync::Arc;
+/// # mod support { include!("doc_threads.rs"); } use support::Threads;
 ///
 /// /// Ready at once; runs until its scope stops.
 /// #[derive(Default)]

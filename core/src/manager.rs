@@ -110,17 +110,8 @@ pub type WorkerResult = Result<(), FatalError>;
 ///
 /// ```
 /// use lifecycle::{Component, ComponentManager, FatalSlot, Scope, StopSource};
-/// # use lifecycle::{BoxFuture, Instant, Runtime};
-/// # use std::{sync::Arc, time::Duration};
-/// # struct Threads;
-/// # impl Runtime for Threads {
-/// #     fn spawn_detached(&self, task: BoxFuture) {
-/// #         std::thread::spawn(move || futures_executor::block_on(task));
-/// #     }
-/// #     // No timer fires in this example (and Miri wants no stray threads).
-/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-/// #     fn now(&self) -> Instant { Instant::default() }
-/// # }
+/// # use std::sync::Arc;
+/// # mod support { include!("doc_threads.rs"); } use support::Threads;
 /// # futures_executor::block_on(async {
 /// # let runtime = Arc::new(Threads);
 /// let manager = ComponentManager::builder()
@@ -172,17 +163,8 @@ impl ComponentManagerBuilder {
     ///
     /// ```
     /// use lifecycle::{Component, ComponentManager, FatalSlot, Latch, Scope, StopSource};
-    /// # use lifecycle::{BoxFuture, Instant, Runtime};
-    /// # use std::{sync::Arc, time::Duration};
-    /// # struct Threads;
-    /// # impl Runtime for Threads {
-    /// #     fn spawn_detached(&self, task: BoxFuture) {
-    /// #         std::thread::spawn(move || futures_executor::block_on(task));
-    /// #     }
-    /// #     // No timer fires in this example (and Miri wants no stray threads).
-    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-    /// #     fn now(&self) -> Instant { Instant::default() }
-    /// # }
+    /// # use std::sync::Arc;
+    /// # mod support { include!("doc_threads.rs"); } use support::Threads;
     /// # futures_executor::block_on(async {
     /// let cache_warm = Latch::new(); // set here, standing in for the warm-up
     /// let manager = ComponentManager::builder()
@@ -677,17 +659,8 @@ impl WorkerContext {
     /// ```
     /// use lifecycle::{Component, ComponentManager, FatalError, FatalHook, FatalSlot, Reported};
     /// use lifecycle::{Scope, StopSource};
-    /// # use lifecycle::{BoxFuture, Instant, Runtime};
-    /// # use std::{sync::Arc, time::Duration};
-    /// # struct Threads;
-    /// # impl Runtime for Threads {
-    /// #     fn spawn_detached(&self, task: BoxFuture) {
-    /// #         std::thread::spawn(move || futures_executor::block_on(task));
-    /// #     }
-    /// #     // No timer fires in this example (and Miri wants no stray threads).
-    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-    /// #     fn now(&self) -> Instant { Instant::default() }
-    /// # }
+    /// # use std::sync::Arc;
+    /// # mod support { include!("doc_threads.rs"); } use support::Threads;
     /// # futures_executor::block_on(async {
     /// let manager = ComponentManager::builder()
     ///     .add_worker(|ctx, ready| async move {
@@ -728,17 +701,8 @@ impl WorkerContext {
     /// ```
     /// use lifecycle::{Component, ComponentManager, FatalError, FatalHook, FatalSlot};
     /// use lifecycle::{Scope, StopSource};
-    /// # use lifecycle::{BoxFuture, Instant, Runtime};
-    /// # use std::{sync::Arc, time::Duration};
-    /// # struct Threads;
-    /// # impl Runtime for Threads {
-    /// #     fn spawn_detached(&self, task: BoxFuture) {
-    /// #         std::thread::spawn(move || futures_executor::block_on(task));
-    /// #     }
-    /// #     // No timer fires in this example (and Miri wants no stray threads).
-    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-    /// #     fn now(&self) -> Instant { Instant::default() }
-    /// # }
+    /// # use std::sync::Arc;
+    /// # mod support { include!("doc_threads.rs"); } use support::Threads;
     /// # futures_executor::block_on(async {
     /// let manager = ComponentManager::builder()
     ///     .add_worker(|ctx, ready| async move {
@@ -792,17 +756,8 @@ impl fmt::Debug for WorkerContext {
 ///
 /// ```
 /// use lifecycle::{Component, ComponentManager, FatalError, FatalSlot, Scope, StopSource};
-/// # use lifecycle::{BoxFuture, Instant, Runtime};
-/// # use std::{sync::Arc, time::Duration};
-/// # struct Threads;
-/// # impl Runtime for Threads {
-/// #     fn spawn_detached(&self, task: BoxFuture) {
-/// #         std::thread::spawn(move || futures_executor::block_on(task));
-/// #     }
-/// #     // No timer fires in this example (and Miri wants no stray threads).
-/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-/// #     fn now(&self) -> Instant { Instant::default() }
-/// # }
+/// # use std::sync::Arc;
+/// # mod support { include!("doc_threads.rs"); } use support::Threads;
 /// # futures_executor::block_on(async {
 /// let manager = ComponentManager::builder()
 ///     .add_worker(|ctx, ready| async move {
@@ -841,17 +796,8 @@ impl ThrowHandle {
     /// use std::sync::mpsc;
     /// use lifecycle::{Component, ComponentManager, FatalError, FatalHook, FatalSlot, Reported};
     /// use lifecycle::{Scope, StopSource};
-    /// # use lifecycle::{BoxFuture, Instant, Runtime};
-    /// # use std::{sync::Arc, time::Duration};
-    /// # struct Threads;
-    /// # impl Runtime for Threads {
-    /// #     fn spawn_detached(&self, task: BoxFuture) {
-    /// #         std::thread::spawn(move || futures_executor::block_on(task));
-    /// #     }
-    /// #     // No timer fires in this example (and Miri wants no stray threads).
-    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-    /// #     fn now(&self) -> Instant { Instant::default() }
-    /// # }
+    /// # use std::sync::Arc;
+    /// # mod support { include!("doc_threads.rs"); } use support::Threads;
     /// # futures_executor::block_on(async {
     /// let (keep, kept) = mpsc::channel();
     /// let manager = ComponentManager::builder()

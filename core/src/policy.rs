@@ -206,16 +206,8 @@ impl RestartPolicy {
     /// use std::time::Duration;
     /// use lifecycle::{run_component, ComponentManager, FatalError, RestartPolicy};
     /// use lifecycle::{RunOutcome, StopSource, Verdict};
-    /// # use lifecycle::{BoxFuture, Instant, Runtime};
     /// # use std::sync::Arc;
-    /// # struct Threads;
-    /// # impl Runtime for Threads {
-    /// #     fn spawn_detached(&self, task: BoxFuture) {
-    /// #         std::thread::spawn(move || futures_executor::block_on(task));
-    /// #     }
-    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-    /// #     fn now(&self) -> Instant { Instant::default() }
-    /// # }
+    /// # mod support { include!("doc_threads.rs"); } use support::Threads;
     /// let factory = || {
     ///     Ok::<_, FatalError>(
     ///         ComponentManager::builder()

@@ -81,17 +81,8 @@ impl fmt::Display for Verdict {
 ///
 /// ```
 /// use lifecycle::{run_component, ComponentManager, FatalError, Failure, RestartPolicy, RunOutcome, StopSource, Verdict};
-/// # use lifecycle::{BoxFuture, Instant, Runtime};
-/// # use std::{sync::Arc, time::Duration};
-/// # struct Threads;
-/// # impl Runtime for Threads {
-/// #     fn spawn_detached(&self, task: BoxFuture) {
-/// #         std::thread::spawn(move || futures_executor::block_on(task));
-/// #     }
-/// #     // No timer fires in this example (and Miri wants no stray threads).
-/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-/// #     fn now(&self) -> Instant { Instant::default() }
-/// # }
+/// # use std::sync::Arc;
+/// # mod support { include!("doc_threads.rs"); } use support::Threads;
 /// let factory = || {
 ///     Ok::<_, FatalError>(
 ///         ComponentManager::builder()
@@ -325,17 +316,8 @@ impl fmt::Display for RunOutcome {
 ///
 /// ```
 /// use lifecycle::{run_component, ComponentManager, FatalError, RestartPolicy, RunOutcome, StopSource, Verdict};
-/// # use lifecycle::{BoxFuture, Instant, Runtime};
-/// # use std::{sync::Arc, time::Duration};
-/// # struct Threads;
-/// # impl Runtime for Threads {
-/// #     fn spawn_detached(&self, task: BoxFuture) {
-/// #         std::thread::spawn(move || futures_executor::block_on(task));
-/// #     }
-/// #     // No timer fires in this example (and Miri wants no stray threads).
-/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-/// #     fn now(&self) -> Instant { Instant::default() }
-/// # }
+/// # use std::sync::Arc;
+/// # mod support { include!("doc_threads.rs"); } use support::Threads;
 /// # futures_executor::block_on(async {
 /// # let runtime = Arc::new(Threads);
 /// let mut built = 0;
@@ -392,17 +374,8 @@ pub const DEFAULT_STOP_TIMEOUT: Duration = Duration::from_secs(5);
 /// ```
 /// use std::time::Duration;
 /// use lifecycle::{run_component, ComponentManager, FatalError, RestartPolicy, RunOutcome, StopSource, Verdict};
-/// # use lifecycle::{BoxFuture, Instant, Runtime};
 /// # use std::sync::Arc;
-/// # struct Threads;
-/// # impl Runtime for Threads {
-/// #     fn spawn_detached(&self, task: BoxFuture) {
-/// #         std::thread::spawn(move || futures_executor::block_on(task));
-/// #     }
-/// #     // No timer fires in this example (and Miri wants no stray threads).
-/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-/// #     fn now(&self) -> Instant { Instant::default() }
-/// # }
+/// # mod support { include!("doc_threads.rs"); } use support::Threads;
 /// let factory = || {
 ///     Ok::<_, FatalError>(
 ///         ComponentManager::builder()
@@ -551,17 +524,7 @@ where
     /// ```
     /// use std::sync::{Arc, Mutex};
     /// use lifecycle::{run_component, ComponentManager, FatalError, FatalHook, RunOutcome, StopSource, Verdict};
-    /// # use lifecycle::{BoxFuture, Instant, Runtime};
-    /// # use std::time::Duration;
-    /// # struct Threads;
-    /// # impl Runtime for Threads {
-    /// #     fn spawn_detached(&self, task: BoxFuture) {
-    /// #         std::thread::spawn(move || futures_executor::block_on(task));
-    /// #     }
-    /// #     // No timer fires in this example (and Miri wants no stray threads).
-    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-    /// #     fn now(&self) -> Instant { Instant::default() }
-    /// # }
+    /// # mod support { include!("doc_threads.rs"); } use support::Threads;
     /// let late = Arc::new(Mutex::new(Vec::new()));
     /// let hook = FatalHook::new({
     ///     let late = late.clone();
@@ -602,17 +565,8 @@ where
     /// ```
     /// use lifecycle::{run_component, ComponentManager, FatalError, Latch, RunOutcome};
     /// use lifecycle::{StopSource, Verdict};
-    /// # use lifecycle::{BoxFuture, Instant, Runtime};
-    /// # use std::{sync::Arc, time::Duration};
-    /// # struct Threads;
-    /// # impl Runtime for Threads {
-    /// #     fn spawn_detached(&self, task: BoxFuture) {
-    /// #         std::thread::spawn(move || futures_executor::block_on(task));
-    /// #     }
-    /// #     // No timer fires in this example (and Miri wants no stray threads).
-    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-    /// #     fn now(&self) -> Instant { Instant::default() }
-    /// # }
+    /// # use std::sync::Arc;
+    /// # mod support { include!("doc_threads.rs"); } use support::Threads;
     /// let serving = Latch::new();
     /// let server = ComponentManager::builder().add_worker({
     ///     let serving = serving.clone();

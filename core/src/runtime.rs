@@ -81,16 +81,7 @@ pub type BoxFuture<T = ()> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
 /// ```
 /// use std::sync::Arc;
 /// use lifecycle::{JoinHandle, RuntimeExt, SharedRuntime};
-/// # use lifecycle::{BoxFuture, Instant, Runtime};
-/// # use std::time::Duration;
-/// # struct Threads;
-/// # impl Runtime for Threads {
-/// #     fn spawn_detached(&self, task: BoxFuture) {
-/// #         std::thread::spawn(move || futures_executor::block_on(task));
-/// #     }
-/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-/// #     fn now(&self) -> Instant { Instant::default() }
-/// # }
+/// # mod support { include!("doc_threads.rs"); } use support::Threads;
 ///
 /// /// A cache that refreshes itself on whatever runtime it is given.
 /// struct Cache {
@@ -184,16 +175,7 @@ impl<R: Runtime + ?Sized> Runtime for Arc<R> {
 /// ```
 /// use std::sync::Arc;
 /// use lifecycle::{RuntimeExt, SharedRuntime};
-/// # use lifecycle::{BoxFuture, Instant, Runtime};
-/// # use std::time::Duration;
-/// # struct Threads;
-/// # impl Runtime for Threads {
-/// #     fn spawn_detached(&self, task: BoxFuture) {
-/// #         std::thread::spawn(move || futures_executor::block_on(task));
-/// #     }
-/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-/// #     fn now(&self) -> Instant { Instant::default() }
-/// # }
+/// # mod support { include!("doc_threads.rs"); } use support::Threads;
 /// # futures_executor::block_on(async {
 /// let rt: SharedRuntime = Arc::new(Threads); // what a `Scope` hands out
 /// let squares: Vec<_> = (1..=3u64).map(|n| rt.spawn(async move { n * n })).collect();

@@ -26,16 +26,7 @@ use crate::runtime::Runtime;
 ///
 /// ```
 /// use lifecycle::{JoinError, RuntimeExt};
-/// # use lifecycle::{BoxFuture, Instant, Runtime};
-/// # use std::time::Duration;
-/// # struct Threads;
-/// # impl Runtime for Threads {
-/// #     fn spawn_detached(&self, task: BoxFuture) {
-/// #         std::thread::spawn(move || futures_executor::block_on(task));
-/// #     }
-/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-/// #     fn now(&self) -> Instant { Instant::default() }
-/// # }
+/// # mod support { include!("doc_threads.rs"); } use support::Threads;
 ///
 /// /// What a log line says about a task that ended.
 /// fn report(outcome: Result<u32, JoinError>) -> String {
@@ -230,16 +221,7 @@ pub(crate) fn panic_message(payload: &(dyn core::any::Any + Send)) -> String {
 ///
 /// ```
 /// use lifecycle::{BoxFuture, Instant, JoinError, Runtime, RuntimeExt};
-/// # use std::time::Duration;
-/// # struct Threads;
-/// # impl Runtime for Threads {
-/// #     fn spawn_detached(&self, task: BoxFuture) {
-/// #         std::thread::spawn(move || futures_executor::block_on(task));
-/// #     }
-/// #     // No timer fires in this example (and Miri wants no stray threads).
-/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-/// #     fn now(&self) -> Instant { Instant::default() }
-/// # }
+/// # mod support { include!("doc_threads.rs"); } use support::Threads;
 /// # futures_executor::block_on(async {
 /// let rt = Threads; // any runtime: lifecycle_tokio, lifecycle_smol, ...
 /// let forever = rt.spawn(std::future::pending::<()>());
@@ -264,17 +246,7 @@ impl<T> JoinHandle<T> {
     ///
     /// ```
     /// use lifecycle::{JoinError, Latch, RuntimeExt};
-    /// # use lifecycle::{BoxFuture, Instant, Runtime};
-    /// # use std::time::Duration;
-    /// # struct Threads;
-    /// # impl Runtime for Threads {
-    /// #     fn spawn_detached(&self, task: BoxFuture) {
-    /// #         std::thread::spawn(move || futures_executor::block_on(task));
-    /// #     }
-    /// #     // No timer fires in this example (and Miri wants no stray threads).
-    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-    /// #     fn now(&self) -> Instant { Instant::default() }
-    /// # }
+    /// # mod support { include!("doc_threads.rs"); } use support::Threads;
     /// /// Sets its latch when dropped, as a connection would close.
     /// struct Connection(Latch);
     /// impl Drop for Connection {
@@ -309,17 +281,7 @@ impl<T> JoinHandle<T> {
     ///
     /// ```
     /// use lifecycle::{Latch, RuntimeExt};
-    /// # use lifecycle::{BoxFuture, Instant, Runtime};
-    /// # use std::time::Duration;
-    /// # struct Threads;
-    /// # impl Runtime for Threads {
-    /// #     fn spawn_detached(&self, task: BoxFuture) {
-    /// #         std::thread::spawn(move || futures_executor::block_on(task));
-    /// #     }
-    /// #     // No timer fires in this example (and Miri wants no stray threads).
-    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-    /// #     fn now(&self) -> Instant { Instant::default() }
-    /// # }
+    /// # mod support { include!("doc_threads.rs"); } use support::Threads;
     /// # futures_executor::block_on(async {
     /// let go = Latch::new();
     /// let mut task = Threads.spawn(go.clone().wait_owned());

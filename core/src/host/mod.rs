@@ -42,16 +42,8 @@ pub use systemd::Systemd;
 ///
 /// ```
 /// use lifecycle::{ComponentManager, ExitReason, HostRun, HostSignal, Node, Supervisor};
-/// # use lifecycle::{BoxFuture, Instant, Runtime};
-/// # use std::{sync::Arc, time::Duration};
-/// # struct Threads;
-/// # impl Runtime for Threads {
-/// #     fn spawn_detached(&self, task: BoxFuture) {
-/// #         std::thread::spawn(move || futures_executor::block_on(task));
-/// #     }
-/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-/// #     fn now(&self) -> Instant { Instant::default() }
-/// # }
+/// # use std::sync::Arc;
+/// # mod support { include!("../doc_threads.rs"); } use support::Threads;
 /// # fn serving() -> Result<ComponentManager, lifecycle::FatalError> {
 /// #     Ok(ComponentManager::builder()
 /// #         .add_worker(|ctx, ready| async move {
@@ -112,16 +104,8 @@ impl fmt::Display for HostSignal {
 ///
 /// ```
 /// use lifecycle::{ComponentManager, ExitReason, FatalError, Node, StopSource, Supervisor, Verdict};
-/// # use lifecycle::{BoxFuture, Instant, Runtime};
-/// # use std::{sync::Arc, time::Duration};
-/// # struct Threads;
-/// # impl Runtime for Threads {
-/// #     fn spawn_detached(&self, task: BoxFuture) {
-/// #         std::thread::spawn(move || futures_executor::block_on(task));
-/// #     }
-/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-/// #     fn now(&self) -> Instant { Instant::default() }
-/// # }
+/// # use std::sync::Arc;
+/// # mod support { include!("../doc_threads.rs"); } use support::Threads;
 ///
 /// let supervisor = Supervisor::builder()
 ///     .node(
@@ -194,16 +178,7 @@ impl ExitReason {
     /// use std::sync::Arc;
     /// use lifecycle::{ComponentManager, ExitReason, FatalError, Node};
     /// use lifecycle::{StopSource, Supervisor, SupervisorEnd, Verdict};
-    /// # use lifecycle::{BoxFuture, Instant, Runtime};
-    /// # use std::time::Duration;
-    /// # struct Threads;
-    /// # impl Runtime for Threads {
-    /// #     fn spawn_detached(&self, task: BoxFuture) {
-    /// #         std::thread::spawn(move || futures_executor::block_on(task));
-    /// #     }
-    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-    /// #     fn now(&self) -> Instant { Instant::default() }
-    /// # }
+    /// # mod support { include!("../doc_threads.rs"); } use support::Threads;
     ///
     /// let thumbnails = Node::new("thumbnails", || {
     ///     Ok(ComponentManager::builder()
@@ -253,16 +228,8 @@ impl fmt::Display for ExitReason {
 ///
 /// ```
 /// use lifecycle::{ComponentManager, ExitReason, HostRun, HostSignal, Node, Supervisor};
-/// # use lifecycle::{BoxFuture, Instant, Runtime};
-/// # use std::{sync::Arc, time::Duration};
-/// # struct Threads;
-/// # impl Runtime for Threads {
-/// #     fn spawn_detached(&self, task: BoxFuture) {
-/// #         std::thread::spawn(move || futures_executor::block_on(task));
-/// #     }
-/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-/// #     fn now(&self) -> Instant { Instant::default() }
-/// # }
+/// # use std::sync::Arc;
+/// # mod support { include!("../doc_threads.rs"); } use support::Threads;
 /// # fn serving() -> Result<ComponentManager, lifecycle::FatalError> {
 /// #     Ok(ComponentManager::builder()
 /// #         .add_worker(|ctx, ready| async move {
@@ -356,15 +323,7 @@ impl fmt::Display for HostExit {
 /// use std::sync::{Arc, Mutex};
 /// use std::time::Duration;
 /// use lifecycle::{ComponentManager, HostNotify, HostRun, HostSignal, Node, Supervisor};
-/// # use lifecycle::{BoxFuture, Instant, Runtime};
-/// # struct Threads;
-/// # impl Runtime for Threads {
-/// #     fn spawn_detached(&self, task: BoxFuture) {
-/// #         std::thread::spawn(move || futures_executor::block_on(task));
-/// #     }
-/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-/// #     fn now(&self) -> Instant { Instant::default() }
-/// # }
+/// # mod support { include!("../doc_threads.rs"); } use support::Threads;
 /// # fn serving() -> Result<ComponentManager, lifecycle::FatalError> {
 /// #     Ok(ComponentManager::builder()
 /// #         .add_worker(|ctx, ready| async move {
@@ -457,16 +416,8 @@ pub trait HostNotify: Send {
 ///
 /// ```
 /// use lifecycle::{ComponentManager, ExitReason, HostRun, HostSignal, Node, Supervisor};
-/// # use lifecycle::{BoxFuture, Instant, Runtime};
-/// # use std::{sync::Arc, time::Duration};
-/// # struct Threads;
-/// # impl Runtime for Threads {
-/// #     fn spawn_detached(&self, task: BoxFuture) {
-/// #         std::thread::spawn(move || futures_executor::block_on(task));
-/// #     }
-/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-/// #     fn now(&self) -> Instant { Instant::default() }
-/// # }
+/// # use std::sync::Arc;
+/// # mod support { include!("../doc_threads.rs"); } use support::Threads;
 ///
 /// let supervisor = Supervisor::builder()
 ///     .node(Node::new("server", || {
@@ -545,15 +496,7 @@ impl HostRun {
     /// use std::time::Duration;
     /// use lifecycle::{ComponentManager, ExitReason, FatalError, HostNotify, HostRun};
     /// use lifecycle::{Node, Supervisor};
-    /// # use lifecycle::{BoxFuture, Instant, Runtime};
-    /// # struct Threads;
-    /// # impl Runtime for Threads {
-    /// #     fn spawn_detached(&self, task: BoxFuture) {
-    /// #         std::thread::spawn(move || futures_executor::block_on(task));
-    /// #     }
-    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-    /// #     fn now(&self) -> Instant { Instant::default() }
-    /// # }
+    /// # mod support { include!("../doc_threads.rs"); } use support::Threads;
     ///
     /// #[derive(Clone, Default)]
     /// struct StatusLines(Arc<Mutex<Vec<String>>>);
@@ -627,16 +570,8 @@ impl HostRun {
     /// use futures_util::stream::{self, StreamExt};
     /// use lifecycle::{Component, ComponentManager, ExitReason, FatalError, HostRun, HostSignal};
     /// use lifecycle::{Node, Supervisor};
-    /// # use std::{sync::Arc, time::Duration};
-    /// # use lifecycle::{BoxFuture, Instant, Runtime};
-    /// # struct Threads;
-    /// # impl Runtime for Threads {
-    /// #     fn spawn_detached(&self, task: BoxFuture) {
-    /// #         std::thread::spawn(move || futures_executor::block_on(task));
-    /// #     }
-    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-    /// #     fn now(&self) -> Instant { Instant::default() }
-    /// # }
+    /// # use std::sync::Arc;
+    /// # mod support { include!("../doc_threads.rs"); } use support::Threads;
     ///
     /// let stuck = Node::new("stuck", || {
     ///     Ok::<_, FatalError>(

@@ -103,16 +103,7 @@ use crate::task::{self, JoinError, JoinHandle};
 /// ```
 /// use std::sync::Arc;
 /// use lifecycle::{FatalSlot, RuntimeExt, Scope, StartStop, StopCause, StopSource};
-/// # use lifecycle::{BoxFuture, Instant, Runtime};
-/// # use std::time::Duration;
-/// # struct Threads;
-/// # impl Runtime for Threads {
-/// #     fn spawn_detached(&self, task: BoxFuture) {
-/// #         std::thread::spawn(move || futures_executor::block_on(task));
-/// #     }
-/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-/// #     fn now(&self) -> Instant { Instant::default() }
-/// # }
+/// # mod support { include!("../doc_threads.rs"); } use support::Threads;
 /// # futures_executor::block_on(async {
 /// let base = StartStop::new();
 /// let parent = StopSource::new();
@@ -504,17 +495,8 @@ impl StartStop {
     /// use futures_util::future::join;
     /// use lifecycle::{StartStop, StopCause};
     /// # use std::sync::Arc;
-    /// # use std::time::Duration;
     /// # use lifecycle::{FatalSlot, Scope, StopSource};
-    /// # use lifecycle::{BoxFuture, Instant, Runtime};
-    /// # struct Threads;
-    /// # impl Runtime for Threads {
-    /// #     fn spawn_detached(&self, task: BoxFuture) {
-    /// #         std::thread::spawn(move || futures_executor::block_on(task));
-    /// #     }
-    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-    /// #     fn now(&self) -> Instant { Instant::default() }
-    /// # }
+    /// # mod support { include!("../doc_threads.rs"); } use support::Threads;
     /// # futures_executor::block_on(async {
     /// # let scope = Scope::new(Arc::new(Threads), StopSource::new().token(), FatalSlot::new());
     /// let base = StartStop::new();
@@ -558,15 +540,7 @@ impl StartStop {
     /// use std::time::Duration;
     /// # use std::sync::Arc;
     /// # use lifecycle::{FatalSlot, Scope, StartStop, StopSource};
-    /// # use lifecycle::{BoxFuture, Instant, Runtime};
-    /// # struct Threads;
-    /// # impl Runtime for Threads {
-    /// #     fn spawn_detached(&self, task: BoxFuture) {
-    /// #         std::thread::spawn(move || futures_executor::block_on(task));
-    /// #     }
-    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-    /// #     fn now(&self) -> Instant { Instant::default() }
-    /// # }
+    /// # mod support { include!("../doc_threads.rs"); } use support::Threads;
     /// # futures_executor::block_on(async {
     /// # let scope = Scope::new(Arc::new(Threads), StopSource::new().token(), FatalSlot::new());
     /// let base = StartStop::new();
@@ -642,17 +616,8 @@ impl StartStop {
     /// ```
     /// use lifecycle::StartStop;
     /// # use std::sync::Arc;
-    /// # use std::time::Duration;
     /// # use lifecycle::{FatalSlot, Scope, StopSource};
-    /// # use lifecycle::{BoxFuture, Instant, Runtime};
-    /// # struct Threads;
-    /// # impl Runtime for Threads {
-    /// #     fn spawn_detached(&self, task: BoxFuture) {
-    /// #         std::thread::spawn(move || futures_executor::block_on(task));
-    /// #     }
-    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-    /// #     fn now(&self) -> Instant { Instant::default() }
-    /// # }
+    /// # mod support { include!("../doc_threads.rs"); } use support::Threads;
     /// # futures_executor::block_on(async {
     /// # let scope = Scope::new(Arc::new(Threads), StopSource::new().token(), FatalSlot::new());
     /// let base = StartStop::new();
@@ -898,16 +863,7 @@ impl Generation {
     /// ```
     /// # use std::sync::Arc;
     /// # use lifecycle::{FatalSlot, Scope, StartStop, StopSource};
-    /// # use lifecycle::{BoxFuture, Instant, Runtime};
-    /// # use std::time::Duration;
-    /// # struct Threads;
-    /// # impl Runtime for Threads {
-    /// #     fn spawn_detached(&self, task: BoxFuture) {
-    /// #         std::thread::spawn(move || futures_executor::block_on(task));
-    /// #     }
-    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-    /// #     fn now(&self) -> Instant { Instant::default() }
-    /// # }
+    /// # mod support { include!("../doc_threads.rs"); } use support::Threads;
     /// # futures_executor::block_on(async {
     /// # let scope = Scope::new(Arc::new(Threads), StopSource::new().token(), FatalSlot::new());
     /// let base = StartStop::new();
@@ -958,16 +914,7 @@ impl Generation {
     /// ```
     /// # use std::sync::Arc;
     /// # use lifecycle::{FatalSlot, Scope, StartStop, StopSource};
-    /// # use lifecycle::{BoxFuture, Instant, Runtime};
-    /// # use std::time::Duration;
-    /// # struct Threads;
-    /// # impl Runtime for Threads {
-    /// #     fn spawn_detached(&self, task: BoxFuture) {
-    /// #         std::thread::spawn(move || futures_executor::block_on(task));
-    /// #     }
-    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-    /// #     fn now(&self) -> Instant { Instant::default() }
-    /// # }
+    /// # mod support { include!("../doc_threads.rs"); } use support::Threads;
     /// # futures_executor::block_on(async {
     /// let fatal = FatalSlot::new();
     /// let scope = Scope::new(Arc::new(Threads), StopSource::new().token(), fatal.clone());

@@ -19,16 +19,7 @@ use crate::scope::Scope;
 /// ```
 /// use std::sync::Arc;
 /// use lifecycle::{service_fn, FatalError, FatalSlot, Scope, Service, StopSource};
-/// # use lifecycle::{BoxFuture, Instant, Runtime};
-/// # use std::time::Duration;
-/// # struct Threads;
-/// # impl Runtime for Threads {
-/// #     fn spawn_detached(&self, task: BoxFuture) {
-/// #         std::thread::spawn(move || futures_executor::block_on(task));
-/// #     }
-/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-/// #     fn now(&self) -> Instant { Instant::default() }
-/// # }
+/// # mod support { include!("../doc_threads.rs"); } use support::Threads;
 ///
 /// let worker = service_fn(|generation| async move {
 ///     let Some(generation) = generation else { return Ok(()) };
@@ -75,16 +66,7 @@ pub struct ServiceFn<F> {
 /// ```
 /// use std::sync::Arc;
 /// use lifecycle::{service_fn, FatalSlot, Scope, Service, StartOutcome, StopSource};
-/// # use lifecycle::{BoxFuture, Instant, Runtime};
-/// # use std::time::Duration;
-/// # struct Threads;
-/// # impl Runtime for Threads {
-/// #     fn spawn_detached(&self, task: BoxFuture) {
-/// #         std::thread::spawn(move || futures_executor::block_on(task));
-/// #     }
-/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-/// #     fn now(&self) -> Instant { Instant::default() }
-/// # }
+/// # mod support { include!("../doc_threads.rs"); } use support::Threads;
 ///
 /// let ticker = service_fn(|generation| async move {
 ///     let Some(generation) = generation else { return Ok(()) }; // running already

@@ -81,16 +81,7 @@ const CHUNK: usize = 30;
 /// ```
 /// use std::sync::Arc;
 /// use lifecycle::{service_fn, stop_all, FatalError, FatalSlot, Scope, Service, StopSource};
-/// # use lifecycle::{BoxFuture, Instant, Runtime};
-/// # use std::time::Duration;
-/// # struct Threads;
-/// # impl Runtime for Threads {
-/// #     fn spawn_detached(&self, task: BoxFuture) {
-/// #         std::thread::spawn(move || futures_executor::block_on(task));
-/// #     }
-/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-/// #     fn now(&self) -> Instant { Instant::default() }
-/// # }
+/// # mod support { include!("../doc_threads.rs"); } use support::Threads;
 ///
 /// // A cache, a db pool and a queue consumer, each serving until stopped.
 /// let serving = || {
@@ -150,16 +141,7 @@ fn stop_chunk<S: Service>(chunk: &[S]) -> JoinAll<ServiceFuture<'_, ()>> {
 /// use std::sync::Arc;
 /// use lifecycle::{service_fn, stop_all, wait_all_started};
 /// use lifecycle::{FatalError, FatalSlot, Scope, Service, StopSource};
-/// # use lifecycle::{BoxFuture, Instant, Runtime};
-/// # use std::time::Duration;
-/// # struct Threads;
-/// # impl Runtime for Threads {
-/// #     fn spawn_detached(&self, task: BoxFuture) {
-/// #         std::thread::spawn(move || futures_executor::block_on(task));
-/// #     }
-/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-/// #     fn now(&self) -> Instant { Instant::default() }
-/// # }
+/// # mod support { include!("../doc_threads.rs"); } use support::Threads;
 ///
 /// let server = service_fn(|generation| async move {
 ///     let Some(generation) = generation else { return Ok(()) };

@@ -48,16 +48,7 @@ pub use group::{start_all, stop_all, wait_all_started};
 /// use lifecycle::{
 ///     service_fn, FatalError, FatalSlot, Scope, Service, ServiceFuture, StartOutcome, StopSource,
 /// };
-/// # use lifecycle::{BoxFuture, Instant, Runtime};
-/// # use std::time::Duration;
-/// # struct Threads;
-/// # impl Runtime for Threads {
-/// #     fn spawn_detached(&self, task: BoxFuture) {
-/// #         std::thread::spawn(move || futures_executor::block_on(task));
-/// #     }
-/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-/// #     fn now(&self) -> Instant { Instant::default() }
-/// # }
+/// # mod support { include!("../doc_threads.rs"); } use support::Threads;
 ///
 /// /// Stops whatever generation runs, then starts a new one.
 /// fn restart<'a>(
@@ -98,16 +89,7 @@ pub type ServiceFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 /// ```
 /// use std::sync::Arc;
 /// use lifecycle::{service_fn, FatalError, FatalSlot, Scope, Service, StartOutcome, StopSource};
-/// # use lifecycle::{BoxFuture, Instant, Runtime};
-/// # use std::time::Duration;
-/// # struct Threads;
-/// # impl Runtime for Threads {
-/// #     fn spawn_detached(&self, task: BoxFuture) {
-/// #         std::thread::spawn(move || futures_executor::block_on(task));
-/// #     }
-/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-/// #     fn now(&self) -> Instant { Instant::default() }
-/// # }
+/// # mod support { include!("../doc_threads.rs"); } use support::Threads;
 ///
 /// let service = service_fn(|generation| async move {
 ///     if let Some(generation) = generation {
@@ -167,16 +149,7 @@ pub enum StartOutcome {
 ///     FatalError, FatalSlot, Scope, Service, ServiceFuture, Signal,
 ///     StartOutcome, StartStop, StopSource,
 /// };
-/// # use lifecycle::{BoxFuture, Instant, Runtime};
-/// # use std::time::Duration;
-/// # struct Threads;
-/// # impl Runtime for Threads {
-/// #     fn spawn_detached(&self, task: BoxFuture) {
-/// #         std::thread::spawn(move || futures_executor::block_on(task));
-/// #     }
-/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-/// #     fn now(&self) -> Instant { Instant::default() }
-/// # }
+/// # mod support { include!("../doc_threads.rs"); } use support::Threads;
 ///
 /// /// Counts its generations; each one serves until stopped.
 /// #[derive(Default)]

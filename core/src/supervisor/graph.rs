@@ -158,16 +158,7 @@ impl Node {
     /// ```
     /// use std::sync::Arc;
     /// use lifecycle::{ComponentManager, FatalError, Node, RestartPolicy, StopSource, Supervisor, Verdict};
-    /// # use lifecycle::{BoxFuture, Instant, Runtime};
-    /// # use std::time::Duration;
-    /// # struct Threads;
-    /// # impl Runtime for Threads {
-    /// #     fn spawn_detached(&self, task: BoxFuture) {
-    /// #         std::thread::spawn(move || futures_executor::block_on(task));
-    /// #     }
-    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-    /// #     fn now(&self) -> Instant { Instant::default() }
-    /// # }
+    /// # mod support { include!("../doc_threads.rs"); } use support::Threads;
     ///
     /// let mut built = 0;
     /// let sync = Node::new("sync", move || {
@@ -221,15 +212,7 @@ impl Node {
     /// use lifecycle::{ComponentManager, FatalError, Node, RestartPolicy, StopSource};
     /// use lifecycle::{Supervisor, SupervisorEnd, Verdict};
     /// use std::time::Duration;
-    /// # use lifecycle::{BoxFuture, Instant, Runtime};
-    /// # struct Threads;
-    /// # impl Runtime for Threads {
-    /// #     fn spawn_detached(&self, task: BoxFuture) {
-    /// #         std::thread::spawn(move || futures_executor::block_on(task));
-    /// #     }
-    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-    /// #     fn now(&self) -> Instant { Instant::default() }
-    /// # }
+    /// # mod support { include!("../doc_threads.rs"); } use support::Threads;
     ///
     /// let thumbnails = Node::new("thumbnails", || {
     ///     Ok(ComponentManager::builder()
@@ -289,16 +272,7 @@ impl Node {
     /// ```
     /// use std::sync::Arc;
     /// use lifecycle::{ComponentManager, FatalError, Latch, Node, RestartPolicy, StopSource, Supervisor};
-    /// # use lifecycle::{BoxFuture, Instant, Runtime};
-    /// # use std::time::Duration;
-    /// # struct Threads;
-    /// # impl Runtime for Threads {
-    /// #     fn spawn_detached(&self, task: BoxFuture) {
-    /// #         std::thread::spawn(move || futures_executor::block_on(task));
-    /// #     }
-    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-    /// #     fn now(&self) -> Instant { Instant::default() }
-    /// # }
+    /// # mod support { include!("../doc_threads.rs"); } use support::Threads;
     ///
     /// let (api_built, failed) = (Latch::new(), Latch::new());
     /// let built = api_built.clone();
@@ -355,16 +329,7 @@ impl Node {
     /// ```
     /// use std::sync::Arc;
     /// use lifecycle::{ComponentManager, FatalError, Latch, Node, StopSource, Supervisor};
-    /// # use lifecycle::{BoxFuture, Instant, Runtime};
-    /// # use std::time::Duration;
-    /// # struct Threads;
-    /// # impl Runtime for Threads {
-    /// #     fn spawn_detached(&self, task: BoxFuture) {
-    /// #         std::thread::spawn(move || futures_executor::block_on(task));
-    /// #     }
-    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-    /// #     fn now(&self) -> Instant { Instant::default() }
-    /// # }
+    /// # mod support { include!("../doc_threads.rs"); } use support::Threads;
     /// # fn serving() -> Result<ComponentManager, FatalError> {
     /// #     Ok(ComponentManager::builder()
     /// #         .add_worker(|ctx, ready| async move {
@@ -422,16 +387,7 @@ impl Node {
     /// ```
     /// use std::sync::Arc;
     /// use lifecycle::{ComponentManager, FatalError, Node, RestartPolicy, StopSource, Supervisor, Verdict};
-    /// # use lifecycle::{BoxFuture, Instant, Runtime};
-    /// # use std::time::Duration;
-    /// # struct Threads;
-    /// # impl Runtime for Threads {
-    /// #     fn spawn_detached(&self, task: BoxFuture) {
-    /// #         std::thread::spawn(move || futures_executor::block_on(task));
-    /// #     }
-    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-    /// #     fn now(&self) -> Instant { Instant::default() }
-    /// # }
+    /// # mod support { include!("../doc_threads.rs"); } use support::Threads;
     ///
     /// let mut built = 0;
     /// let poller = Node::new("poller", move || {
@@ -627,15 +583,7 @@ impl SupervisorBuilder {
     /// use std::sync::Arc;
     /// use lifecycle::{Component, ComponentManager, FatalError, Node, StopSource, Supervisor};
     /// use std::time::Duration;
-    /// # use lifecycle::{BoxFuture, Instant, Runtime};
-    /// # struct Threads;
-    /// # impl Runtime for Threads {
-    /// #     fn spawn_detached(&self, task: BoxFuture) {
-    /// #         std::thread::spawn(move || futures_executor::block_on(task));
-    /// #     }
-    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-    /// #     fn now(&self) -> Instant { Instant::default() }
-    /// # }
+    /// # mod support { include!("../doc_threads.rs"); } use support::Threads;
     /// # fn serving() -> Result<ComponentManager, FatalError> {
     /// #     Ok(ComponentManager::builder()
     /// #         .add_worker(|ctx, ready| async move {
@@ -685,16 +633,7 @@ impl SupervisorBuilder {
     /// use std::sync::Arc;
     /// use lifecycle::{Component, ComponentManager, FatalError, Latch, Node};
     /// use lifecycle::{StopSource, Supervisor, SupervisorEnd};
-    /// # use lifecycle::{BoxFuture, Instant, Runtime};
-    /// # use std::time::Duration;
-    /// # struct Threads;
-    /// # impl Runtime for Threads {
-    /// #     fn spawn_detached(&self, task: BoxFuture) {
-    /// #         std::thread::spawn(move || futures_executor::block_on(task));
-    /// #     }
-    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-    /// #     fn now(&self) -> Instant { Instant::default() }
-    /// # }
+    /// # mod support { include!("../doc_threads.rs"); } use support::Threads;
     /// # fn serving() -> Result<ComponentManager, FatalError> {
     /// #     Ok(ComponentManager::builder()
     /// #         .add_worker(|ctx, ready| async move {
@@ -743,16 +682,7 @@ impl SupervisorBuilder {
     /// use std::sync::{Arc, Mutex};
     /// use lifecycle::{Component, ComponentManager, EventKind, FatalError, Node};
     /// use lifecycle::{StopReason, StopSource, Supervisor};
-    /// # use lifecycle::{BoxFuture, Instant, Runtime};
-    /// # use std::time::Duration;
-    /// # struct Threads;
-    /// # impl Runtime for Threads {
-    /// #     fn spawn_detached(&self, task: BoxFuture) {
-    /// #         std::thread::spawn(move || futures_executor::block_on(task));
-    /// #     }
-    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-    /// #     fn now(&self) -> Instant { Instant::default() }
-    /// # }
+    /// # mod support { include!("../doc_threads.rs"); } use support::Threads;
     /// # fn serving() -> Result<ComponentManager, FatalError> {
     /// #     Ok(ComponentManager::builder()
     /// #         .add_worker(|ctx, ready| async move {
@@ -816,16 +746,7 @@ impl SupervisorBuilder {
     /// ```
     /// use std::sync::{Arc, Mutex};
     /// use lifecycle::{ComponentManager, FatalError, FatalHook, Node, StopSource, Supervisor, Verdict};
-    /// # use lifecycle::{BoxFuture, Instant, Runtime};
-    /// # use std::time::Duration;
-    /// # struct Threads;
-    /// # impl Runtime for Threads {
-    /// #     fn spawn_detached(&self, task: BoxFuture) {
-    /// #         std::thread::spawn(move || futures_executor::block_on(task));
-    /// #     }
-    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-    /// #     fn now(&self) -> Instant { Instant::default() }
-    /// # }
+    /// # mod support { include!("../doc_threads.rs"); } use support::Threads;
     ///
     /// let late = Arc::new(Mutex::new(Vec::new()));
     /// let hook = FatalHook::new({

@@ -142,16 +142,7 @@ struct Parts {
 /// ```
 /// use std::sync::Arc;
 /// use lifecycle::{ComponentManager, FatalError, Node, StopSource, Supervisor, SupervisorEnd};
-/// # use lifecycle::{BoxFuture, Instant, Runtime};
-/// # use std::time::Duration;
-/// # struct Threads;
-/// # impl Runtime for Threads {
-/// #     fn spawn_detached(&self, task: BoxFuture) {
-/// #         std::thread::spawn(move || futures_executor::block_on(task));
-/// #     }
-/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-/// #     fn now(&self) -> Instant { Instant::default() }
-/// # }
+/// # mod support { include!("../doc_threads.rs"); } use support::Threads;
 ///
 /// /// A component that is ready at once and serves until stopped.
 /// fn serving() -> Result<ComponentManager, FatalError> {
@@ -304,16 +295,7 @@ impl Supervisor {
     /// ```
     /// use std::sync::Arc;
     /// use lifecycle::{Component, ComponentManager, FatalError, Node, StopSource, Supervisor};
-    /// # use lifecycle::{BoxFuture, Instant, Runtime};
-    /// # use std::time::Duration;
-    /// # struct Threads;
-    /// # impl Runtime for Threads {
-    /// #     fn spawn_detached(&self, task: BoxFuture) {
-    /// #         std::thread::spawn(move || futures_executor::block_on(task));
-    /// #     }
-    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-    /// #     fn now(&self) -> Instant { Instant::default() }
-    /// # }
+    /// # mod support { include!("../doc_threads.rs"); } use support::Threads;
     /// # fn serving() -> Result<ComponentManager, FatalError> {
     /// #     Ok(ComponentManager::builder()
     /// #         .add_worker(|ctx, ready| async move {
@@ -366,16 +348,7 @@ impl Supervisor {
     /// use std::sync::Arc;
     /// use lifecycle::{Component, ComponentManager, FatalError, Node};
     /// use lifecycle::{StopSource, Supervisor, SupervisorEnd};
-    /// # use lifecycle::{BoxFuture, Instant, Runtime};
-    /// # use std::time::Duration;
-    /// # struct Threads;
-    /// # impl Runtime for Threads {
-    /// #     fn spawn_detached(&self, task: BoxFuture) {
-    /// #         std::thread::spawn(move || futures_executor::block_on(task));
-    /// #     }
-    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-    /// #     fn now(&self) -> Instant { Instant::default() }
-    /// # }
+    /// # mod support { include!("../doc_threads.rs"); } use support::Threads;
     /// # fn serving() -> Result<ComponentManager, FatalError> {
     /// #     Ok(ComponentManager::builder()
     /// #         .add_worker(|ctx, ready| async move {
@@ -437,16 +410,7 @@ impl Supervisor {
     /// ```
     /// use std::sync::Arc;
     /// use lifecycle::{Component, ComponentManager, FatalSlot, Scope, StopSource, Supervisor, SupervisorEnd};
-    /// # use lifecycle::{BoxFuture, Instant, Runtime};
-    /// # use std::time::Duration;
-    /// # struct Threads;
-    /// # impl Runtime for Threads {
-    /// #     fn spawn_detached(&self, task: BoxFuture) {
-    /// #         std::thread::spawn(move || futures_executor::block_on(task));
-    /// #     }
-    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-    /// #     fn now(&self) -> Instant { Instant::default() }
-    /// # }
+    /// # mod support { include!("../doc_threads.rs"); } use support::Threads;
     ///
     /// // A one-shot job: it does its work and ends.
     /// let supervisor = Supervisor::of_one("job", || {
@@ -541,16 +505,7 @@ impl Drop for SetOnDrop {
 ///     ComponentManager, FatalError, Node, StopSource, Supervisor, SupervisorEnd, Verdict,
 /// };
 /// use std::sync::Arc;
-/// # use lifecycle::{BoxFuture, Instant, Runtime};
-/// # use std::time::Duration;
-/// # struct Threads;
-/// # impl Runtime for Threads {
-/// #     fn spawn_detached(&self, task: BoxFuture) {
-/// #         std::thread::spawn(move || futures_executor::block_on(task));
-/// #     }
-/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-/// #     fn now(&self) -> Instant { Instant::default() }
-/// # }
+/// # mod support { include!("../doc_threads.rs"); } use support::Threads;
 ///
 /// // A migration that finds the schema too new: its failure shuts everything down.
 /// let migrate = Node::new("migrate", || {
@@ -616,16 +571,7 @@ pub enum SupervisorEnd {
 /// ```
 /// use lifecycle::{Component, ComponentManager, FatalError, NodeError, StopSource, Supervisor};
 /// use std::sync::Arc;
-/// # use lifecycle::{BoxFuture, Instant, Runtime};
-/// # use std::time::Duration;
-/// # struct Threads;
-/// # impl Runtime for Threads {
-/// #     fn spawn_detached(&self, task: BoxFuture) {
-/// #         std::thread::spawn(move || futures_executor::block_on(task));
-/// #     }
-/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-/// #     fn now(&self) -> Instant { Instant::default() }
-/// # }
+/// # mod support { include!("../doc_threads.rs"); } use support::Threads;
 ///
 /// // A cache that fails to flush when it is told to stop.
 /// let supervisor = Supervisor::of_one("cache", || {
@@ -680,16 +626,7 @@ impl fmt::Display for NodeError {
 /// ```
 /// use lifecycle::{Component, ComponentManager, StopSource, Supervisor, SupervisorEnd};
 /// use std::sync::Arc;
-/// # use lifecycle::{BoxFuture, Instant, Runtime};
-/// # use std::time::Duration;
-/// # struct Threads;
-/// # impl Runtime for Threads {
-/// #     fn spawn_detached(&self, task: BoxFuture) {
-/// #         std::thread::spawn(move || futures_executor::block_on(task));
-/// #     }
-/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-/// #     fn now(&self) -> Instant { Instant::default() }
-/// # }
+/// # mod support { include!("../doc_threads.rs"); } use support::Threads;
 ///
 /// let supervisor = Supervisor::of_one("app", || {
 ///     Ok(ComponentManager::builder()
@@ -776,16 +713,7 @@ impl SupervisorOutcome {
     /// ```
     /// use std::sync::Arc;
     /// use lifecycle::{ComponentManager, FatalError, Node, StopSource, Supervisor, Verdict};
-    /// # use lifecycle::{BoxFuture, Instant, Runtime};
-    /// # use std::time::Duration;
-    /// # struct Threads;
-    /// # impl Runtime for Threads {
-    /// #     fn spawn_detached(&self, task: BoxFuture) {
-    /// #         std::thread::spawn(move || futures_executor::block_on(task));
-    /// #     }
-    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-    /// #     fn now(&self) -> Instant { Instant::default() }
-    /// # }
+    /// # mod support { include!("../doc_threads.rs"); } use support::Threads;
     ///
     /// fn failing() -> Result<ComponentManager, FatalError> {
     ///     Ok(ComponentManager::builder()
@@ -938,16 +866,7 @@ impl core::error::Error for StartTimedOut {}
 /// ```
 /// use lifecycle::{ComponentManager, FatalError, Node, NodeFailed, StopSource, Supervisor, Verdict};
 /// use std::sync::Arc;
-/// # use lifecycle::{BoxFuture, Instant, Runtime};
-/// # use std::time::Duration;
-/// # struct Threads;
-/// # impl Runtime for Threads {
-/// #     fn spawn_detached(&self, task: BoxFuture) {
-/// #         std::thread::spawn(move || futures_executor::block_on(task));
-/// #     }
-/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-/// #     fn now(&self) -> Instant { Instant::default() }
-/// # }
+/// # mod support { include!("../doc_threads.rs"); } use support::Threads;
 ///
 /// // An inner supervisor whose ledger fails at once and shuts it down.
 /// let payments = || {

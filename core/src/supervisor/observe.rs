@@ -21,16 +21,7 @@ pub(super) type EventHook = Arc<dyn Fn(&SupervisorEvent) + Send + Sync>;
 /// ```
 /// use lifecycle::{ComponentManager, EventKind, FatalError, Node, StopSource, Supervisor};
 /// use std::sync::{Arc, Mutex};
-/// # use lifecycle::{BoxFuture, Instant, Runtime};
-/// # use std::time::Duration;
-/// # struct Threads;
-/// # impl Runtime for Threads {
-/// #     fn spawn_detached(&self, task: BoxFuture) {
-/// #         std::thread::spawn(move || futures_executor::block_on(task));
-/// #     }
-/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-/// #     fn now(&self) -> Instant { Instant::default() }
-/// # }
+/// # mod support { include!("../doc_threads.rs"); } use support::Threads;
 ///
 /// /// A component that is ready, does its work and ends.
 /// fn oneshot() -> Result<ComponentManager, FatalError> {
@@ -78,16 +69,8 @@ pub struct SupervisorEvent {
 /// ```
 /// use lifecycle::{EventKind, Node, StopSource, Supervisor, Verdict};
 /// use std::sync::{Arc, Mutex};
-/// # use lifecycle::{BoxFuture, ComponentManager, FatalError, Instant, Runtime};
-/// # use std::time::Duration;
-/// # struct Threads;
-/// # impl Runtime for Threads {
-/// #     fn spawn_detached(&self, task: BoxFuture) {
-/// #         std::thread::spawn(move || futures_executor::block_on(task));
-/// #     }
-/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-/// #     fn now(&self) -> Instant { Instant::default() }
-/// # }
+/// # use lifecycle::{ComponentManager, FatalError};
+/// # mod support { include!("../doc_threads.rs"); } use support::Threads;
 /// # fn failing() -> Result<ComponentManager, FatalError> {
 /// #     Ok(ComponentManager::builder()
 /// #         .add_worker(|_, _| async { Err(FatalError::msg("the input file is missing")) })
@@ -224,16 +207,8 @@ pub enum EventKind {
 /// ```
 /// use lifecycle::{EventKind, Node, StopReason, StopSource, Supervisor, Verdict};
 /// use std::sync::{Arc, Mutex};
-/// # use lifecycle::{BoxFuture, ComponentManager, FatalError, Instant, Runtime};
-/// # use std::time::Duration;
-/// # struct Threads;
-/// # impl Runtime for Threads {
-/// #     fn spawn_detached(&self, task: BoxFuture) {
-/// #         std::thread::spawn(move || futures_executor::block_on(task));
-/// #     }
-/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-/// #     fn now(&self) -> Instant { Instant::default() }
-/// # }
+/// # use lifecycle::{ComponentManager, FatalError};
+/// # mod support { include!("../doc_threads.rs"); } use support::Threads;
 /// # fn serving() -> Result<ComponentManager, FatalError> {
 /// #     Ok(ComponentManager::builder()
 /// #         .add_worker(|ctx, ready| async move {
@@ -324,16 +299,7 @@ impl fmt::Display for StopReason {
 /// ```
 /// use lifecycle::{ComponentManager, NodeState, StopSource, Supervisor};
 /// use std::sync::Arc;
-/// # use lifecycle::{BoxFuture, Instant, Runtime};
-/// # use std::time::Duration;
-/// # struct Threads;
-/// # impl Runtime for Threads {
-/// #     fn spawn_detached(&self, task: BoxFuture) {
-/// #         std::thread::spawn(move || futures_executor::block_on(task));
-/// #     }
-/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-/// #     fn now(&self) -> Instant { Instant::default() }
-/// # }
+/// # mod support { include!("../doc_threads.rs"); } use support::Threads;
 ///
 /// // A one-shot node: ready, then done with its work.
 /// let supervisor = Supervisor::of_one("migrate", || {
@@ -515,16 +481,8 @@ impl NodeStatus {
 /// ```
 /// use lifecycle::{Component, Node, NodeStatus, StopSource, Supervisor};
 /// use std::sync::Arc;
-/// # use lifecycle::{BoxFuture, ComponentManager, FatalError, Instant, Runtime};
-/// # use std::time::Duration;
-/// # struct Threads;
-/// # impl Runtime for Threads {
-/// #     fn spawn_detached(&self, task: BoxFuture) {
-/// #         std::thread::spawn(move || futures_executor::block_on(task));
-/// #     }
-/// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-/// #     fn now(&self) -> Instant { Instant::default() }
-/// # }
+/// # use lifecycle::{ComponentManager, FatalError};
+/// # mod support { include!("../doc_threads.rs"); } use support::Threads;
 /// # fn serving() -> Result<ComponentManager, FatalError> {
 /// #     Ok(ComponentManager::builder()
 /// #         .add_worker(|ctx, ready| async move {
@@ -656,16 +614,7 @@ impl StatusBoard {
     /// ```
     /// use lifecycle::{ComponentManager, FatalError, Node, NodeState, StopSource, Supervisor};
     /// use std::sync::Arc;
-    /// # use lifecycle::{BoxFuture, Instant, Runtime};
-    /// # use std::time::Duration;
-    /// # struct Threads;
-    /// # impl Runtime for Threads {
-    /// #     fn spawn_detached(&self, task: BoxFuture) {
-    /// #         std::thread::spawn(move || futures_executor::block_on(task));
-    /// #     }
-    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-    /// #     fn now(&self) -> Instant { Instant::default() }
-    /// # }
+    /// # mod support { include!("../doc_threads.rs"); } use support::Threads;
     ///
     /// /// A one-shot job: it does its work and ends.
     /// fn oneshot() -> Result<ComponentManager, FatalError> {
@@ -704,16 +653,7 @@ impl StatusBoard {
     /// use std::sync::Arc;
     /// use lifecycle::{Component, ComponentManager, FatalError, Latch, Node};
     /// use lifecycle::{StopSource, Supervisor, SupervisorEnd, Verdict};
-    /// # use lifecycle::{BoxFuture, Instant, Runtime};
-    /// # use std::time::Duration;
-    /// # struct Threads;
-    /// # impl Runtime for Threads {
-    /// #     fn spawn_detached(&self, task: BoxFuture) {
-    /// #         std::thread::spawn(move || futures_executor::block_on(task));
-    /// #     }
-    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-    /// #     fn now(&self) -> Instant { Instant::default() }
-    /// # }
+    /// # mod support { include!("../doc_threads.rs"); } use support::Threads;
     ///
     /// let db = Node::new("db", || {
     ///     Ok(ComponentManager::builder()
@@ -753,16 +693,7 @@ impl StatusBoard {
     /// ```
     /// use lifecycle::{ComponentManager, FatalError, Node, RestartPolicy, StopSource, Supervisor};
     /// use std::sync::Arc;
-    /// # use lifecycle::{BoxFuture, Instant, Runtime};
-    /// # use std::time::Duration;
-    /// # struct Threads;
-    /// # impl Runtime for Threads {
-    /// #     fn spawn_detached(&self, task: BoxFuture) {
-    /// #         std::thread::spawn(move || futures_executor::block_on(task));
-    /// #     }
-    /// #     fn sleep(&self, _: Duration) -> BoxFuture { Box::pin(std::future::pending()) }
-    /// #     fn now(&self) -> Instant { Instant::default() }
-    /// # }
+    /// # mod support { include!("../doc_threads.rs"); } use support::Threads;
     ///
     /// // An import whose first instance fails and whose second completes.
     /// let mut built = 0;

@@ -15,6 +15,8 @@
 //!                                                       Stop/... ──▶ Stopped (and the cascade)
 //!                                   (or Stopping, its instance gone, until its dependents are down)
 //!  Starting/Ready ──done, no error──▶ Completed (or Backoff if permanent)
+//!  Starting/Ready/Stopping ──shutdown budget spent──▶ given up: as if done
+//!      (Stopped once its dependents are down, which are given up with it)
 //! ```
 //!
 //! Instances are watched without a future each: a node's waker queues the

@@ -75,7 +75,7 @@ use lifecycle::{
     ReadyHandle, Reported, Runtime, RuntimeExt, Scope, SharedRuntime, StartError, StopSource,
     StopToken, ThrowHandle, WorkerContext, WorkerResult,
 };
-use lifecycle_conformance::{lock, yield_now, ModelRun};
+use lifecycle_conformance::{lock, yield_now, DropProbe, ModelRun};
 use proptest::prelude::*;
 use proptest::sample::SizeRange;
 use proptest::strategy::Union;
@@ -265,15 +265,6 @@ async fn within<F: Future>(rt: &SharedRuntime, what: impl fmt::Display, future: 
     lifecycle_conformance::within(rt, STEP_LIMIT, what, future).await
 }
 
-/// Sets a latch when dropped.
-struct SetOnDrop(Latch);
-
-impl Drop for SetOnDrop {
-    fn drop(&mut self) {
-        self.0.set();
-    }
-}
-
 // ---------------------------------------------------------------------------
 // Scripted workers
 
@@ -369,7 +360,7 @@ impl Rig {
     }
 
     async fn run(self: Arc<Self>, ctx: WorkerContext, ready: ReadyHandle) -> WorkerResult {
-        let _dropped = SetOnDrop(self.future_dropped.clone());
+        let _dropped = DropProbe::on(&self.future_dropped);
         loop {
             let order = self.mailbox.next().await;
             match order.act {
@@ -415,7 +406,7 @@ impl Runtime for Tracker {
             .expect("the manager spawned more tasks than it has workers");
         self.inner.spawn_detached(Box::pin(Tracked {
             task,
-            _gone: SetOnDrop(gone),
+            _gone: DropProbe::on(&gone),
         }));
     }
 
@@ -431,7 +422,7 @@ impl Runtime for Tracker {
 /// Fields drop in order: the task, then the latch.
 struct Tracked {
     task: BoxFuture,
-    _gone: SetOnDrop,
+    _gone: DropProbe,
 }
 
 impl Future for Tracked {

@@ -740,13 +740,7 @@ impl fmt::Display for Event {
                     "built"
                 };
                 write!(f, "factory: {what} instance {attempt} at {}", Ms(*at))?;
-                if *parent_stopped {
-                    f.write_str(", the parent stopped")?;
-                }
-                if !previous_gone {
-                    f.write_str(", the previous instance NOT done and gone")?;
-                }
-                Ok(())
+                write_factory_call(f, *parent_stopped, *previous_gone)
             }
             Event::FactoryFailed {
                 attempt,
@@ -755,13 +749,7 @@ impl fmt::Display for Event {
                 previous_gone,
             } => {
                 write!(f, "factory: error for attempt {attempt} at {}", Ms(*at))?;
-                if *parent_stopped {
-                    f.write_str(", the parent stopped")?;
-                }
-                if !previous_gone {
-                    f.write_str(", the previous instance NOT done and gone")?;
-                }
-                Ok(())
+                write_factory_call(f, *parent_stopped, *previous_gone)
             }
             Event::Started { attempt } => write!(f, "instance {attempt}: started"),
             Event::Threw {
@@ -804,6 +792,22 @@ impl fmt::Display for Event {
             Event::Ended { at } => write!(f, "the loop ended at {}", Ms(*at)),
         }
     }
+}
+
+/// What a factory call found: the parent stopped, the previous instance
+/// not done and gone.
+fn write_factory_call(
+    f: &mut fmt::Formatter<'_>,
+    parent_stopped: bool,
+    previous_gone: bool,
+) -> fmt::Result {
+    if parent_stopped {
+        f.write_str(", the parent stopped")?;
+    }
+    if !previous_gone {
+        f.write_str(", the previous instance NOT done and gone")?;
+    }
+    Ok(())
 }
 
 /// The history of a case: events in order, and a bell rung by every push

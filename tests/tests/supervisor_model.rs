@@ -103,8 +103,9 @@
 //!    `supervisor.rs` checks by hand);
 //! 8. restart with dependents: from a node's `Restarting` event, if it
 //!    restarts with its dependents, until it is ready again (or stopped),
-//!    no node depending on it, directly or not, starts ("its dependents
-//!    stop first and start again once it is ready again");
+//!    no node depending on it, directly or not, starts, and when it starts
+//!    again none of them is up ("its dependents stop first and start again
+//!    once it is ready again");
 //! 9. no node starts after a `Shutdown` or `SpinHalt` acted on, or once
 //!    the parent's stop or a terminate request has reached a node;
 //! 10. only a node that hangs when told to stop overruns its stop timeout
@@ -113,7 +114,14 @@
 //!     nodes given up (never inside a nested supervisor, which has none);
 //! 11. only a node's first instance that is never ready fails at its
 //!     start timeout;
-//! 12. every restart waits the delay of its node's policy.
+//! 12. every restart waits the delay of its node's policy;
+//! 13. each node follows its spec: every verdict is its handler's; its
+//!     budget grants exactly its restarts (permanent ones included), then
+//!     its escalation comes; the board counts the restarts the events
+//!     tell; a permanent node that completes under a stop for good (a
+//!     verdict's, a required node's completion, a global stop) shows
+//!     `completed` and never restarts; and a nested node whose inner node's
+//!     `Shutdown` was acted on fails, never completes.
 //!
 //! These checks need no full reference model of the supervisor: the
 //! expected failures, the verdicts' coverage and the end are derived from
@@ -1426,7 +1434,7 @@ fn as_expected(recorded: &[String], expected: &[String], maybe: &[String]) -> bo
 }
 
 /// Checks the invariants that hold at every event (1, 2, 3, 5 and 7 to
-/// 12), and derives what the end must show.
+/// 13), and derives what the end must show.
 fn check_events(case: &Case, seen: &[Seen]) -> Result<Told, String> {
     let graph = Graph::new(case);
     let count = case.nodes.len();
@@ -1445,6 +1453,12 @@ fn check_events(case: &Case, seen: &[Seen]) -> Result<Told, String> {
     let mut given_up = false;
     // Nodes restarting with their dependents, until they are ready again.
     let mut restarting = vec![false; count];
+    // The restarts each node's budget granted so far.
+    let mut restarts = vec![0u32; count];
+    // Permanent nodes that completed under a stop for good: done for good.
+    let mut finished = vec![false; count];
+    // Nested nodes whose current instance's inner node shut it down.
+    let mut inner_shut_down = vec![false; count];
 
     for (at, it) in seen.iter().enumerate() {
         let (event, board) = (&it.event, &it.board);
@@ -1454,6 +1468,14 @@ fn check_events(case: &Case, seen: &[Seen]) -> Result<Told, String> {
             let nested = &mut nested[outer];
             if let EventKind::Failed { error, .. } = &event.kind {
                 nested.last_error = error.to_string();
+            }
+            if let EventKind::Verdict {
+                verdict: Verdict::Shutdown,
+                acted: true,
+                ..
+            } = event.kind
+            {
+                inner_shut_down[outer] = true;
             }
             nested.entries.note(event, &nested.last_error);
             continue;
@@ -1507,7 +1529,23 @@ fn check_events(case: &Case, seen: &[Seen]) -> Result<Told, String> {
                         state(on)
                     ));
                 }
-                // 8. Not while something it depends on restarts with its
+                inner_shut_down[node] = false;
+                // 8. Its dependents are down before it starts again.
+                if restarting[node] {
+                    if let Some(up) = graph
+                        .dependents_of(node)
+                        .into_iter()
+                        .skip(1)
+                        .find(|&other| is_up(state(other)))
+                    {
+                        return Err(format!(
+                            "invariant 8 (restart with dependents): {event_at}, but n{up}, \
+                             which depends on it, is {}",
+                            state(up)
+                        ));
+                    }
+                }
+                // Not while something it depends on restarts with its
                 // dependents.
                 if let Some(restarting) = (0..count).find(|&other| {
                     restarting[other] && other != node && graph.dependents_of(other).contains(&node)
@@ -1528,6 +1566,16 @@ fn check_events(case: &Case, seen: &[Seen]) -> Result<Told, String> {
                     ));
                 }
                 restarting[node] = case.nodes[node].restart_dependents;
+                // 13. Within the node's budget, and never after it is done
+                // for good.
+                if restarts[node] >= case.nodes[node].restarts || finished[node] {
+                    return Err(format!(
+                        "invariant 13 (restart budgets): {event_at}, after {} restarts of \
+                         {} allowed, done for good: {}",
+                        restarts[node], case.nodes[node].restarts, finished[node]
+                    ));
+                }
+                restarts[node] += 1;
             }
             EventKind::Ready { .. } | EventKind::Stopped { .. } => restarting[node] = false,
             // 2. Told to stop only once nothing depending on it is up.
@@ -1580,6 +1628,14 @@ fn check_events(case: &Case, seen: &[Seen]) -> Result<Told, String> {
                     ));
                 }
                 unjudged[node] = None;
+                // 13. The node's handler decided.
+                if *verdict != case.nodes[node].verdict {
+                    return Err(format!(
+                        "invariant 13 (the node's handler): {event_at}, but its handler \
+                         decides {}",
+                        case.nodes[node].verdict
+                    ));
+                }
                 if *acted && covered[node] {
                     return Err(format!(
                         "invariant 5 (verdicts acted on): {event_at}, acted on although a \
@@ -1600,12 +1656,43 @@ fn check_events(case: &Case, seen: &[Seen]) -> Result<Told, String> {
                 }
             }
             EventKind::RestartsExhausted { escalation, .. } => {
+                // 13. The node's escalation, once its budget is spent.
+                let spec = &case.nodes[node];
+                if *escalation != spec.escalation
+                    || restarts[node] != spec.restarts
+                    || finished[node]
+                {
+                    return Err(format!(
+                        "invariant 13 (restart budgets): {event_at}, after {} restarts of {} \
+                         allowed, escalating to {}, done for good: {}",
+                        restarts[node], spec.restarts, spec.escalation, finished[node]
+                    ));
+                }
                 for other in graph.covered_by(node, *escalation) {
                     covered[other] = true;
                 }
                 decide(&mut deciding, *escalation, &event.node, &last_error[node]);
             }
             EventKind::Completed { .. } => {
+                // 13. A nested run its inner node shut down failed.
+                if inner_shut_down[node] {
+                    return Err(format!(
+                        "invariant 13 (nested shutdowns): {event_at}, but its inner node's \
+                         Shutdown was acted on: the nested run must fail it"
+                    ));
+                }
+                // 13. A permanent node under a stop for good stays done.
+                let going_down = covered[node] || deciding.is_some() || parent_stops;
+                if case.nodes[node].permanent && (going_down || terminate_stops) {
+                    finished[node] = true;
+                    if state(node) != NodeState::Completed {
+                        return Err(format!(
+                            "invariant 13 (permanent nodes): {event_at}, under a stop for \
+                             good, but the board shows {}",
+                            state(node)
+                        ));
+                    }
+                }
                 if state(node) == NodeState::Backoff {
                     // A permanent node restarting: a spent budget stops it
                     // with the supervisor's own error.
@@ -1639,6 +1726,14 @@ fn check_events(case: &Case, seen: &[Seen]) -> Result<Told, String> {
                 given_up |= !timed_out;
             }
             _ => {}
+        }
+        // 13. The board counts the restarts the events tell.
+        if board[node].restarts != restarts[node] {
+            return Err(format!(
+                "invariant 13 (the board's restarts): {event_at}, the board shows {} \
+                 restarts, the events tell of {}",
+                board[node].restarts, restarts[node]
+            ));
         }
         // 6. What the event adds to the outcome, and what a nested node's
         // supervisor adds with it.

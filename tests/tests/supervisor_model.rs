@@ -1160,6 +1160,12 @@ impl Graph {
         Graph::closure(&self.dependents, from, |_| true)
     }
 
+    /// A node depending on `node`, directly or not, that `board` shows up.
+    fn dependent_up(&self, board: &[NodeStatus], node: usize) -> Option<usize> {
+        let mut dependents = self.dependents_of(node).into_iter().skip(1);
+        dependents.find(|&other| is_up(board[other].state))
+    }
+
     /// `from` and every node it depends on, transitively.
     fn dependencies_of(&self, from: usize) -> Vec<usize> {
         Graph::closure(&self.dependencies, from, |_| true)
@@ -1532,12 +1538,7 @@ fn check_events(case: &Case, seen: &[Seen]) -> Result<Told, String> {
                 inner_shut_down[node] = false;
                 // 8. Its dependents are down before it starts again.
                 if restarting[node] {
-                    if let Some(up) = graph
-                        .dependents_of(node)
-                        .into_iter()
-                        .skip(1)
-                        .find(|&other| is_up(state(other)))
-                    {
+                    if let Some(up) = graph.dependent_up(board, node) {
                         return Err(format!(
                             "invariant 8 (restart with dependents): {event_at}, but n{up}, \
                              which depends on it, is {}",
@@ -1582,12 +1583,7 @@ fn check_events(case: &Case, seen: &[Seen]) -> Result<Told, String> {
             EventKind::Stopping { cause, .. } => {
                 parent_stops |= *cause == StopReason::ParentStopped;
                 terminate_stops |= *cause == StopReason::Terminated;
-                if let Some(up) = graph
-                    .dependents_of(node)
-                    .into_iter()
-                    .skip(1)
-                    .find(|&other| is_up(state(other)))
-                {
+                if let Some(up) = graph.dependent_up(board, node) {
                     return Err(format!(
                         "invariant 2 (stop order): {event_at}, n{up}, which depends on it, \
                          is {}",

@@ -124,20 +124,19 @@
 //! default) per executor.
 
 use std::fmt;
-use std::future::{poll_fn, Future};
 use std::pin::pin;
 use std::sync::atomic::AtomicUsize;
 use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::{Arc, Mutex};
-use std::task::Poll;
 use std::time::Duration;
 
+use futures_util::future::{select, Either};
 use lifecycle::{
     run_component, Component, ComponentManager, Failure, FatalError, FatalHook, Instant, Latch,
     ReadyHandle, Reported, RestartPolicy, RunOutcome, RuntimeExt, SharedRuntime, StartError,
     StopSource, StopToken, Verdict, WorkerContext, WorkerResult, DEFAULT_STOP_TIMEOUT,
 };
-use lifecycle_conformance::{lock, yield_now, ModelRun};
+use lifecycle_conformance::{let_others_run, lock, ModelRun};
 use proptest::prelude::*;
 
 /// The most steps a case has.
@@ -153,10 +152,6 @@ const WINDOW: Duration = Duration::from_secs(3600);
 /// The short stop timeout, at which an instance hanging on its stop is
 /// aborted.
 const SHORT_STOP_TIMEOUT: Duration = Duration::from_millis(10);
-
-/// How long the test holds an instance hanging on its stop before it
-/// releases it, checking that the loop waits.
-const HOLD: Duration = Duration::from_millis(5);
 
 /// How long the loop may take to settle, or to end after the parent's
 /// stop, on a real clock: it takes milliseconds, so this only turns a hang
@@ -930,20 +925,11 @@ async fn work(
     rig.history.push(Event::Started { attempt });
     // A command wins over the stop: a command the test gave before its
     // stop is always carried out.
-    let commanded = {
-        let mut commanded = pin!(rig.commanded.wait());
-        let mut stopped = pin!(ctx.stopped());
-        poll_fn(|cx| {
-            if commanded.as_mut().poll(cx).is_ready() {
-                Poll::Ready(true)
-            } else if stopped.as_mut().poll(cx).is_ready() {
-                Poll::Ready(false)
-            } else {
-                Poll::Pending
-            }
-        })
-        .await
-    };
+    // (`select` polls its first future first.)
+    let commanded = matches!(
+        select(pin!(rig.commanded.wait()), pin!(ctx.stopped())).await,
+        Either::Left(_)
+    );
     if commanded {
         let act = lock(&rig.command).expect("the command is set before its latch");
         match act {
@@ -1353,10 +1339,7 @@ impl World {
     /// Holds instance `n`, hanging on its stop, for a while: the loop must
     /// wait for it (invariant 6).
     async fn hold(&self, n: u32) {
-        self.rt.sleep(HOLD).await;
-        for _ in 0..3 {
-            yield_now().await;
-        }
+        let_others_run(&self.rt).await;
         let moved = self.shared.history.find(|e| match e {
             Event::Handled { attempt, .. } => *attempt == n,
             Event::Built { attempt, .. } | Event::FactoryFailed { attempt, .. } => *attempt > n,

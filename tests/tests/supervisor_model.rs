@@ -161,7 +161,7 @@ use lifecycle::{
     RuntimeExt, SharedRuntime, StartTimedOut, StatusBoard, StopReason, StopSource, Supervisor,
     SupervisorEnd, SupervisorEvent, SupervisorOutcome, Verdict,
 };
-use lifecycle_conformance::{describe, eventually, lock, shown_with, ModelRun};
+use lifecycle_conformance::{describe, eventually, let_others_run, lock, shown_with, ModelRun};
 use proptest::prelude::*;
 
 /// The most nodes a case has.
@@ -328,52 +328,40 @@ fn on_stop() -> impl Strategy<Value = OnStop> {
     ]
 }
 
-/// Node `index`: each node before it is a dependency with probability 0.4.
-fn spec(index: usize) -> impl Strategy<Value = Spec> {
-    (
-        prop::collection::vec(prop::bool::weighted(0.4), index),
-        verdict(),
-        escalation(),
-        (1..=3u32, prop::bool::weighted(0.3)),
-        prop::bool::weighted(0.25),
-        prop::bool::weighted(0.2),
-        prop::bool::weighted(0.2),
-        on_stop(),
-        prop::bool::weighted(0.1),
-        prop_oneof![
+prop_compose! {
+    /// Node `index`: each node before it is a dependency with probability
+    /// 0.4.
+    fn spec(index: usize)(
+        on in prop::collection::vec(prop::bool::weighted(0.4), index),
+        verdict in verdict(),
+        escalation in escalation(),
+        restarts in 1..=3u32,
+        backoff in prop::bool::weighted(0.3),
+        restart_dependents in prop::bool::weighted(0.25),
+        permanent in prop::bool::weighted(0.2),
+        required in prop::bool::weighted(0.2),
+        on_stop in on_stop(),
+        late_start in prop::bool::weighted(0.1),
+        nested in prop_oneof![
             7 => Just(None),
             2 => Just(Some(Verdict::Shutdown)),
             1 => Just(Some(Verdict::Stop)),
         ],
-    )
-        .prop_map(
-            |(
-                on,
-                verdict,
-                escalation,
-                (restarts, backoff),
-                restart_dependents,
-                permanent,
-                required,
-                on_stop,
-                late_start,
-                nested,
-            )| {
-                Spec {
-                    dependencies: (0..on.len()).filter(|&at| on[at]).collect(),
-                    verdict,
-                    escalation,
-                    restarts,
-                    backoff,
-                    restart_dependents,
-                    permanent,
-                    required,
-                    on_stop,
-                    late_start,
-                    nested,
-                }
-            },
-        )
+    ) -> Spec {
+        Spec {
+            dependencies: (0..on.len()).filter(|&at| on[at]).collect(),
+            verdict,
+            escalation,
+            restarts,
+            backoff,
+            restart_dependents,
+            permanent,
+            required,
+            on_stop,
+            late_start,
+            nested,
+        }
+    }
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -1013,7 +1001,7 @@ async fn run_case(rt: SharedRuntime, case: Case, coverage: Arc<Coverage>) {
     if !run.is_finished() && !terminate.is_set() {
         // A spin-halt ignores the parent's stop: only a terminate request
         // ends it.
-        rt.sleep(HANG_TIMEOUT).await;
+        let_others_run(&rt).await;
         if run.is_finished() {
             let what = "the run of a spin-halt ended without a terminate request";
             report(what, &case, &lock(&log.seen), &status, None)
